@@ -1,4 +1,4 @@
-"""The sans-I/O core against the real wireguard-go, configured by the real wg (issue: protocol core).
+"""The sans-I/O core against the real wireguard-go, configured by the real wg.
 
 No TUN on our side: tests/netns/core_peer.py is the core plus one UDP socket. wireguard-go has
 its TUN with 10.0.0.1/24, so the kernel in its namespace answers our ICMP echoes.
