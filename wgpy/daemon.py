@@ -1,0 +1,188 @@
+"""wgpyd: a drop-in for wireguard-go (``wgpyd [-f|--foreground] INTERFACE-NAME``).
+
+Like wireguard-go, the parent creates the TUN device and the UAPI socket, then starts a
+background copy of itself that inherits both (``WG_TUN_FD``, ``WG_UAPI_FD``) and exits 0, so
+``wg-quick`` can go on configuring the interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+import subprocess
+import sys
+from typing import Final
+
+from wgpy import __version__
+from wgpy.device import Device
+from wgpy.io import tun
+
+SOCKET_DIRECTORY: Final = "/var/run/wireguard"
+ENV_FOREGROUND: Final = "WG_PROCESS_FOREGROUND"
+ENV_TUN_FD: Final = "WG_TUN_FD"
+ENV_UAPI_FD: Final = "WG_UAPI_FD"
+
+log = logging.getLogger("wgpy")
+
+
+def usage() -> str:
+    return f"Usage: {os.path.basename(sys.argv[0])} [-f/--foreground] INTERFACE-NAME\n"
+
+
+def socket_path(ifname: str) -> str:
+    return os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+
+
+def create_uapi_socket(ifname: str) -> socket.socket:
+    """Listen on /var/run/wireguard/IFNAME.sock with mode 0600, replacing a stale file."""
+    os.makedirs(SOCKET_DIRECTORY, mode=0o755, exist_ok=True)
+    path = socket_path(ifname)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+        else:
+            probe.close()
+            raise OSError(errno.EADDRINUSE, "unix socket in use")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o077)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_umask)
+    listener.listen(128)
+    return listener
+
+
+def _log_level() -> int | None:
+    """LOG_LEVEL as wireguard-go reads it: verbose/debug, error (default), silent."""
+    value = os.environ.get("LOG_LEVEL", "").lower()
+    if value in ("verbose", "debug"):
+        return logging.DEBUG
+    if value == "silent":
+        return None
+    return logging.ERROR
+
+
+def _setup_logging(ifname: str, level: int | None) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(levelname)s: ({ifname}) %(asctime)s %(message)s", datefmt="%Y/%m/%d %H:%M:%S"
+        )
+    )
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.CRITICAL + 1 if level is None else level)
+
+
+def _inherited_fd(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return int(value)
+
+
+def serve(ifname: str, tun_fd: int, uapi: socket.socket) -> int:
+    """Run the device in this process until the interface or its socket goes away."""
+    from wgpy.io.runner import DeviceRunner
+
+    path = socket_path(ifname)
+    device = Device()
+    with contextlib.suppress(OSError):
+        device.mtu = tun.get_mtu(ifname)
+    runner = DeviceRunner(device, ifname, tun_fd, uapi, path)
+    try:
+        asyncio.run(runner.run())
+    finally:
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            # Only remove the socket if it is still the one we created.
+            if stat.S_ISSOCK(info.st_mode) and info.st_ino == runner.uapi_inode:
+                os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.close(tun_fd)
+        uapi.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["-v"]):
+        sys.stdout.write(f"wgpyd v{__version__}\n\nUserspace WireGuard daemon in Python.\n")
+        return 0
+    foreground = os.environ.get(ENV_FOREGROUND) == "1"
+    if len(args) == 2 and args[0] in ("-f", "--foreground"):
+        foreground = True
+        args = args[1:]
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.stderr.write(usage())
+        return 1
+    requested = args[0]
+    level = _log_level()
+    _setup_logging(requested, level)
+
+    tun_fd = _inherited_fd(ENV_TUN_FD)
+    try:
+        if tun_fd is None:
+            tun_fd, ifname = tun.open_tun(requested)
+            with contextlib.suppress(OSError):
+                tun.set_mtu(ifname, 1420)
+            tun.disable_ipv6_link_local(ifname)
+        else:
+            os.set_blocking(tun_fd, False)
+            ifname = tun.tun_name(tun_fd)
+    except (OSError, ValueError) as error:
+        log.error("Failed to create TUN device: %s", error)
+        sys.stderr.write(f"Failed to create TUN device: {error}\n")
+        return 1
+
+    uapi_fd = _inherited_fd(ENV_UAPI_FD)
+    try:
+        uapi = create_uapi_socket(ifname) if uapi_fd is None else socket.socket(fileno=uapi_fd)
+    except OSError as error:
+        log.error("UAPI listen error: %s", error)
+        sys.stderr.write(f"UAPI listen error: {error}\n")
+        os.close(tun_fd)
+        return 1
+
+    if foreground:
+        log.info("Starting wgpyd version %s", __version__)
+        return serve(ifname, tun_fd, uapi)
+
+    env = dict(os.environ)
+    env[ENV_FOREGROUND] = "1"
+    env[ENV_TUN_FD] = str(tun_fd)
+    env[ENV_UAPI_FD] = str(uapi.fileno())
+    os.set_inheritable(tun_fd, True)
+    os.set_inheritable(uapi.fileno(), True)
+    quiet = level is None or "LOG_LEVEL" not in os.environ
+    output = subprocess.DEVNULL if quiet else None
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "wgpy.daemon", ifname],
+            env=env,
+            pass_fds=(tun_fd, uapi.fileno()),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+            cwd="/",
+        )
+    except OSError as error:
+        sys.stderr.write(f"Failed to daemonize: {error}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,326 @@
+"""The asyncio adapter: drives one sans-I/O Device from a TUN fd, UDP sockets and a UAPI socket.
+
+This module and its siblings are the only code in wgpy that does I/O. Every input is handed to
+the Device with ``now`` and every output is drained right after, so a wakeup that brings several
+datagrams is answered as one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Final
+
+from wgpy.device import Device
+from wgpy.events import (
+    EndpointChanged,
+    Event,
+    HandshakeCompleted,
+    HandshakeGaveUp,
+    HandshakeInitiationSent,
+    HandshakeResponseSent,
+    KeepaliveReceived,
+    KeysZeroed,
+    PacketDropped,
+    key_b64,
+)
+from wgpy.io import tun, udp
+from wgpy.uapi import UapiConnection
+
+_READ_BATCH: Final = 128
+_LINK_POLL_SECONDS: Final = 1.0
+_MAX_PACKET: Final = 65535
+RTMGRP_LINK: Final = 1
+
+log = logging.getLogger("wgpy")
+
+
+def short_key(key: bytes | None) -> str:
+    text = key_b64(key) or "?"
+    return f"peer({text[:4]}…{text[-5:-1]})"
+
+
+def describe(event: Event) -> str:
+    """One line per event, in the spirit of wireguard-go's verbose log."""
+    if isinstance(event, PacketDropped):
+        return event.describe()
+    if isinstance(event, HandshakeInitiationSent):
+        return f"{short_key(event.peer)} - Sending handshake initiation (attempt {event.attempt})"
+    if isinstance(event, HandshakeResponseSent):
+        return f"{short_key(event.peer)} - Sending handshake response"
+    if isinstance(event, HandshakeCompleted):
+        role = "initiator" if event.initiator else "responder"
+        return f"{short_key(event.peer)} - Handshake completed ({role})"
+    if isinstance(event, HandshakeGaveUp):
+        return (
+            f"{short_key(event.peer)} - Handshake did not complete after "
+            f"{event.attempts} attempts, giving up"
+        )
+    if isinstance(event, KeysZeroed):
+        return f"{short_key(event.peer)} - Zeroing out all keys"
+    if isinstance(event, EndpointChanged):
+        return f"{short_key(event.peer)} - Endpoint now {event.endpoint[0]}:{event.endpoint[1]}"
+    if isinstance(event, KeepaliveReceived):
+        return f"{short_key(event.peer)} - Receiving keepalive packet"
+    return repr(event)
+
+
+class DeviceRunner:
+    """Owns the sockets of one interface and pumps data between them and the Device."""
+
+    def __init__(
+        self,
+        device: Device,
+        ifname: str,
+        tun_fd: int,
+        uapi_socket: socket.socket,
+        uapi_path: str,
+    ) -> None:
+        self.device = device
+        self.ifname = ifname
+        self.tun_fd = tun_fd
+        self.uapi_socket = uapi_socket
+        self.uapi_path = uapi_path
+        self.sock4: socket.socket | None = None
+        self.sock6: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stop: asyncio.Future[str] | None = None
+        self._link_running: bool | None = None
+        self.uapi_inode = os.stat(uapi_path).st_ino if os.path.exists(uapi_path) else None
+        self._netlink: socket.socket | None = None
+
+    # ----------------------------------------------------------- UAPI hooks
+
+    def set_listen_port(self, port: int) -> None:
+        self.device.listen_port = port
+        self._close_sockets()
+        if self.device.is_up:
+            self._open_sockets()
+
+    def set_fwmark(self, mark: int) -> None:
+        self.device.fwmark = mark
+        udp.set_fwmark([s for s in (self.sock4, self.sock6) if s is not None], mark)
+
+    # -------------------------------------------------------------- sockets
+
+    def _open_sockets(self) -> None:
+        sock4, sock6, port = udp.bind_pair(self.device.listen_port, self.device.fwmark)
+        self.sock4, self.sock6 = sock4, sock6
+        self.device.listen_port = port
+        loop = self._loop
+        assert loop is not None
+        for sock in (sock4, sock6):
+            if sock is not None:
+                loop.add_reader(sock.fileno(), self._on_udp, sock)
+
+    def _close_sockets(self) -> None:
+        loop = self._loop
+        for sock in (self.sock4, self.sock6):
+            if sock is not None:
+                if loop is not None:
+                    loop.remove_reader(sock.fileno())
+                sock.close()
+        self.sock4 = self.sock6 = None
+
+    # ---------------------------------------------------------------- input
+
+    def _on_udp(self, sock: socket.socket) -> None:
+        device = self.device
+        now = time.monotonic()
+        for _ in range(_READ_BATCH):
+            try:
+                data, address = sock.recvfrom(_MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                log.debug("UDP receive error: %s", error)
+                break
+            device.receive_datagram(data, (address[0], address[1]), now)
+        self.flush()
+
+    def _on_tun(self) -> None:
+        device = self.device
+        now = time.monotonic()
+        for _ in range(_READ_BATCH):
+            try:
+                packet = os.read(self.tun_fd, _MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                self._shutdown(f"TUN read failed: {error}")
+                return
+            if not packet:
+                self._shutdown("TUN closed")
+                return
+            device.send_packet(packet, now)
+        self.flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.device.handle_timer(time.monotonic())
+        self.flush()
+
+    # --------------------------------------------------------------- output
+
+    def flush(self) -> None:
+        device = self.device
+        datagrams = device.datagrams_to_send()
+        if datagrams:
+            sock4, sock6 = self.sock4, self.sock6
+            for datagram, endpoint in datagrams:
+                sock = sock6 if ":" in endpoint[0] else sock4
+                if sock is None:
+                    device.report_send_failure(datagram, endpoint, "no socket bound")
+                    continue
+                try:
+                    sock.sendto(datagram, endpoint)
+                except OSError as error:
+                    device.report_send_failure(datagram, endpoint, error.strerror or str(error))
+        packets = device.packets_to_deliver()
+        for packet in packets:
+            try:
+                os.write(self.tun_fd, packet)
+            except OSError as error:
+                device.report_tun_write_failure(packet, error.strerror or str(error))
+        if log.isEnabledFor(logging.DEBUG):
+            for event in device.events():
+                log.debug("%s", describe(event))
+        else:
+            for _ in device.events():
+                pass
+        self._schedule_timer()
+
+    def _schedule_timer(self) -> None:
+        deadline = self.device.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = None
+        if deadline is not None and self._loop is not None:
+            # asyncio's loop.time() is time.monotonic() on Linux, the Device's clock too.
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    # ------------------------------------------------------------------ UAPI
+
+    async def _serve_uapi(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = UapiConnection(self.device, self, time.monotonic)
+        try:
+            while not connection.closed:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                reply = connection.feed(data)
+                self.flush()
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    # ------------------------------------------------------------ link state
+
+    def _check_link(self) -> None:
+        try:
+            flags = tun.link_flags(self.ifname)
+            self.device.mtu = tun.get_mtu(self.ifname)
+        except OSError as error:
+            if error.errno in (errno.ENODEV, errno.ENXIO):
+                self._shutdown("interface removed")
+            return
+        running = bool(flags & tun.IFF_UP and flags & tun.IFF_RUNNING)
+        previous, self._link_running = self._link_running, running
+        if previous is None or previous == running:
+            return
+        now = time.monotonic()
+        if running and not self.device.is_up:
+            log.info("Interface state was Down, requested Up, now Up")
+            self.device.up(now)
+            try:
+                self._open_sockets()
+            except OSError as error:
+                log.error("Unable to update bind: %s", error)
+        elif not running and self.device.is_up:
+            log.info("Interface state was Up, requested Down, now Down")
+            self.device.down(now)
+            self._close_sockets()
+        self.flush()
+
+    def _on_netlink(self) -> None:
+        assert self._netlink is not None
+        with contextlib.suppress(OSError):
+            while True:
+                self._netlink.recv(65536)
+        self._check_link()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(_LINK_POLL_SECONDS)
+            self.device.wall_offset = time.time() - time.monotonic()
+            try:
+                inode = os.stat(self.uapi_path).st_ino
+            except OSError:
+                inode = None
+            if inode != self.uapi_inode:
+                self._shutdown("UAPI socket removed")
+                return
+            self._check_link()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def _shutdown(self, why: str) -> None:
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(why)
+
+    async def run(self) -> str:
+        """Serve until the TUN or the UAPI socket goes away or a signal arrives."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop = loop.create_future()
+        self.device.wall_offset = time.time() - time.monotonic()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(
+                signum, self._shutdown, f"received {signal.Signals(signum).name}"
+            )
+        self._open_sockets()
+        loop.add_reader(self.tun_fd, self._on_tun)
+        try:
+            self._netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            self._netlink.bind((0, RTMGRP_LINK))
+            self._netlink.setblocking(False)
+            loop.add_reader(self._netlink.fileno(), self._on_netlink)
+        except OSError:
+            self._netlink = None
+        self._check_link()
+        server = await asyncio.start_unix_server(self._serve_uapi, sock=self.uapi_socket)
+        watcher = asyncio.ensure_future(self._watch())
+        log.info("Device started")
+        try:
+            why = await self._stop
+        finally:
+            watcher.cancel()
+            server.close()
+            loop.remove_reader(self.tun_fd)
+            if self._netlink is not None:
+                loop.remove_reader(self._netlink.fileno())
+                self._netlink.close()
+            self._close_sockets()
+            if self._timer is not None:
+                self._timer.cancel()
+        log.info("Shutting down: %s", why)
+        return why

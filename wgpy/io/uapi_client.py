@@ -1,0 +1,58 @@
+"""A small client for the UAPI socket of wgpyd, wireguard-go or any userspace WireGuard."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from wgpy.daemon import SOCKET_DIRECTORY
+
+
+class UapiError(OSError):
+    pass
+
+
+def _exchange(ifname: str, request: str, timeout: float = 5.0) -> str:
+    path = os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(request.encode())
+        chunks: list[bytes] = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"".join(chunks[-2:]).endswith(b"\n\n"):
+                break
+    return b"".join(chunks).decode()
+
+
+def _errno(response: str) -> int:
+    for line in response.splitlines():
+        if line.startswith("errno="):
+            return int(line[6:])
+    raise UapiError(71, "no errno in UAPI response")
+
+
+def uapi_get(ifname: str) -> list[tuple[str, str]]:
+    """Return the key=value pairs of a get, in order (without the errno line)."""
+    response = _exchange(ifname, "get=1\n\n")
+    code = _errno(response)
+    if code:
+        raise UapiError(-code, os.strerror(-code))
+    pairs = []
+    for line in response.splitlines():
+        if not line or line.startswith("errno="):
+            continue
+        key, _, value = line.partition("=")
+        pairs.append((key, value))
+    return pairs
+
+
+def uapi_set(ifname: str, lines: list[str]) -> None:
+    response = _exchange(ifname, "set=1\n" + "".join(f"{line}\n" for line in lines) + "\n")
+    code = _errno(response)
+    if code:
+        raise UapiError(-code, os.strerror(-code))
