@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.packets import ipv4_udp, ipv6_udp
 from wgpy import crypto, messages
@@ -479,3 +481,69 @@ def test_events_and_reprs_hold_no_secrets() -> None:
         import base64
 
         assert base64.b64encode(secret).decode() not in text
+
+
+def _send_raw_plaintext(pair: Pair, plaintext: bytes) -> None:
+    """Encrypt arbitrary bytes on A's current keypair, bypassing A's own routing checks."""
+    peer = pair.a.peer
+    assert peer.current is not None and peer.endpoint is not None
+    pair.a.device._encrypt(peer, peer.current, plaintext, peer.endpoint)
+    pair.deliver(pair.a, pair.flight(pair.a))
+
+
+def test_inner_packet_checks_after_decryption() -> None:
+    pair = make_pair()
+    pair.a.device.send_packet(a_to_b(), pair.now)
+    pair.roundtrip()
+    _send_raw_plaintext(pair, b"\x50" + bytes(40))  # version 5
+    good = a_to_b(b"short")
+    _send_raw_plaintext(pair, good[:2] + (200).to_bytes(2, "big") + good[4:])  # length > data
+    six = ipv6_udp("fd00::1", "fd00::2")
+    _send_raw_plaintext(pair, six[:4] + (500).to_bytes(2, "big") + six[6:])
+    reasons = [d.reason for d in pair.b.drops()]
+    assert reasons == [DropReason.NOT_IP, DropReason.BAD_LENGTH, DropReason.BAD_LENGTH]
+    _send_raw_plaintext(pair, good + b"padding!")  # trailing bytes are trimmed, not an error
+    assert pair.b.delivered[-1] == good
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200), st.integers(min_value=0, max_value=255))
+def test_garbage_never_raises_and_is_always_counted(data: bytes, first: int) -> None:
+    pair = _GARBAGE_PAIR
+    device = pair.b.device
+    before = sum(device.drop_counts.values())
+    datagram = bytes([first % 6]) + data
+    device.receive_datagram(datagram, ("198.51.100.7", 9), pair.now)
+    device.datagrams_to_send()
+    assert device.packets_to_deliver() == []
+    assert sum(device.drop_counts.values()) == before + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=0, max_value=200),
+    st.integers(min_value=1, max_value=255),
+)
+def test_bit_flipped_real_messages_are_dropped_not_raised(which: int, pos: int, flip: int) -> None:
+    pair = make_pair(seed=9)
+    if which == 2:
+        pair.b.device.force_under_load(pair.now, duration=1)
+    pair.a.device.send_packet(a_to_b(), pair.now)
+    initiation = pair.flight(pair.a)[0]
+    pair.deliver(pair.a, [initiation])
+    response_or_cookie = pair.flight(pair.b)[0]
+    samples = [initiation, response_or_cookie, response_or_cookie, initiation]
+    original = samples[which]
+    target = pair.b if which in (0, 3) else pair.a
+    # mac2 is only checked under load: outside that case it may be anything.
+    checked = len(original) if which == 2 else len(original) - 16
+    index = pos % checked
+    mutated = original[:index] + bytes([original[index] ^ flip]) + original[index + 1 :]
+    target.device.receive_datagram(mutated, ("198.51.100.7", 9), pair.now + 1)
+    target.collect()
+    assert target.delivered == []
+    assert target.drops(), "a corrupted handshake message must be counted as a drop"
+
+
+_GARBAGE_PAIR = make_pair(seed=11)
