@@ -35,6 +35,7 @@ from wgpy.events import (
     KeepaliveReceived,
     KeysZeroed,
     PacketDropped,
+    Verdict,
 )
 from wgpy.packet import icmp_unreachable, inner_info
 from wgpy.peer import MAX_STAGED_PACKETS, NO_PRESHARED_KEY, Endpoint, Keypair, Peer
@@ -68,6 +69,9 @@ _SEND_KEEPALIVE = Timer.SEND_KEEPALIVE
 _NEW_HANDSHAKE = Timer.NEW_HANDSHAKE
 _ZERO_KEYS = Timer.ZERO_KEY_MATERIAL
 _PERSISTENT = Timer.PERSISTENT_KEEPALIVE
+
+#: A packet tap: (direction, verdict, peer public key, inner packet, drop reason).
+PacketTap = Callable[[Direction, Verdict, bytes | None, bytes, DropReason | None], None]
 
 _DATA_HEADER = struct.Struct("<IIQ")
 _NONCE_PREFIX = bytes(4)
@@ -114,6 +118,9 @@ class Device:
         self._packets: list[bytes] = []
         self._events: collections.deque[Event] = collections.deque()
         self.max_events = 65536
+        #: Called for every inner packet sent, delivered or dropped while set (captures).
+        #: None costs one attribute check per packet.
+        self.tap: PacketTap | None = None
         self._handshake_window_start = 0.0
         self._handshake_window_count = 0
         self._under_load_until = float("-inf")
@@ -164,6 +171,8 @@ class Device:
     ) -> None:
         public = None if peer is None else peer.public_key
         self.drop_counts[(public, reason)] += 1
+        if self.tap is not None and packet:
+            self.tap(direction, Verdict.DROPPED, public, packet, reason)
         self._emit(
             PacketDropped(
                 reason,
@@ -742,6 +751,7 @@ class Device:
                     Direction.INCOMING,
                     peer,
                     endpoint=endpoint,
+                    packet=plaintext,
                     size=size,
                     detail=f"IPv4 total length {length}, plaintext {size}",
                 )
@@ -756,6 +766,7 @@ class Device:
                     Direction.INCOMING,
                     peer,
                     endpoint=endpoint,
+                    packet=plaintext,
                     size=size,
                     detail=f"IPv6 length {length}, plaintext {size}",
                 )
@@ -767,6 +778,7 @@ class Device:
                 Direction.INCOMING,
                 peer,
                 endpoint=endpoint,
+                packet=plaintext,
                 size=size,
             )
             return
@@ -783,6 +795,8 @@ class Device:
                 size=length,
             )
             return
+        if self.tap is not None:
+            self.tap(Direction.INCOMING, Verdict.DELIVERED, peer.public_key, plaintext, None)
         self._packets.append(plaintext)
 
     def _confirm_next_keypair(self, peer: Peer, now: float) -> None:
@@ -805,7 +819,7 @@ class Device:
         elif version == 6 and size >= 40:
             peer = self.allowed_ips.lookup_v6(int.from_bytes(packet[24:40], "big"))
         else:
-            self._drop(DropReason.NOT_IP, Direction.OUTGOING, None, size=size)
+            self._drop(DropReason.NOT_IP, Direction.OUTGOING, None, packet=packet, size=size)
             return
         if peer is None:
             self._drop(DropReason.NO_PEER, Direction.OUTGOING, None, packet=packet, size=size)
@@ -870,6 +884,8 @@ class Device:
         counter = keypair.send_counter
         keypair.send_counter = counter + 1
         size = len(packet)
+        if self.tap is not None and size:
+            self.tap(Direction.OUTGOING, Verdict.SENT, peer.public_key, packet, None)
         padded = messages.padded_length(size, self.mtu)
         if padded != size:
             packet += bytes(padded - size)

@@ -75,6 +75,14 @@ class Direction(enum.StrEnum):
     INCOMING = "in"  # network → TUN
 
 
+class Verdict(enum.StrEnum):
+    """What became of an inner packet, as a packet tap (captures) sees it."""
+
+    SENT = "sent"  # encrypted and handed to the UDP socket
+    DELIVERED = "delivered"  # decrypted, allowed, handed to the TUN
+    DROPPED = "dropped"
+
+
 def key_b64(key: bytes | None) -> str | None:
     return None if key is None else base64.b64encode(key).decode()
 

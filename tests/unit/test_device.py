@@ -547,3 +547,29 @@ def test_bit_flipped_real_messages_are_dropped_not_raised(which: int, pos: int, 
 
 
 _GARBAGE_PAIR = make_pair(seed=11)
+
+
+def test_tap_sees_every_inner_packet_once_with_its_verdict() -> None:
+    pair = make_pair()
+    taps: dict[str, list[tuple[str, str, str | None, int]]] = {"a": [], "b": []}
+    for name, node in (("a", pair.a), ("b", pair.b)):
+
+        def tap(direction, verdict, peer, packet, reason, name=name):
+            taps[name].append((direction.value, verdict.value, reason, len(packet)))
+
+        node.device.tap = tap
+    pair.a.device.send_packet(a_to_b(b"hello"), pair.now)  # staged, then sent
+    pair.roundtrip()
+    pair.a.device.send_packet(ipv4_udp("10.0.0.1", "10.66.0.1"), pair.now)  # no peer
+    pair.a.device.allowed_ips.insert("10.0.0.0/8", pair.a.peer)
+    pair.a.device.send_packet(ipv4_udp("10.0.0.9", "10.0.0.2"), pair.now)  # B drops the source
+    pair.roundtrip()
+    assert taps["a"] == [
+        ("out", "sent", None, 33),
+        ("out", "dropped", "no_peer", 33),
+        ("out", "sent", None, 33),
+    ]
+    assert taps["b"] == [
+        ("in", "delivered", None, 33),
+        ("in", "dropped", "disallowed_source", 33),
+    ]
