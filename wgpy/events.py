@@ -14,60 +14,105 @@ from dataclasses import dataclass
 class DropReason(enum.StrEnum):
     """The closed set of reasons the core gives for not delivering something.
 
-    Outgoing (TUN → network) packets:
+    :data:`DROP_REASON_HELP` explains each; docs/drop-reasons.md is generated from it.
     """
 
     NO_PEER = "no_peer"
-    """Outgoing: no peer's AllowedIPs contains the destination (kernel: ENOKEY + ICMP)."""
     NOT_IP = "not_ip"
-    """Outgoing or incoming inner packet is neither IPv4 nor IPv6, or shorter than its header."""
     BAD_LENGTH = "bad_length"
-    """Incoming inner packet whose IP length field disagrees with the decrypted plaintext."""
     NO_ENDPOINT = "no_endpoint"
-    """Staged packets discarded because the peer never had an endpoint to handshake with."""
     NO_IDENTITY = "no_identity"
-    """A handshake was needed but the interface has no private key."""
     INVALID_PEER_KEY = "invalid_peer_key"
-    """A handshake was needed but the peer's public key is of low order (or is our own)."""
     STAGED_OVERFLOW = "staged_overflow"
-    """The staged queue (128 packets waiting for a handshake) overflowed; the oldest is dropped."""
     HANDSHAKE_TIMEOUT = "handshake_timeout"
-    """Staged packets discarded after the handshake gave up (20 attempts, about 90 s)."""
     INTERFACE_DOWN = "interface_down"
-    """Staged packets discarded because the interface went down or the peer was removed."""
-    # Incoming datagrams (network → TUN):
     BAD_SIZE = "bad_size"
-    """A datagram too short for its type, or a handshake message of the wrong size."""
     UNKNOWN_TYPE = "unknown_type"
-    """A datagram whose first four bytes are not one of the four message types."""
     INVALID_MAC1 = "invalid_mac1"
-    """A handshake message whose mac1 is wrong (not meant for us, or forged)."""
     COOKIE_REQUIRED = "cookie_required"
-    """Under load and mac2 missing or wrong: a cookie reply was sent instead of processing."""
     RATE_LIMITED = "rate_limited"
-    """Under load, valid mac2, but the source exceeded 20 handshakes/s."""
     HANDSHAKE_FAILED = "handshake_failed"
-    """A handshake message that does not decrypt, names an unknown peer or is in the wrong state."""
     REPLAYED_INITIATION = "replayed_initiation"
-    """An initiation whose TAI64N timestamp is not newer than the last one from that peer."""
     INITIATION_FLOOD = "initiation_flood"
-    """An initiation less than 20 ms after the previous accepted one from that peer."""
     INVALID_COOKIE = "invalid_cookie"
-    """A cookie reply that does not decrypt or answers nothing we sent."""
     UNKNOWN_INDEX = "unknown_index"
-    """A message whose receiver index names no current handshake or keypair."""
     DECRYPTION_FAILED = "decryption_failed"
-    """A data message that fails authentication."""
     REPLAYED_COUNTER = "replayed_counter"
-    """A data message whose counter was already seen or is behind the 8128-packet window."""
     EXPIRED_KEYPAIR = "expired_keypair"
-    """A data message for a keypair older than REJECT_AFTER_TIME (180 s) or exhausted."""
     DISALLOWED_SOURCE = "disallowed_source"
-    """An authenticated inner packet whose source is not routed to the sending peer."""
     TUN_WRITE_FAILED = "tun_write_failed"
-    """The adapter could not write a delivered packet to the TUN device."""
     SEND_FAILED = "send_failed"
-    """The adapter could not send a datagram (no socket, unreachable network...)."""
+
+
+DROP_REASON_HELP: dict[DropReason, str] = {
+    DropReason.NO_PEER: (
+        "Outgoing: no peer's AllowedIPs contains the destination (kernel: ENOKEY + ICMP)."
+    ),
+    DropReason.NOT_IP: (
+        "Outgoing or incoming inner packet is neither IPv4 nor IPv6, or shorter than its header."
+    ),
+    DropReason.BAD_LENGTH: (
+        "Incoming inner packet whose IP length field disagrees with the decrypted plaintext."
+    ),
+    DropReason.NO_ENDPOINT: (
+        "Staged packets discarded because the peer never had an endpoint to handshake with."
+    ),
+    DropReason.NO_IDENTITY: ("A handshake was needed but the interface has no private key."),
+    DropReason.INVALID_PEER_KEY: (
+        "A handshake was needed but the peer's public key is of low order (or is our own)."
+    ),
+    DropReason.STAGED_OVERFLOW: (
+        "The staged queue (128 packets waiting for a handshake) overflowed; the oldest is dropped."
+    ),
+    DropReason.HANDSHAKE_TIMEOUT: (
+        "Staged packets discarded after the handshake gave up (20 attempts, about 90 s)."
+    ),
+    DropReason.INTERFACE_DOWN: (
+        "Staged packets discarded because the interface went down or the peer was removed."
+    ),
+    DropReason.BAD_SIZE: (
+        "A datagram too short for its type, or a handshake message of the wrong size."
+    ),
+    DropReason.UNKNOWN_TYPE: (
+        "A datagram whose first four bytes are not one of the four message types."
+    ),
+    DropReason.INVALID_MAC1: (
+        "A handshake message whose mac1 is wrong (not meant for us, or forged)."
+    ),
+    DropReason.COOKIE_REQUIRED: (
+        "Under load and mac2 missing or wrong: a cookie reply was sent instead of processing."
+    ),
+    DropReason.RATE_LIMITED: ("Under load, valid mac2, but the source exceeded 20 handshakes/s."),
+    DropReason.HANDSHAKE_FAILED: (
+        "A handshake message that does not decrypt, names an unknown peer or is in the wrong state."
+    ),
+    DropReason.REPLAYED_INITIATION: (
+        "An initiation whose TAI64N timestamp is not newer than the last one from that peer."
+    ),
+    DropReason.INITIATION_FLOOD: (
+        "An initiation less than 20 ms after the previous accepted one from that peer."
+    ),
+    DropReason.INVALID_COOKIE: ("A cookie reply that does not decrypt or answers nothing we sent."),
+    DropReason.UNKNOWN_INDEX: (
+        "A message whose receiver index names no current handshake or keypair."
+    ),
+    DropReason.DECRYPTION_FAILED: ("A data message that fails authentication."),
+    DropReason.REPLAYED_COUNTER: (
+        "A data message whose counter was already seen or is behind the 8128-packet window."
+    ),
+    DropReason.EXPIRED_KEYPAIR: (
+        "A data message for a keypair older than REJECT_AFTER_TIME (180 s) or exhausted."
+    ),
+    DropReason.DISALLOWED_SOURCE: (
+        "An authenticated inner packet whose source is not routed to the sending peer."
+    ),
+    DropReason.TUN_WRITE_FAILED: (
+        "The adapter could not write a delivered packet to the TUN device."
+    ),
+    DropReason.SEND_FAILED: (
+        "The adapter could not send a datagram (no socket, unreachable network...)."
+    ),
+}
 
 
 class Direction(enum.StrEnum):

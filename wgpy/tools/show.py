@@ -1,0 +1,181 @@
+"""``wgpy show``: what ``wg show`` prints, plus wgpy's drop counters per peer and reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from wgpy.events import DROP_REASON_HELP
+
+
+@dataclass
+class PeerView:
+    public_key: str
+    preshared_key: bool = False
+    endpoint: str | None = None
+    allowed_ips: list[str] = field(default_factory=list)
+    latest_handshake: int = 0
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    persistent_keepalive: int = 0
+
+
+@dataclass
+class InterfaceView:
+    name: str
+    public_key: str | None = None
+    has_private_key: bool = False
+    listen_port: int = 0
+    fwmark: int = 0
+    peers: list[PeerView] = field(default_factory=list)
+    #: (peer public key or None for the interface, reason) → count; None if not a wgpyd.
+    drops: dict[tuple[str | None, str], int] | None = None
+
+
+def _b64(hex_key: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_key)).decode()
+
+
+def parse_get(name: str, pairs: list[tuple[str, str]]) -> InterfaceView:
+    """Build a view from the key=value pairs of a UAPI get (as ``wg`` interprets them)."""
+    from wgpy import crypto
+
+    view = InterfaceView(name)
+    peer: PeerView | None = None
+    for key, value in pairs:
+        if key == "public_key":
+            peer = PeerView(_b64(value))
+            view.peers.append(peer)
+        elif peer is None:
+            if key == "private_key":
+                view.has_private_key = True
+                view.public_key = base64.b64encode(crypto.public_key(bytes.fromhex(value))).decode()
+            elif key == "listen_port":
+                view.listen_port = int(value)
+            elif key == "fwmark":
+                view.fwmark = int(value)
+        elif key == "preshared_key":
+            peer.preshared_key = value != "0" * 64
+        elif key == "endpoint":
+            peer.endpoint = value
+        elif key == "allowed_ip":
+            peer.allowed_ips.append(value)
+        elif key == "last_handshake_time_sec":
+            peer.latest_handshake = int(value)
+        elif key == "rx_bytes":
+            peer.rx_bytes = int(value)
+        elif key == "tx_bytes":
+            peer.tx_bytes = int(value)
+        elif key == "persistent_keepalive_interval":
+            peer.persistent_keepalive = int(value)
+    return view
+
+
+def parse_stats(view: InterfaceView, stats: dict[str, Any]) -> None:
+    view.drops = {
+        (entry.get("peer"), str(entry["reason"])): int(entry["count"])
+        for entry in stats.get("drops", [])
+    }
+
+
+def ago(seconds: int) -> str:
+    """wg's rendering of an age: '1 minute, 5 seconds'."""
+    if seconds <= 0:
+        return "Now"
+    parts = []
+    for unit, size in (("year", 365 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'s' if count != 1 else ''}")
+    if seconds:
+        parts.append(f"{seconds} second{'s' if seconds != 1 else ''}")
+    return ", ".join(parts)
+
+
+def human_bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    for unit, size in (("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4)):
+        if count < size * 1024 or unit == "TiB":
+            return f"{count / size:.2f} {unit}"
+    return f"{count} B"
+
+
+def render_text(view: InterfaceView, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    lines = [f"interface: {view.name}"]
+    if view.public_key:
+        lines.append(f"  public key: {view.public_key}")
+        lines.append("  private key: (hidden)")
+    if view.listen_port:
+        lines.append(f"  listening port: {view.listen_port}")
+    if view.fwmark:
+        lines.append(f"  fwmark: {view.fwmark:#x}")
+    for peer in sorted(view.peers, key=lambda p: -p.latest_handshake):
+        lines.append("")
+        lines.append(f"peer: {peer.public_key}")
+        if peer.preshared_key:
+            lines.append("  preshared key: (hidden)")
+        if peer.endpoint:
+            lines.append(f"  endpoint: {peer.endpoint}")
+        lines.append(f"  allowed ips: {', '.join(peer.allowed_ips) or '(none)'}")
+        if peer.latest_handshake:
+            lines.append(f"  latest handshake: {ago(int(now) - peer.latest_handshake)} ago")
+        if peer.rx_bytes or peer.tx_bytes:
+            lines.append(
+                f"  transfer: {human_bytes(peer.rx_bytes)} received, "
+                f"{human_bytes(peer.tx_bytes)} sent"
+            )
+        if peer.persistent_keepalive:
+            lines.append(f"  persistent keepalive: every {ago(peer.persistent_keepalive)}")
+    return "\n".join(lines) + "\n"
+
+
+def drops_table(view: InterfaceView) -> Table:
+    table = Table(title=f"{view.name}: packets not delivered, by peer and reason")
+    table.add_column("peer")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    table.add_column("meaning")
+    meanings = {reason.value: text for reason, text in DROP_REASON_HELP.items()}
+    for (peer, reason), count in sorted(
+        (view.drops or {}).items(), key=lambda item: (item[0][0] or "", -item[1])
+    ):
+        table.add_row(peer or "(interface)", reason, str(count), meanings.get(reason, ""))
+    return table
+
+
+def to_json(view: InterfaceView) -> dict[str, Any]:
+    return {
+        "interface": view.name,
+        "public_key": view.public_key,
+        "listen_port": view.listen_port,
+        "fwmark": view.fwmark,
+        "peers": [vars(peer) for peer in view.peers],
+        "drops": None
+        if view.drops is None
+        else [
+            {"peer": peer, "reason": reason, "count": count}
+            for (peer, reason), count in sorted(view.drops.items(), key=lambda i: -i[1])
+        ],
+    }
+
+
+def print_view(view: InterfaceView, *, as_json: bool, console: Console | None = None) -> None:
+    console = console or Console()
+    if as_json:
+        console.print_json(json.dumps(to_json(view)))
+        return
+    console.print(render_text(view), end="", markup=False, highlight=False)
+    if view.drops is None:
+        console.print("  (drop counters: not a wgpyd interface)", markup=False)
+    elif not view.drops:
+        console.print("  drops: none")
+    else:
+        console.print(drops_table(view))
