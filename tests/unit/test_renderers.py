@@ -18,6 +18,7 @@ from wgpy.events import (
     InnerInfo,
     PacketDropped,
     Verdict,
+    key_b64,
 )
 from wgpy.tools import pcapng
 from wgpy.tools.eventlog import JsonEventLog, LineRateLimiter, event_record
@@ -131,3 +132,28 @@ def test_show_renders_like_wg() -> None:
     assert "  transfer: 100 B received, 2.00 KiB sent" in text
     assert "  persistent keepalive: every 25 seconds" in text
     assert "preshared key" not in text
+
+
+def test_metrics_use_exporter_names_and_count_drops() -> None:
+    from prometheus_client import generate_latest
+
+    from wgpy import crypto
+    from wgpy.device import Device
+    from wgpy.tools.metrics import make_registry, take_snapshot
+
+    device = Device(crypto.generate_private_key())
+    peer = device.add_peer(crypto.public_key(crypto.generate_private_key()))
+    assert peer is not None
+    device.allowed_ips.insert("10.0.0.0/8", peer)
+    peer.rx_bytes, peer.tx_bytes = 1234, 5678
+    device.send_packet(ipv4_udp("10.0.0.1", "192.168.1.1"), 0.0)  # no peer
+    device.send_packet(ipv4_udp("10.0.0.1", "192.168.1.2"), 0.0)
+    registry, collector = make_registry("wg0")
+    collector.snapshot = take_snapshot(device, "wg0")
+    text = generate_latest(registry).decode()
+    assert f'public_key="{key_b64(peer.public_key)}"' in text
+    assert 'wireguard_sent_bytes_total{allowed_ips="10.0.0.0/8",interface="wg0"' in text
+    assert "} 5678.0" in text and "} 1234.0" in text
+    assert 'wgpy_dropped_packets_total{interface="wg0",peer="",reason="no_peer"} 2.0' in text
+    private = device.private_key
+    assert private is not None and private.hex() not in text
