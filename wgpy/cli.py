@@ -48,6 +48,74 @@ def cmd_demo(_: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _interfaces() -> list[str]:
+    from pathlib import Path
+
+    from wgpy.daemon import SOCKET_DIRECTORY
+
+    return sorted(p.stem for p in Path(SOCKET_DIRECTORY).glob("*.sock") if p.stem)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from wgpy.io.uapi_client import uapi_get, wgpy_stats
+    from wgpy.tools.show import parse_get, parse_stats, print_view, to_json
+
+    names = [args.interface] if args.interface else _interfaces()
+    views = []
+    for name in names:
+        try:
+            view = parse_get(name, uapi_get(name))
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not args.interface:
+                continue  # a stale or vanished socket, as `wg show` skips them
+            sys.stderr.write(f"wgpy: Unable to access interface {name}: No such device\n")
+            return 1
+        except OSError as error:
+            sys.stderr.write(
+                f"wgpy: Unable to access interface {name}: {error.strerror or error}\n"
+            )
+            return 1
+        stats = wgpy_stats(name)
+        if stats is not None:
+            parse_stats(view, stats)
+        views.append(view)
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps([to_json(v) for v in views], indent=2) + "\n")
+        return 0
+    for index, view in enumerate(views):
+        if index:
+            sys.stdout.write("\n")
+        print_view(view, as_json=False)
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from wgpy.tools import capture
+    from wgpy.tools.pcapng import PcapngError
+
+    if args.read:
+        try:
+            with open(args.read, "rb") as stream:
+                capture.print_file(stream)
+        except (OSError, PcapngError) as error:
+            sys.stderr.write(f"wgpy: {args.read}: {error}\n")
+            return 2
+        return 0
+    if not args.interface or not args.write:
+        sys.stderr.write("wgpy capture: give IFNAME and -w FILE, or -r FILE\n")
+        return 2
+    try:
+        with open(args.write, "wb") as out:
+            packets = capture.record(args.interface, out, count=args.count, duration=args.duration)
+    except OSError as error:
+        sys.stderr.write(f"wgpy: capture on {args.interface}: {error.strerror or error}\n")
+        return 1
+    sys.stderr.write(f"{packets} packets written to {args.write}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wgpy", description="WireGuard in Python with explainable AllowedIPs."
@@ -66,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("genpsk", help="print a new preshared key (like `wg genpsk`)").set_defaults(
         func=cmd_genpsk
     )
+    show = sub.add_parser("show", help="like `wg show`, plus drop counters by peer and reason")
+    show.add_argument("interface", nargs="?", help="interface (default: all userspace ones)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_show)
+    cap = sub.add_parser(
+        "capture", help="record inner packets with verdicts and drop reasons to pcapng"
+    )
+    cap.add_argument("interface", nargs="?", help="a wgpyd interface")
+    cap.add_argument("-w", "--write", metavar="FILE", help="pcapng file to write")
+    cap.add_argument("-r", "--read", metavar="FILE", help="print a capture instead")
+    cap.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    cap.add_argument("-t", "--duration", type=float, help="stop after this many seconds")
+    cap.set_defaults(func=cmd_capture)
     return parser
 
 

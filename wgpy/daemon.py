@@ -16,7 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
-from typing import Final
+from typing import Final, TextIO
 
 from wgpy import __version__
 from wgpy.device import Device
@@ -26,12 +26,24 @@ SOCKET_DIRECTORY: Final = "/var/run/wireguard"
 ENV_FOREGROUND: Final = "WG_PROCESS_FOREGROUND"
 ENV_TUN_FD: Final = "WG_TUN_FD"
 ENV_UAPI_FD: Final = "WG_UAPI_FD"
+ENV_LOG_FORMAT: Final = "WGPY_LOG_FORMAT"
+ENV_LOG_FILE: Final = "WGPY_LOG_FILE"
+ENV_METRICS: Final = "WGPY_METRICS"
+_VALUE_OPTIONS: Final = {
+    "--log-format": ENV_LOG_FORMAT,
+    "--log-file": ENV_LOG_FILE,
+    "--metrics": ENV_METRICS,
+}
 
 log = logging.getLogger("wgpy")
 
 
 def usage() -> str:
-    return f"Usage: {os.path.basename(sys.argv[0])} [-f/--foreground] INTERFACE-NAME\n"
+    return (
+        f"Usage: {os.path.basename(sys.argv[0])} [-f/--foreground] INTERFACE-NAME\n"
+        "Options (or environment): --log-format text|json (WGPY_LOG_FORMAT), "
+        "--log-file PATH (WGPY_LOG_FILE), --metrics HOST:PORT (WGPY_METRICS)\n"
+    )
 
 
 def socket_path(ifname: str) -> str:
@@ -74,7 +86,12 @@ def _log_level() -> int | None:
 
 
 def _setup_logging(ifname: str, level: int | None) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    log_file = os.environ.get(ENV_LOG_FILE)
+    handler: logging.Handler
+    if log_file and os.environ.get(ENV_LOG_FORMAT, "text") == "text":
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         logging.Formatter(
             f"%(levelname)s: ({ifname}) %(asctime)s %(message)s", datefmt="%Y/%m/%d %H:%M:%S"
@@ -100,7 +117,22 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket) -> int:
     device = Device()
     with contextlib.suppress(OSError):
         device.mtu = tun.get_mtu(ifname)
-    runner = DeviceRunner(device, ifname, tun_fd, uapi, path)
+    json_log: TextIO | None = None
+    if os.environ.get(ENV_LOG_FORMAT) == "json" and _log_level() is not None:
+        log_file = os.environ.get(ENV_LOG_FILE)
+        json_log = open(log_file, "a", buffering=1) if log_file else sys.stdout  # noqa: SIM115
+    collector = None
+    metrics_address = os.environ.get(ENV_METRICS)
+    if metrics_address:
+        from wgpy.tools.metrics import make_registry, start_server
+
+        registry, collector = make_registry(ifname)
+        try:
+            start_server(metrics_address, registry)
+        except (OSError, ValueError) as error:
+            log.error("Metrics endpoint %s: %s", metrics_address, error)
+            collector = None
+    runner = DeviceRunner(device, ifname, tun_fd, uapi, path, json_log=json_log, metrics=collector)
     try:
         asyncio.run(runner.run())
     finally:
@@ -121,13 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"wgpyd v{__version__}\n\nUserspace WireGuard daemon in Python.\n")
         return 0
     foreground = os.environ.get(ENV_FOREGROUND) == "1"
-    if len(args) == 2 and args[0] in ("-f", "--foreground"):
-        foreground = True
-        args = args[1:]
-    if len(args) != 1 or args[0].startswith("-"):
+    positional: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if arg in ("-f", "--foreground"):
+            foreground = True
+        elif arg in _VALUE_OPTIONS and args:
+            os.environ[_VALUE_OPTIONS[arg]] = args.pop(0)  # the background copy inherits it
+        elif arg.startswith("-"):
+            positional = []
+            break
+        else:
+            positional.append(arg)
+    log_format = os.environ.get(ENV_LOG_FORMAT, "text")
+    if len(positional) != 1 or log_format not in ("text", "json"):
         sys.stderr.write(usage())
         return 1
-    requested = args[0]
+    requested = positional[0]
     level = _log_level()
     _setup_logging(requested, level)
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import signal
 import socket
 import time
-from typing import Final
+from typing import Final, TextIO
 
 from wgpy.device import Device
 from wgpy.events import (
+    Direction,
+    DropReason,
     EndpointChanged,
     Event,
     HandshakeCompleted,
@@ -28,12 +31,17 @@ from wgpy.events import (
     KeepaliveReceived,
     KeysZeroed,
     PacketDropped,
+    Verdict,
     key_b64,
 )
 from wgpy.io import tun, udp
+from wgpy.tools import pcapng
+from wgpy.tools.eventlog import JsonEventLog
+from wgpy.tools.metrics import DeviceCollector, take_snapshot
 from wgpy.uapi import UapiConnection
 
 _READ_BATCH: Final = 128
+_CAPTURE_BUFFER_LIMIT: Final = 4 << 20
 _LINK_POLL_SECONDS: Final = 1.0
 _MAX_PACKET: Final = 65535
 RTMGRP_LINK: Final = 1
@@ -81,6 +89,9 @@ class DeviceRunner:
         tun_fd: int,
         uapi_socket: socket.socket,
         uapi_path: str,
+        *,
+        json_log: TextIO | None = None,
+        metrics: DeviceCollector | None = None,
     ) -> None:
         self.device = device
         self.ifname = ifname
@@ -95,6 +106,11 @@ class DeviceRunner:
         self._stop: asyncio.Future[str] | None = None
         self._link_running: bool | None = None
         self.uapi_inode = os.stat(uapi_path).st_ino if os.path.exists(uapi_path) else None
+        self._json_stream = json_log
+        self._json_log = JsonEventLog(ifname) if json_log is not None else None
+        self._metrics = metrics
+        self._captures: list[asyncio.StreamWriter] = []
+        self.capture_records_lost = 0
         self._netlink: socket.socket | None = None
 
     # ----------------------------------------------------------- UAPI hooks
@@ -191,7 +207,15 @@ class DeviceRunner:
                 os.write(self.tun_fd, packet)
             except OSError as error:
                 device.report_tun_write_failure(packet, error.strerror or str(error))
-        if log.isEnabledFor(logging.DEBUG):
+        json_log = self._json_log
+        if json_log is not None and self._json_stream is not None:
+            now, wall = time.monotonic(), time.time()
+            for event in device.events():
+                line = json_log.render(event, now, wall)
+                if line is not None:
+                    self._json_stream.write(line + "\n")
+            self._json_stream.flush()
+        elif log.isEnabledFor(logging.DEBUG):
             for event in device.events():
                 log.debug("%s", describe(event))
         else:
@@ -216,11 +240,22 @@ class DeviceRunner:
 
     async def _serve_uapi(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = UapiConnection(self.device, self, time.monotonic)
+        first = True
         try:
             while not connection.closed:
                 data = await reader.read(65536)
                 if not data:
+                    reply = connection.feed_eof()
+                    self.flush()
+                    if reply:
+                        writer.write(reply)
+                        await writer.drain()
                     break
+                if first and data.startswith(b"wgpy-"):
+                    # wgpy's own operations; wg and wireguard-go never send these.
+                    await self._serve_extension(data, reader, writer)
+                    return
+                first = False
                 reply = connection.feed(data)
                 self.flush()
                 if reply:
@@ -232,6 +267,65 @@ class DeviceRunner:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _serve_extension(
+        self, data: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """``wgpy-stats=1``: drop counters as JSON; ``wgpy-capture=1``: a pcapng stream."""
+        while b"\n\n" not in data and len(data) < 4096:
+            more = await reader.read(4096)
+            if not more:
+                return
+            data += more
+        operation = data.split(b"\n", 1)[0]
+        if operation == b"wgpy-stats=1":
+            writer.write(self.stats_json().encode() + b"\nerrno=0\n\n")
+            await writer.drain()
+        elif operation == b"wgpy-capture=1":
+            writer.write(pcapng.header(self.ifname))
+            self._captures.append(writer)
+            self.device.tap = self._tap
+            try:
+                await reader.read()  # until the client goes away
+            finally:
+                self._captures.remove(writer)
+                if not self._captures:
+                    self.device.tap = None
+        else:
+            writer.write(b"errno=-22\n\n")
+            await writer.drain()
+
+    def stats_json(self) -> str:
+        drops = [
+            {"peer": key_b64(peer), "reason": reason.value, "count": count}
+            for (peer, reason), count in self.device.drop_counts.items()
+        ]
+        return json.dumps(
+            {
+                "interface": self.ifname,
+                "drops": drops,
+                "capture_records_lost": self.capture_records_lost,
+            },
+            separators=(",", ":"),
+        )
+
+    def _tap(
+        self,
+        direction: Direction,
+        verdict: Verdict,
+        peer: bytes | None,
+        packet: bytes,
+        reason: DropReason | None,
+    ) -> None:
+        block = pcapng.packet_block(
+            time.time(), packet, direction, pcapng.annotation(direction, verdict, peer, reason)
+        )
+        for writer in self._captures:
+            transport = writer.transport
+            if transport.get_write_buffer_size() > _CAPTURE_BUFFER_LIMIT:
+                self.capture_records_lost += 1
+                continue
+            writer.write(block)
 
     # ------------------------------------------------------------ link state
 
@@ -272,6 +366,8 @@ class DeviceRunner:
         while True:
             await asyncio.sleep(_LINK_POLL_SECONDS)
             self.device.wall_offset = time.time() - time.monotonic()
+            if self._metrics is not None:
+                self._metrics.snapshot = take_snapshot(self.device, self.ifname)
             try:
                 inode = os.stat(self.uapi_path).st_ino
             except OSError:

@@ -51,6 +51,30 @@ def uapi_get(ifname: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def wgpy_stats(ifname: str) -> dict[str, object] | None:
+    """wgpyd's drop counters; None when the daemon is not wgpyd (it closes or errors)."""
+    import json
+
+    try:
+        response = _exchange(ifname, "wgpy-stats=1\n\n")
+    except OSError:
+        return None
+    first = response.split("\n", 1)[0]
+    if not first.startswith("{"):
+        return None
+    result: dict[str, object] = json.loads(first)
+    return result
+
+
+def open_capture(ifname: str) -> socket.socket:
+    """Ask wgpyd for a live pcapng stream of the interface's inner packets."""
+    path = os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.sendall(b"wgpy-capture=1\n\n")
+    return sock
+
+
 def uapi_set(ifname: str, lines: list[str]) -> None:
     response = _exchange(ifname, "set=1\n" + "".join(f"{line}\n" for line in lines) + "\n")
     code = _errno(response)

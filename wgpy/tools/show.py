@@ -139,10 +139,10 @@ def render_text(view: InterfaceView, now: float | None = None) -> str:
 
 def drops_table(view: InterfaceView) -> Table:
     table = Table(title=f"{view.name}: packets not delivered, by peer and reason")
-    table.add_column("peer")
-    table.add_column("reason")
-    table.add_column("count", justify="right")
-    table.add_column("meaning")
+    table.add_column("peer", no_wrap=True, min_width=12)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("meaning", ratio=1)
     meanings = {reason.value: text for reason, text in DROP_REASON_HELP.items()}
     for (peer, reason), count in sorted(
         (view.drops or {}).items(), key=lambda item: (item[0][0] or "", -item[1])
@@ -168,11 +168,11 @@ def to_json(view: InterfaceView) -> dict[str, Any]:
 
 
 def print_view(view: InterfaceView, *, as_json: bool, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(emoji=False, highlight=False)
     if as_json:
         console.print_json(json.dumps(to_json(view)))
         return
-    console.print(render_text(view), end="", markup=False, highlight=False)
+    console.print(render_text(view), end="", markup=False, highlight=False, emoji=False)
     if view.drops is None:
         console.print("  (drop counters: not a wgpyd interface)", markup=False)
     elif not view.drops:
