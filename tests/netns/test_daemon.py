@@ -1,0 +1,522 @@
+"""wgpyd, the daemon, end to end: real TUN devices in network namespaces, configured by the real
+`wg` and `wg-quick`, against itself and against the real wireguard-go.
+
+Covers: pings and `wg show dump` counters in every pairing and both initiator roles, an iperf3
+TCP run, roaming after a listen-port change, a private-key change, `wg-quick up`/`down` with
+WG_QUICK_USERSPACE_IMPLEMENTATION=wgpyd, the wireguard-go daemon conventions (backgrounding,
+exit on link/socket removal and SIGTERM, socket mode, usage, single instance) and the ICMP
+destination unreachable that wgpyd (like the kernel) sends and wireguard-go does not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import pytest
+
+from tests.netns.harness import (
+    WG_RUN_DIR,
+    WIREGUARD_GO,
+    Netns,
+    TwoPeers,
+    WgNode,
+    genkey,
+    ping,
+    pubkey,
+    start_wireguard_go,
+    two_peer_topology,
+    unique_ifname,
+    veth_pair,
+    wait_for,
+    wg,
+    write_secret,
+)
+
+pytestmark = pytest.mark.netns
+
+WGPYD: Final[tuple[str, ...]] = (sys.executable, "-m", "wgpy.daemon", "-f")
+"""wgpyd in the foreground, for the harness (the interface name is appended)."""
+
+VENV_BIN: Final = Path(sys.executable).parent
+"""The directory of the venv's interpreter, which also holds the `wgpyd` console script."""
+
+DAEMONS: Final[dict[str, tuple[str, ...]]] = {"wgpyd": WGPYD, "go": WIREGUARD_GO}
+
+# Sizes of WireGuard messages as counted by `wg show` (UDP payload, §5.4 of the behaviour doc).
+INITIATION_SIZE: Final = 148
+RESPONSE_SIZE: Final = 92
+# Data messages are 32 bytes of overhead plus the plaintext padded to a multiple of 16, so the
+# handshake messages alone decide a counter's value modulo 16.
+DATA_ALIGN: Final = 16
+
+
+def _wgpyd_script() -> str:
+    path = VENV_BIN / "wgpyd"
+    if not path.exists():
+        pytest.fail(f"{path} does not exist; install wgpy in the venv (scripts/setup.sh)")
+    return str(path)
+
+
+def _topology(
+    netns_factory: Callable[[], Netns],
+    pair: tuple[str, str],
+    *,
+    underlay: Literal[4, 6] = 4,
+) -> TwoPeers:
+    return two_peer_topology(
+        netns_factory(),
+        netns_factory(),
+        command_a=DAEMONS[pair[0]],
+        command_b=DAEMONS[pair[1]],
+        underlay=underlay,
+    )
+
+
+def _logs(*nodes: WgNode) -> str:
+    return "".join(
+        f"\n--- {n.ifname} ({' '.join(n.daemon.command)}) log ---\n{n.daemon.log()}" for n in nodes
+    )
+
+
+def _assert_pings(src: WgNode, dst: WgNode, addr: str, count: int = 3) -> None:
+    result = ping(src.ns, addr, count=count)
+    assert result.returncode == 0 and " 0% packet loss" in result.stdout, (
+        f"ping {addr} from {src.ifname} failed:\n{result.stdout}{result.stderr}{_logs(src, dst)}"
+    )
+
+
+def _endpoint_of(node: WgNode, underlay: int, port: int | None = None) -> str:
+    host = node.underlay4 if underlay == 4 else f"[{node.underlay6}]"
+    return f"{host}:{node.listen_port if port is None else port}"
+
+
+def _settled_counters(
+    a: WgNode, b: WgNode, a_base: tuple[int, int] = (0, 0), timeout: float = 5.0
+) -> tuple[int, int]:
+    """Wait until A's rx equals B's tx and vice versa (nothing in flight); return A's (rx, tx).
+
+    `a_base` is subtracted from A's (rx, tx) first, for when B's peer entry is newer than A's.
+    """
+    seen: list[tuple[int, int, int, int]] = []
+
+    def equal() -> tuple[int, int] | None:
+        pa = a.dump().peers[b.public_key]
+        pb = b.dump().peers[a.public_key]
+        seen.append((pa.rx_bytes, pa.tx_bytes, pb.rx_bytes, pb.tx_bytes))
+        rx, tx = pa.rx_bytes - a_base[0], pa.tx_bytes - a_base[1]
+        if rx == pb.tx_bytes and tx == pb.rx_bytes:
+            return rx, tx
+        return None
+
+    try:
+        return wait_for(equal, timeout, 0.2, "rx/tx counters of both sides to agree")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; (a.rx, a.tx, b.rx, b.tx) seen: {seen[-3:]}") from exc
+
+
+def _daemon_pids(ns: Netns, ifname: str) -> list[int]:
+    """Processes in `ns` running `wgpy.daemon` for `ifname` (zombies excluded)."""
+    found = []
+    for pid in ns.pids():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if ifname.encode() in argv and any(b"wgpy" in part for part in argv) and _alive(pid):
+            found.append(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie nobody reaped yet counts as exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] not in ("Z", "X")
+
+
+def _link_exists(ns: Netns, ifname: str) -> bool:
+    return ns.run("ip", "link", "show", "dev", ifname, check=False).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. pings and counters, every pairing, both initiators, both underlays
+
+
+@pytest.mark.parametrize("underlay", [4, 6], ids=["ipv4-underlay", "ipv6-underlay"])
+@pytest.mark.parametrize("initiator", ["a", "b"], ids=["a-initiates", "b-initiates"])
+@pytest.mark.parametrize(
+    "pair", [("wgpyd", "wgpyd"), ("wgpyd", "go"), ("go", "wgpyd")], ids="-".join
+)
+def test_ping_and_counters(
+    netns_factory: Callable[[], Netns],
+    pair: tuple[str, str],
+    initiator: str,
+    underlay: Literal[4, 6],
+) -> None:
+    topo = _topology(netns_factory, pair, underlay=underlay)
+    first, second = (topo.a, topo.b) if initiator == "a" else (topo.b, topo.a)
+    for me, other in ((first, second), (second, first)):
+        peer = me.dump().peers[other.public_key]
+        assert peer.latest_handshake == 0 and peer.rx_bytes == peer.tx_bytes == 0, peer
+
+    # the side that pings first initiates the handshake; then the other side pings back
+    for src, dst in ((first, second), (second, first)):
+        for addr in (dst.tunnel4, dst.tunnel6):
+            _assert_pings(src, dst, addr)
+
+    first_rx, first_tx = _settled_counters(first, second)
+    now = time.time()
+    for me, other in ((first, second), (second, first)):
+        dump = me.dump()
+        assert dump.public_key == me.public_key
+        assert dump.listen_port == me.listen_port
+        peer = dump.peers[other.public_key]
+        assert now - 60 < peer.latest_handshake <= now + 1, (me.ifname, peer, now)
+        assert peer.rx_bytes > 0 and peer.tx_bytes > 0, peer
+        assert peer.endpoint == _endpoint_of(other, underlay), peer
+        assert set(peer.allowed_ips) == {f"{other.tunnel4}/32", f"{other.tunnel6}/128"}
+    # Exactly one handshake, initiated by `first`: it sent the 148-byte initiation and received
+    # the 92-byte response; everything else is 16-aligned data.
+    assert (first_tx % DATA_ALIGN, first_rx % DATA_ALIGN) == (
+        INITIATION_SIZE % DATA_ALIGN,
+        RESPONSE_SIZE % DATA_ALIGN,
+    ), f"{first.ifname} was not the only initiator: rx={first_rx} tx={first_tx}"
+    # 4 x 3 echo requests/replies each way: at least 148 + 6 x (32 + 96) + 6 x (32 + 112)
+    assert first_tx >= INITIATION_SIZE + 6 * 128 + 6 * 144, first_tx
+    assert first_rx >= RESPONSE_SIZE + 6 * 128 + 6 * 144, first_rx
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. iperf3
+
+
+@pytest.mark.parametrize("pair", [("wgpyd", "wgpyd"), ("wgpyd", "go")], ids="-".join)
+def test_iperf3_tcp(
+    netns_factory: Callable[[], Netns],
+    pair: tuple[str, str],
+    record_property: Callable[[str, object], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if shutil.which("iperf3") is None:
+        pytest.fail("iperf3 is not installed; run scripts/setup.sh")
+    topo = _topology(netns_factory, pair)
+    a, b = topo.a, topo.b
+    _assert_pings(a, b, b.tunnel4, count=1)  # handshake first
+
+    server = b.ns.popen("iperf3", "-s", "-1", "-B", b.tunnel4, stdout=subprocess.DEVNULL)
+    wait_for(
+        lambda: ":5201 " in b.ns.run("ss", "-Hltn", "sport", "= :5201").stdout,
+        10,
+        what="iperf3 server listening",
+    )
+    client = a.ns.run("iperf3", "-c", b.tunnel4, "-t", "3", "-J", check=False, timeout=40)
+    try:
+        report = json.loads(client.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"iperf3 printed no JSON:\n{client.stdout}{client.stderr}{_logs(a, b)}")
+    assert client.returncode == 0 and "error" not in report, (
+        f"iperf3 failed: {report.get('error')}{_logs(a, b)}"
+    )
+    assert server.wait(10) == 0
+    sent = report["end"]["sum_sent"]
+    received = report["end"]["sum_received"]
+    assert sent["bytes"] > 0 and received["bytes"] > 0, report["end"]
+    mbps = received["bits_per_second"] / 1e6
+    record_property("throughput_mbit_s", round(mbps, 2))
+    with capsys.disabled():
+        print(
+            f"\n[iperf3 {pair[0]} -> {pair[1]}] {received['bytes']} bytes in "
+            f"{received['seconds']:.2f} s: {mbps:.2f} Mbit/s, "
+            f"{sent.get('retransmits', '?')} retransmits"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. roaming
+
+
+@pytest.mark.parametrize("pair", [("wgpyd", "go"), ("go", "wgpyd")], ids="-".join)
+def test_roaming_after_listen_port_change(
+    netns_factory: Callable[[], Netns], pair: tuple[str, str]
+) -> None:
+    """A (the initiator) changes its listen port; B learns the new one from A's next packets."""
+    topo = _topology(netns_factory, pair)
+    a, b = topo.a, topo.b
+    _assert_pings(a, b, b.tunnel4, count=1)
+    assert b.dump().peers[a.public_key].endpoint == _endpoint_of(a, 4)
+
+    new_port = 40123
+    wg(a.ns, "set", a.ifname, "listen-port", str(new_port))
+    assert wg(a.ns, "show", a.ifname, "listen-port").strip() == str(new_port)
+    # the old port is closed, the new one is bound (IPv4 and IPv6)
+    sockets = a.ns.run("ss", "-Huan").stdout
+    assert f":{new_port} " in sockets and f":{a.listen_port} " not in sockets, sockets
+
+    _assert_pings(a, b, b.tunnel4)
+    endpoints = wg(b.ns, "show", b.ifname, "endpoints")
+    assert endpoints == f"{a.public_key}\t{_endpoint_of(a, 4, new_port)}\n"
+    # and B reaches A on the new port, in both families
+    _assert_pings(b, a, a.tunnel4)
+    _assert_pings(b, a, a.tunnel6)
+    assert b.dump().peers[a.public_key].endpoint == _endpoint_of(a, 4, new_port)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. private-key change
+
+
+@pytest.mark.parametrize("pair", [("wgpyd", "go"), ("go", "wgpyd")], ids="-".join)
+def test_private_key_change(netns_factory: Callable[[], Netns], pair: tuple[str, str]) -> None:
+    """A changes its private key; B replaces the peer; A's next packet needs a new handshake."""
+    topo = _topology(netns_factory, pair)
+    a, b = topo.a, topo.b
+    _assert_pings(a, b, b.tunnel4, count=1)
+    old_public = a.public_key
+    a_base = _settled_counters(a, b)  # A's counters for B go on; B's new peer starts at 0
+
+    new_private = genkey()
+    new_public = pubkey(new_private)
+    wg(a.ns, "set", a.ifname, "private-key", str(write_secret(a.ns, "new.key", new_private)))
+    dump = a.dump()
+    assert (dump.private_key, dump.public_key) == (new_private, new_public)
+    assert list(dump.peers) == [b.public_key]  # the peer stays
+
+    wg(
+        b.ns,
+        *("set", b.ifname, "peer", old_public, "remove", "peer", new_public),
+        *("allowed-ips", f"{a.tunnel4}/32,{a.tunnel6}/128", "endpoint", _endpoint_of(a, 4)),
+    )
+    assert list(b.dump().peers) == [new_public]
+    a.public_key = new_public
+
+    # A must not keep using the session of its old identity: B dropped that with the old peer.
+    _assert_pings(a, b, b.tunnel4)
+    _assert_pings(a, b, b.tunnel6)
+    _assert_pings(b, a, a.tunnel4)
+    _settled_counters(a, b, a_base)
+    peer = b.dump().peers[new_public]
+    assert peer.latest_handshake > time.time() - 60, peer
+    # B's counters for the new peer start at the new handshake, which A initiated.
+    assert peer.rx_bytes % DATA_ALIGN == INITIATION_SIZE % DATA_ALIGN, peer
+    assert peer.tx_bytes % DATA_ALIGN == RESPONSE_SIZE % DATA_ALIGN, peer
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. wg-quick
+
+
+def test_wg_quick_up_down_with_wgpyd(netns_factory: Callable[[], Netns]) -> None:
+    if Path("/sys/module/wireguard").exists():
+        pytest.skip("the wireguard kernel module is loaded, so wg-quick never runs wgpyd")
+    if shutil.which("wg-quick") is None:
+        pytest.fail("wg-quick is not installed; run scripts/setup.sh")
+    _wgpyd_script()  # fails early if the console script is missing
+    ns_a, ns_b = netns_factory(), netns_factory()
+    veth_pair(ns_a, ns_b, "10.99.0.1", "10.99.0.2", 24)
+
+    # B: wireguard-go configured by wg
+    go_if = unique_ifname("wgg")
+    start_wireguard_go(ns_b, go_if)
+    go_private, a_private = genkey(), genkey()
+    wg(
+        ns_b,
+        *("set", go_if, "private-key", str(write_secret(ns_b, "go.key", go_private))),
+        *("listen-port", "51821", "peer", pubkey(a_private)),
+        *("allowed-ips", "10.100.0.1/32,fd00:100::1/128", "endpoint", "10.99.0.1:51820"),
+    )
+    ns_b.run("ip", "addr", "add", "10.100.0.2/24", "dev", go_if)
+    ns_b.run("ip", "-6", "addr", "add", "fd00:100::2/64", "dev", go_if, "nodad")
+    ns_b.run("ip", "link", "set", go_if, "up")
+
+    # A: wg-quick with wgpyd. Host addresses only, so every route to B is one wg-quick added.
+    ifname = unique_ifname("wgq")
+    confdir = Path(tempfile.mkdtemp(prefix=f"{ns_a.name}-conf-"))
+    ns_a.add_cleanup(lambda: shutil.rmtree(confdir, ignore_errors=True))
+    conf = confdir / f"{ifname}.conf"
+    conf.touch(mode=0o600)
+    conf.write_text(
+        "[Interface]\n"
+        f"PrivateKey = {a_private}\n"
+        "ListenPort = 51820\n"
+        "Address = 10.100.0.1/32, fd00:100::1/128\n"
+        "\n[Peer]\n"
+        f"PublicKey = {pubkey(go_private)}\n"
+        "AllowedIPs = 10.100.0.2/32, fd00:100::2/128, 10.200.0.0/16, fd00:200::/64\n"
+        "Endpoint = 10.99.0.2:51821\n"
+    )
+    env = {
+        "WG_QUICK_USERSPACE_IMPLEMENTATION": "wgpyd",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+    socket_path = WG_RUN_DIR / f"{ifname}.sock"
+    ns_a.add_cleanup(lambda: socket_path.unlink(missing_ok=True))
+    quick = ("env", "-C", str(confdir), "wg-quick")
+
+    up = ns_a.run(*quick, "up", f"./{conf.name}", env=env, check=False, timeout=60)
+    assert up.returncode == 0, f"wg-quick up failed:\n{up.stdout}{up.stderr}"
+    assert "Falling back to slow userspace implementation" in up.stderr, up.stderr
+    assert f"[#] wgpyd {ifname}" in up.stderr, up.stderr
+    pids = _daemon_pids(ns_a, ifname)
+    assert len(pids) == 1, f"expected one background wgpyd, found {pids}"
+    [daemon_pid] = pids
+
+    addrs = ns_a.run("ip", "-o", "addr", "show", "dev", ifname).stdout
+    assert "inet 10.100.0.1/32" in addrs and "inet6 fd00:100::1/128" in addrs, addrs
+    link = ns_a.run("ip", "-o", "link", "show", "dev", ifname).stdout
+    assert "mtu 1420" in link and ",UP" in link, link
+    routes4 = ns_a.run("ip", "-4", "route", "show", "dev", ifname).stdout
+    routes6 = ns_a.run("ip", "-6", "route", "show", "dev", ifname).stdout
+    for prefix, table in (
+        ("10.100.0.2", routes4),
+        ("10.200.0.0/16", routes4),
+        ("fd00:100::2", routes6),
+        ("fd00:200::/64", routes6),
+    ):
+        assert any(line.split()[0] == prefix for line in table.splitlines()), (prefix, table)
+
+    for addr in ("10.100.0.2", "fd00:100::2"):
+        result = ping(ns_a, addr)
+        assert result.returncode == 0, f"{result.stdout}{result.stderr}"
+    show = wg(ns_a, "show", ifname)
+    assert f"interface: {ifname}" in show and "latest handshake:" in show, show
+    assert "listening port: 51820" in show, show
+    assert wg(ns_a, "show", "interfaces").split().count(ifname) == 1
+
+    down = ns_a.run(*quick, "down", f"./{conf.name}", env=env, check=False, timeout=60)
+    assert down.returncode == 0, f"wg-quick down failed:\n{down.stdout}{down.stderr}"
+    assert not _link_exists(ns_a, ifname)
+    wait_for(lambda: not socket_path.exists(), 5, what=f"wgpyd to remove {socket_path}")
+    wait_for(lambda: not _alive(daemon_pid), 5, what=f"wgpyd (pid {daemon_pid}) to exit")
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. daemon conventions
+
+
+def _start_background(ns: Netns, ifname: str) -> int:
+    """`wgpyd IFNAME` as wg-quick runs it: must exit 0 at once, leaving a serving daemon."""
+    started = time.monotonic()
+    result = ns.run(_wgpyd_script(), ifname, check=False, timeout=20)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, f"wgpyd {ifname}: exit {result.returncode}\n{result.stderr}"
+    assert elapsed < 5, f"wgpyd {ifname} took {elapsed:.1f} s to return"
+    # wg-quick runs `wg addconf` right away: the socket must already be there and answer
+    socket_path = WG_RUN_DIR / f"{ifname}.sock"
+    assert socket_path.exists()
+    ns.add_cleanup(lambda: socket_path.unlink(missing_ok=True))
+    assert wg(ns, "show", ifname, "listen-port").strip().isdigit()
+    pids = _daemon_pids(ns, ifname)
+    assert len(pids) == 1, f"expected one background wgpyd for {ifname}, found {pids}"
+    return pids[0]
+
+
+def _assert_gone(ns: Netns, ifname: str, pid: int, why: str) -> None:
+    socket_path = WG_RUN_DIR / f"{ifname}.sock"
+    wait_for(lambda: not _alive(pid), 5, what=f"wgpyd to exit after {why}")
+    assert not socket_path.exists(), f"{socket_path} left behind after {why}"
+    assert not _link_exists(ns, ifname), f"{ifname} still exists after {why}"
+
+
+def test_daemon_background_and_exit_conditions(netns_factory: Callable[[], Netns]) -> None:
+    ns = netns_factory()
+
+    ifname = unique_ifname("wgd")
+    pid = _start_background(ns, ifname)
+    mode = (WG_RUN_DIR / f"{ifname}.sock").stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.filemode(mode) == "srwx------", stat.filemode(mode)
+    assert _link_exists(ns, ifname)
+    ns.run("ip", "link", "del", "dev", ifname)
+    _assert_gone(ns, ifname, pid, "`ip link del`")
+
+    ifname = unique_ifname("wgd")
+    pid = _start_background(ns, ifname)
+    (WG_RUN_DIR / f"{ifname}.sock").unlink()
+    _assert_gone(ns, ifname, pid, "deleting the socket file")
+
+    ifname = unique_ifname("wgd")
+    pid = _start_background(ns, ifname)
+    os.kill(pid, signal.SIGTERM)
+    _assert_gone(ns, ifname, pid, "SIGTERM")
+
+
+def test_daemon_second_instance_fails(netns_factory: Callable[[], Netns]) -> None:
+    ns, other_ns = netns_factory(), netns_factory()
+    ifname = unique_ifname("wgd")
+    pid = _start_background(ns, ifname)
+    socket_path = WG_RUN_DIR / f"{ifname}.sock"
+    inode = socket_path.stat().st_ino
+
+    # same namespace: the TUN is taken; another namespace: the socket is (the directory is shared)
+    for where, argv in (
+        (ns, (_wgpyd_script(), ifname)),
+        (ns, (_wgpyd_script(), "-f", ifname)),
+        (other_ns, (_wgpyd_script(), ifname)),
+        (other_ns, (_wgpyd_script(), "--foreground", ifname)),
+    ):
+        result = where.run(*argv, check=False, timeout=20)
+        assert result.returncode == 1, (argv, result)
+        assert not _link_exists(other_ns, ifname), f"{argv} left a TUN behind in {other_ns.name}"
+        # the first one is undisturbed
+        assert _alive(pid) and socket_path.stat().st_ino == inode
+        assert wg(ns, "show", ifname, "listen-port").strip().isdigit()
+    assert _daemon_pids(ns, ifname) == [pid]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("-f",), ("--foreground",), ("a", "b"), ("-f", "a", "b"), ("--bogus",)],
+    ids=["none", "only-f", "only-foreground", "two-names", "f-two-names", "bogus-option"],
+)
+def test_daemon_bad_usage(netns_factory: Callable[[], Netns], args: Sequence[str]) -> None:
+    ns = netns_factory()
+    result = ns.run(_wgpyd_script(), *args, check=False, timeout=20)
+    assert result.returncode == 1, result
+    usage = result.stderr.splitlines()
+    assert usage and usage[0] == "Usage: wgpyd [-f/--foreground] INTERFACE-NAME", result
+    assert ns.run("ip", "-o", "link", "show").stdout.count("\n") == 1  # only lo
+    assert not list(WG_RUN_DIR.glob("a.sock")) and not list(WG_RUN_DIR.glob("b.sock"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. ICMP destination unreachable
+
+
+def test_icmp_unreachable_when_no_peer_has_destination(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    """10.100.0.3 / fd00:100::3 are routed into the interfaces but held by no peer: wgpyd (A)
+    answers ICMP destination unreachable like the kernel does; wireguard-go (B) stays silent."""
+    topo = _topology(netns_factory, ("wgpyd", "go"))
+    a, b = topo.a, topo.b
+    _assert_pings(a, b, b.tunnel4, count=1)
+    before = a.dump().peers[b.public_key].tx_bytes
+
+    v4 = ping(a.ns, "10.100.0.3", count=1, wait=2)
+    assert v4.returncode != 0, v4
+    assert "Destination Host Unreachable" in v4.stdout, v4.stdout
+    assert "1 packets transmitted, 0 received, +1 errors" in v4.stdout, v4.stdout
+    v6 = ping(a.ns, "fd00:100::3", count=1, wait=2)
+    assert v6.returncode != 0, v6
+    assert "Destination unreachable: Address unreachable" in v6.stdout, v6.stdout
+    assert "1 packets transmitted, 0 received, +1 errors" in v6.stdout, v6.stdout
+    # nothing went to the one peer there is
+    assert a.dump().peers[b.public_key].tx_bytes == before
+
+    for addr in ("10.100.0.3", "fd00:100::3"):
+        silent = ping(b.ns, addr, count=1, wait=1)
+        assert silent.returncode != 0, silent
+        assert "nreachable" not in silent.stdout and "errors" not in silent.stdout, silent.stdout
+        assert "1 packets transmitted, 0 received" in silent.stdout, silent.stdout
