@@ -478,7 +478,13 @@ class Device:
         ):
             return
         if self.private_key is None or self.public_key is None:
-            self._drop(DropReason.NO_IDENTITY, Direction.INCOMING, None, endpoint=endpoint)
+            self._drop(
+                DropReason.NO_IDENTITY,
+                Direction.INCOMING,
+                None,
+                endpoint=endpoint,
+                size=len(datagram),
+            )
             return
         decoded = noise.decode_initiation(
             message, local_private=self.private_key, local_public=self.public_key
@@ -489,6 +495,7 @@ class Device:
                 Direction.INCOMING,
                 None,
                 endpoint=endpoint,
+                size=len(datagram),
                 detail="initiation does not decrypt",
             )
             return
@@ -499,6 +506,7 @@ class Device:
                 Direction.INCOMING,
                 None,
                 endpoint=endpoint,
+                size=len(datagram),
                 detail="initiation from an unknown or unusable peer key",
             )
             return
@@ -509,17 +517,30 @@ class Device:
                 Direction.INCOMING,
                 peer,
                 endpoint=endpoint,
+                size=len(datagram),
                 detail="initiation timestamp does not decrypt",
             )
             return
         timestamp, chaining_key, h = opened
         hs = peer.handshake
         if timestamp <= hs.latest_timestamp:
-            self._drop(DropReason.REPLAYED_INITIATION, Direction.INCOMING, peer, endpoint=endpoint)
+            self._drop(
+                DropReason.REPLAYED_INITIATION,
+                Direction.INCOMING,
+                peer,
+                endpoint=endpoint,
+                size=len(datagram),
+            )
             return
         last = hs.last_initiation_consumed
         if last is not None and now - last <= INITIATIONS_MIN_INTERVAL:
-            self._drop(DropReason.INITIATION_FLOOD, Direction.INCOMING, peer, endpoint=endpoint)
+            self._drop(
+                DropReason.INITIATION_FLOOD,
+                Direction.INCOMING,
+                peer,
+                endpoint=endpoint,
+                size=len(datagram),
+            )
             return
         self._clear_handshake(peer)
         noise.accept_initiation(hs, message, chaining_key, h, timestamp, now)
@@ -575,10 +596,22 @@ class Device:
             return
         peer = self._handshake_index.get(message.receiver_index)
         if peer is None:
-            self._drop(DropReason.UNKNOWN_INDEX, Direction.INCOMING, None, endpoint=endpoint)
+            self._drop(
+                DropReason.UNKNOWN_INDEX,
+                Direction.INCOMING,
+                None,
+                endpoint=endpoint,
+                size=len(datagram),
+            )
             return
         if self.private_key is None:
-            self._drop(DropReason.NO_IDENTITY, Direction.INCOMING, peer, endpoint=endpoint)
+            self._drop(
+                DropReason.NO_IDENTITY,
+                Direction.INCOMING,
+                peer,
+                endpoint=endpoint,
+                size=len(datagram),
+            )
             return
         hs = peer.handshake
         result = noise.consume_response(
@@ -590,6 +623,7 @@ class Device:
                 Direction.INCOMING,
                 peer,
                 endpoint=endpoint,
+                size=len(datagram),
                 detail="response does not decrypt or no initiation is pending",
             )
             return
@@ -632,10 +666,22 @@ class Device:
             keypair = self._keypair_index.get(message.receiver_index)
             peer = None if keypair is None else keypair.peer
         if peer is None:
-            self._drop(DropReason.UNKNOWN_INDEX, Direction.INCOMING, None, endpoint=endpoint)
+            self._drop(
+                DropReason.UNKNOWN_INDEX,
+                Direction.INCOMING,
+                None,
+                endpoint=endpoint,
+                size=len(datagram),
+            )
             return
         if not peer.cookies.consume_reply(message, now):
-            self._drop(DropReason.INVALID_COOKIE, Direction.INCOMING, peer, endpoint=endpoint)
+            self._drop(
+                DropReason.INVALID_COOKIE,
+                Direction.INCOMING,
+                peer,
+                endpoint=endpoint,
+                size=len(datagram),
+            )
             return
         self._emit(CookieReceived(peer.public_key))
 

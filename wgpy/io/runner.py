@@ -287,6 +287,8 @@ class DeviceRunner:
             self.device.tap = self._tap
             try:
                 await reader.read()  # until the client goes away
+            except asyncio.CancelledError:
+                pass  # the daemon is shutting down: end the stream quietly
             finally:
                 self._captures.remove(writer)
                 if not self._captures:
@@ -410,6 +412,8 @@ class DeviceRunner:
             why = await self._stop
         finally:
             watcher.cancel()
+            for capture in list(self._captures):
+                capture.close()
             server.close()
             loop.remove_reader(self.tun_fd)
             if self._netlink is not None:
