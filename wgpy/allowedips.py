@@ -1,0 +1,424 @@
+"""Cryptokey routing table (AllowedIPs), sans-I/O.
+
+Semantics follow the kernel module and wireguard-go (see
+``docs/wireguard-behaviour.md`` §1):
+
+* two independent families, IPv4 (32-bit keys) and IPv6 (128-bit keys); an IPv4-mapped
+  IPv6 prefix (``::ffff:a.b.c.d/n``) is an ordinary IPv6 prefix and never matches IPv4
+  addresses; a ``/0`` matches every address of its own family only;
+* host bits of an inserted prefix are masked off;
+* inserting a prefix that already exists (same family, masked address and length) moves
+  ownership to the new peer (which may be the current owner) and moves the entry to the
+  *tail* of the new owner's list; otherwise the entry is appended to the owner's list;
+* removing a single prefix only happens when that exact masked prefix exists *and* is owned
+  by the given peer; anything else is a silent no-op;
+* lookups are longest-prefix matches.
+
+Data structure
+--------------
+The source of truth is, per family, one ``dict`` per prefix length ``n`` mapping the
+prefix's first ``n`` bits (the address shifted right by ``width - n``; dense small ints
+hash well, unlike masked addresses whose low bits are all zero) to its owner, plus one
+insertion-ordered ``dict`` per peer used as an ordered set of that peer's prefixes.
+
+Lookups use a binary search tree over the prefix lengths currently in use (Waldvogel et
+al., "Scalable high speed IP routing lookups", 1997). Each tree node is a tuple
+``(shift, table, shorter, longer)``; ``table`` holds the real prefixes of that length plus
+*markers* for longer prefixes in the node's ``longer`` subtree. Every table value is the
+best matching prefix's owner for that key among lengths <= the node's length (``None`` for
+a marker that no real prefix covers). A hit goes to the longer subtree and remembers the
+value, a miss goes to the shorter subtree, so a lookup costs about ``log2(k) + 1``
+dictionary probes for ``k`` distinct lengths instead of up to ``k``.
+
+When only a few lengths are in use (``CHAIN_MAX`` or fewer; the usual case of /32 + /128
+and maybe a /24 or /0) the tree degenerates to a chain, longest first, that probes the
+real per-length dictionaries directly; it needs no markers, and inserts, moves and
+removals that do not change the set of lengths in use are visible immediately.
+
+The search structure is rebuilt lazily, on the first lookup after a change that
+invalidated it (in tree mode: any change to that family; in chain mode: a change of the set
+of lengths in use). A rebuild costs O(n log k).
+
+Not thread-safe: callers that mutate the table from one thread while another looks up
+must serialise access themselves (lookups may rebuild the search structure).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from typing import ClassVar, Generic, TypeAlias, TypeVar
+
+__all__ = ["Address", "AllowedIPs", "Prefix"]
+
+P = TypeVar("P")
+
+Prefix: TypeAlias = IPv4Network | IPv6Network
+Address: TypeAlias = IPv4Address | IPv6Address | str | bytes | bytearray | memoryview
+
+
+class _Sentinel(enum.Enum):
+    ABSENT = 0
+
+
+_ABSENT = _Sentinel.ABSENT
+
+# A search-tree node: (shift, table, shorter subtree, longer subtree), where the node's
+# prefix length is width - shift and table is keyed by address >> shift.
+_Node: TypeAlias = "tuple[int, dict[int, P | None], _Node[P] | None, _Node[P] | None]"
+
+# Placeholder root meaning "search structure must be rebuilt"; compared by identity. Were it
+# ever searched it would simply find nothing.
+_STALE: _Node[object] = (0, {}, None, None)
+
+
+class _Family(Generic[P]):
+    """The real entries of one address family."""
+
+    __slots__ = ("_longest_first", "by_length", "count", "width")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        # by_length[n]: (address >> (width - n)) -> owner, for prefixes of length n.
+        self.by_length: list[dict[int, P]] = [{} for _ in range(width + 1)]
+        self.count = 0
+        # cache of the used lengths, longest first; None when the set may have changed
+        self._longest_first: list[int] | None = []
+
+    def lengths_changed(self) -> None:
+        self._longest_first = None
+
+    def used_lengths(self) -> list[int]:
+        """Prefix lengths with at least one entry, shortest first."""
+        return [n for n, table in enumerate(self.by_length) if table]
+
+    def matches(self, address: int) -> Iterator[tuple[int, int, P]]:
+        """(length, network address, owner) of every containing prefix, longest first."""
+        lengths = self._longest_first
+        if lengths is None:
+            lengths = self._longest_first = self.used_lengths()[::-1]
+        width = self.width
+        by_length = self.by_length
+        for length in lengths:
+            shift = width - length
+            owner = by_length[length].get(address >> shift, _ABSENT)
+            if owner is not _ABSENT:
+                yield length, address >> shift << shift, owner
+
+    def build(self, chain_max: int) -> tuple[_Node[P] | None, bool]:
+        """Build the lookup structure; returns (root, is_tree)."""
+        lengths = self.used_lengths()
+        width = self.width
+        if len(lengths) <= chain_max:
+            # Chain, longest first: a hit is final (no longer subtree), a miss falls through
+            # to the next shorter length. Probes the real dictionaries directly.
+            node: _Node[P] | None = None
+            for length in lengths:
+                table: dict[int, P | None] = self.by_length[length]  # type: ignore[assignment]
+                node = (width - length, table, node, None)
+            return node, False
+
+        tables: dict[int, dict[int, P | None]] = {n: dict(self.by_length[n]) for n in lengths}
+        # For every length, the lengths of the tree ancestors whose *longer* subtree holds it:
+        # a prefix of that length needs a marker at each of them.
+        marker_lengths: dict[int, list[int]] = {}
+
+        def shape(lo: int, hi: int, ancestors: list[int]) -> _Node[P] | None:
+            if lo > hi:
+                return None
+            mid = (lo + hi) // 2
+            length = lengths[mid]
+            marker_lengths[length] = ancestors
+            shorter = shape(lo, mid - 1, ancestors)
+            longer = shape(mid + 1, hi, [*ancestors, length])
+            return (width - length, tables[length], shorter, longer)
+
+        root = shape(0, len(lengths) - 1, [])
+
+        markers: dict[int, set[int]] = {n: set() for n in lengths}
+        for length in lengths:
+            ancestors = marker_lengths[length]
+            if not ancestors:
+                continue
+            keys = self.by_length[length].keys()
+            for ancestor in ancestors:
+                drop = length - ancestor
+                markers[ancestor].update(key >> drop for key in keys)
+
+        # Shortest first, so that every table a marker's search visits is already complete.
+        for length in lengths:
+            table = tables[length]
+            limit = width - length
+            for key in markers[length]:
+                if key in table:
+                    continue  # a real prefix of this length: it is its own best match
+                address = key << limit
+                best: P | None = None
+                probe = root
+                while probe is not None:
+                    shift, probe_table, shorter, longer = probe
+                    if shift <= limit:  # only lengths shorter than this marker's
+                        probe = shorter
+                        continue
+                    hit = probe_table.get(address >> shift, _ABSENT)
+                    if hit is _ABSENT:
+                        probe = shorter
+                    else:
+                        best = hit
+                        probe = longer
+                table[key] = best
+        return root, True
+
+
+class AllowedIPs(Generic[P]):
+    """Per-interface cryptokey routing table mapping prefixes to peers.
+
+    Peers are compared like ``dict`` keys (identity, or ``__eq__``/``__hash__`` if defined)
+    and must not be ``None``.
+    """
+
+    #: Up to this many distinct prefix lengths per family, lookups probe the lengths
+    #: longest first; above it they binary-search the lengths (see module docstring).
+    CHAIN_MAX: ClassVar[int] = 4
+
+    __slots__ = ("_by_peer", "_root4", "_root6", "_tree4", "_tree6", "_v4", "_v6")
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._v4: _Family[P] = _Family(32)
+        self._v6: _Family[P] = _Family(128)
+        # peer -> its prefixes in list order (a dict used as an ordered set)
+        self._by_peer: dict[P, dict[Prefix, None]] = {}
+        self._root4: _Node[P] | None = None
+        self._root6: _Node[P] | None = None
+        self._tree4 = False
+        self._tree6 = False
+
+    # ----------------------------------------------------------------- parsing helpers
+
+    @staticmethod
+    def _prefix(prefix: Prefix | str) -> Prefix:
+        if isinstance(prefix, str):
+            if "%" in prefix:  # ipaddress would silently drop a scope when masking
+                raise ValueError(f"scoped addresses are not allowed in a prefix: {prefix!r}")
+            net: Prefix = ip_network(prefix, strict=False)
+        elif isinstance(prefix, IPv4Network | IPv6Network):
+            net = prefix  # network objects are always masked
+        else:
+            raise TypeError(f"expected an IPv4Network, IPv6Network or str, not {prefix!r}")
+        if isinstance(net, IPv6Network) and net.network_address.scope_id is not None:
+            raise ValueError(f"scoped addresses are not allowed in a prefix: {prefix!r}")
+        return net
+
+    @staticmethod
+    def _address(address: Address) -> tuple[int, int]:
+        """(version, integer value) of an address."""
+        if isinstance(address, IPv4Address | IPv6Address):
+            return address.version, int(address)
+        if isinstance(address, str):
+            parsed: IPv4Address | IPv6Address
+            parsed = IPv6Address(address) if ":" in address else IPv4Address(address)
+            return parsed.version, int(parsed)
+        if isinstance(address, bytes | bytearray | memoryview):
+            raw = bytes(address)
+            if len(raw) == 4:
+                return 4, int.from_bytes(raw, "big")
+            if len(raw) == 16:
+                return 6, int.from_bytes(raw, "big")
+            raise ValueError(f"an address must be 4 or 16 bytes long, not {len(raw)}")
+        raise TypeError(f"expected an IP address, str or bytes, not {address!r}")
+
+    def _changed(self, version: int, lengths_changed: bool) -> None:
+        """Invalidate the lookup structure of a family after a change, if needed."""
+        if lengths_changed:
+            (self._v4 if version == 4 else self._v6).lengths_changed()
+        if version == 4:
+            if lengths_changed or self._tree4:
+                self._root4 = _STALE  # type: ignore[assignment]
+        elif lengths_changed or self._tree6:
+            self._root6 = _STALE  # type: ignore[assignment]
+
+    def _rebuild4(self) -> _Node[P] | None:
+        self._root4, self._tree4 = self._v4.build(self.CHAIN_MAX)
+        return self._root4
+
+    def _rebuild6(self) -> _Node[P] | None:
+        self._root6, self._tree6 = self._v6.build(self.CHAIN_MAX)
+        return self._root6
+
+    # ------------------------------------------------------------------------ mutation
+
+    def insert(self, prefix: Prefix | str, peer: P) -> Prefix:
+        """Insert ``prefix`` (host bits masked off) for ``peer``; returns the masked prefix.
+
+        An existing identical prefix changes owner to ``peer`` and moves to the tail of
+        ``peer``'s list. Raises ``ValueError`` for a malformed prefix or a length above
+        32/128.
+        """
+        if peer is None:
+            raise TypeError("peer must not be None")
+        net = self._prefix(prefix)
+        family = self._v4 if net.version == 4 else self._v6
+        length = net.prefixlen
+        table = family.by_length[length]
+        key = int(net.network_address) >> (family.width - length)
+        old = table.get(key, _ABSENT)
+        by_peer = self._by_peer
+        if old is _ABSENT:
+            table[key] = peer
+            family.count += 1
+            self._changed(net.version, len(table) == 1)
+        else:
+            old_list = by_peer[old]
+            del old_list[net]
+            if not old_list and not (old is peer or old == peer):
+                del by_peer[old]
+            table[key] = peer
+            self._changed(net.version, False)
+        peer_list = by_peer.get(peer)
+        if peer_list is None:
+            by_peer[peer] = {net: None}
+        else:
+            peer_list[net] = None
+        return net
+
+    def remove(self, prefix: Prefix | str, peer: P) -> bool:
+        """Remove ``prefix`` if it exists and is owned by ``peer``; returns whether it did."""
+        net = self._prefix(prefix)
+        peer_list = self._by_peer.get(peer)
+        if peer_list is None or net not in peer_list:
+            return False
+        del peer_list[net]
+        if not peer_list:
+            del self._by_peer[peer]
+        family = self._v4 if net.version == 4 else self._v6
+        length = net.prefixlen
+        table = family.by_length[length]
+        del table[int(net.network_address) >> (family.width - length)]
+        family.count -= 1
+        self._changed(net.version, not table)
+        return True
+
+    def remove_by_peer(self, peer: P) -> None:
+        """Remove every prefix owned by ``peer``."""
+        peer_list = self._by_peer.pop(peer, None)
+        if not peer_list:
+            return
+        for net in peer_list:
+            family = self._v4 if net.version == 4 else self._v6
+            length = net.prefixlen
+            table = family.by_length[length]
+            del table[int(net.network_address) >> (family.width - length)]
+            family.count -= 1
+            self._changed(net.version, not table)
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self._reset()
+
+    # -------------------------------------------------------------------------- lookup
+
+    def lookup_v4(self, address: int) -> P | None:
+        """Owner of the longest prefix containing the IPv4 address given as an int.
+
+        ``address`` must be in ``range(2**32)`` (not checked).
+        """
+        node = self._root4
+        if node is _STALE:
+            node = self._rebuild4()
+        best: P | None = None
+        while node is not None:
+            shift, table, shorter, longer = node
+            hit = table.get(address >> shift, _ABSENT)
+            if hit is _ABSENT:
+                node = shorter
+            else:
+                best = hit
+                node = longer
+        return best
+
+    def lookup_v6(self, address: int) -> P | None:
+        """Owner of the longest prefix containing the IPv6 address given as an int.
+
+        ``address`` must be in ``range(2**128)`` (not checked).
+        """
+        node = self._root6
+        if node is _STALE:
+            node = self._rebuild6()
+        best: P | None = None
+        while node is not None:
+            shift, table, shorter, longer = node
+            hit = table.get(address >> shift, _ABSENT)
+            if hit is _ABSENT:
+                node = shorter
+            else:
+                best = hit
+                node = longer
+        return best
+
+    def lookup(self, address: Address) -> P | None:
+        """Owner of the longest prefix containing ``address`` (bytes: 4 = IPv4, 16 = IPv6)."""
+        # fast paths for the common exact types, then the general conversion
+        if isinstance(address, bytes):
+            size = len(address)
+            if size == 4:
+                return self.lookup_v4(int.from_bytes(address))
+            if size == 16:
+                return self.lookup_v6(int.from_bytes(address))
+        else:
+            kind = type(address)
+            if kind is IPv4Address:
+                return self.lookup_v4(int(address))
+            if kind is IPv6Address:
+                return self.lookup_v6(int(address))
+        version, value = self._address(address)
+        return self.lookup_v4(value) if version == 4 else self.lookup_v6(value)
+
+    def matches(self, address: Address) -> list[tuple[Prefix, P]]:
+        """Every (prefix, owner) containing ``address``, longest prefix first."""
+        version, value = self._address(address)
+        if version == 4:
+            return [
+                (IPv4Network((key, length)), owner)
+                for length, key, owner in self._v4.matches(value)
+            ]
+        return [
+            (IPv6Network((key, length)), owner) for length, key, owner in self._v6.matches(value)
+        ]
+
+    def match(self, address: Address) -> tuple[Prefix, P] | None:
+        """The winning (longest) prefix containing ``address`` and its owner, or None."""
+        version, value = self._address(address)
+        family = self._v4 if version == 4 else self._v6
+        for length, key, owner in family.matches(value):
+            net: Prefix = IPv4Network((key, length)) if version == 4 else IPv6Network((key, length))
+            return net, owner
+        return None
+
+    # ------------------------------------------------------------------------- queries
+
+    def entries(self, peer: P) -> list[Prefix]:
+        """``peer``'s prefixes in list order (insertion order; re-insertion moves to tail)."""
+        peer_list = self._by_peer.get(peer)
+        return [] if peer_list is None else list(peer_list)
+
+    def owner(self, prefix: Prefix | str) -> P | None:
+        """The peer holding exactly this (masked) prefix, or None."""
+        net = self._prefix(prefix)
+        family = self._v4 if net.version == 4 else self._v6
+        length = net.prefixlen
+        return family.by_length[length].get(int(net.network_address) >> (family.width - length))
+
+    def peers(self) -> list[P]:
+        """Peers owning at least one prefix, in the order they first acquired one of their
+        current prefixes."""
+        return list(self._by_peer)
+
+    def __len__(self) -> int:
+        return self._v4.count + self._v6.count
+
+    def __repr__(self) -> str:
+        return f"<AllowedIPs: {len(self)} entries, {len(self._by_peer)} peers>"
