@@ -15,6 +15,7 @@ import functools
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.harness import Netns, start_wg_daemon, unique_ifname
+from tests.netns.harness import WIREGUARD_GO, Netns, start_wg_daemon, unique_ifname
 from wgpy import crypto
 from wgpy.device import Device
 from wgpy.uapi import NullHooks, UapiConnection, handle_get
@@ -500,3 +501,14 @@ def test_uapi_matches_daemon(
 def test_table_has_no_duplicate_ids() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
+
+
+WGPYD: Sequence[str] = (sys.executable, "-m", "wgpy.daemon", "-f")
+
+
+@pytest.fixture(params=["wireguard-go", "wgpyd"])
+def wg_daemon_command(request: pytest.FixtureRequest) -> Sequence[str]:
+    """Run the whole table against both daemons: each must equal wgpy.uapi, so wgpyd's socket
+    answers every request exactly as wireguard-go's does (cases go is known to answer
+    differently are skipped for go only)."""
+    return WIREGUARD_GO if request.param == "wireguard-go" else WGPYD

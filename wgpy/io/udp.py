@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import struct
 from typing import Final
 
 SO_MARK: Final = 36
@@ -18,7 +19,7 @@ def _configure(sock: socket.socket, fwmark: int) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, _BUFFER_SIZE)
     if fwmark:
-        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+        _set_mark(sock, fwmark)
 
 
 def bind_pair(port: int, fwmark: int) -> tuple[socket.socket, socket.socket | None, int]:
@@ -60,6 +61,11 @@ def bind_pair(port: int, fwmark: int) -> tuple[socket.socket, socket.socket | No
     raise last_error
 
 
+def _set_mark(sock: socket.socket, fwmark: int) -> None:
+    # As a u32: marks above 2**31 - 1 do not fit the C int that an int option would pass.
+    sock.setsockopt(socket.SOL_SOCKET, SO_MARK, struct.pack("=I", fwmark))
+
+
 def set_fwmark(sockets: list[socket.socket], fwmark: int) -> None:
     for sock in sockets:
-        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+        _set_mark(sock, fwmark)
