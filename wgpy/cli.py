@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("-c", "--count", type=int, help="stop after this many packets")
     cap.add_argument("-t", "--duration", type=float, help="stop after this many seconds")
     cap.set_defaults(func=cmd_capture)
+    from wgpy.tools.aip_cli import add_parsers  # explain, lint, calc
+
+    add_parsers(sub)
     return parser
 
 

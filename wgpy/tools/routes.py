@@ -1,0 +1,76 @@
+"""Where the OS routes an address: one rtnetlink route lookup (``ip route get``) via pyroute2.
+
+The lookup runs in the network namespace of the calling process and goes through the policy
+rules (``ip rule``), so wg-quick's fwmark table is honoured like for an unmarked packet.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["RouteInfo", "interface_exists", "route_get"]
+
+# rtm_type values (linux/rtnetlink.h)
+_ROUTE_TYPES = {
+    1: "unicast",
+    2: "local",
+    3: "broadcast",
+    4: "anycast",
+    5: "multicast",
+    6: "blackhole",
+    7: "unreachable",
+    8: "prohibit",
+    9: "throw",
+    10: "nat",
+}
+
+
+@dataclass
+class RouteInfo:
+    """The result of a route lookup for one destination."""
+
+    device: str | None
+    type: str
+    table: int | None = None
+    gateway: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def interface_exists(name: str) -> bool:
+    """Whether a link of that name exists in this network namespace."""
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def route_get(address: str) -> RouteInfo:
+    """``ip route get ADDRESS``: the output device (None when there is no route)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+
+    with IPRoute() as ipr:
+        try:
+            messages = list(ipr.route("get", dst=address))
+        except NetlinkError as error:
+            return RouteInfo(None, "none", error=os.strerror(error.code))
+        if not messages:
+            return RouteInfo(None, "none", error="no answer")
+        message = messages[0]
+        route_type = _ROUTE_TYPES.get(int(message["type"]), str(message["type"]))
+        oif = message.get_attr("RTA_OIF")
+        device: str | None = None
+        if oif is not None:
+            links = list(ipr.link("get", index=oif))
+            if links:
+                device = links[0].get_attr("IFLA_IFNAME")
+        table = message.get_attr("RTA_TABLE")
+        gateway = message.get_attr("RTA_GATEWAY")
+        return RouteInfo(
+            device, route_type, None if table is None else int(table), gateway and str(gateway)
+        )
