@@ -12,7 +12,7 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd -- "$ROOT"
 
 DEB_PACKAGES=(
-    wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump tshark ncat procps
+    wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump tshark ncat procps nftables
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -40,6 +40,7 @@ from tests.netns.harness import (
     veth_pair,
     wait_for,
     wg,
+    wg_dump,
     write_secret,
 )
 
@@ -520,3 +521,64 @@ def test_icmp_unreachable_when_no_peer_has_destination(
         assert silent.returncode != 0, silent
         assert "nreachable" not in silent.stdout and "errors" not in silent.stdout, silent.stdout
         assert "1 packets transmitted, 0 received" in silent.stdout, silent.stdout
+
+
+def test_wg_quick_full_tunnel_uses_fwmark_and_survives_link_down_up(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    """AllowedIPs = 0.0.0.0/0: wg-quick sets a fwmark and policy rules; wgpyd must put that
+    mark on its UDP sockets, or its own datagrams would be routed back into the tunnel. Then
+    `ip link set down/up` clears the sessions and a new handshake follows (as wireguard-go)."""
+    if Path("/sys/module/wireguard").exists():
+        pytest.skip("the wireguard kernel module is loaded, so wg-quick never runs wgpyd")
+    _wgpyd_script()
+    ns_a, ns_b = netns_factory(), netns_factory()
+    veth_a, _ = veth_pair(ns_a, ns_b, "10.99.0.1", "10.99.0.2", 24)
+    # A reaches B's endpoint only through its default route, the one wg-quick overrides: without
+    # the fwmark on wgpyd's sockets, its datagrams would be routed into the tunnel itself.
+    ns_a.run("ip", "route", "del", "10.99.0.0/24", "dev", veth_a)
+    ns_a.run("ip", "route", "add", "default", "dev", veth_a)
+    go_if = unique_ifname("wgg")
+    start_wireguard_go(ns_b, go_if)
+    go_private, a_private = genkey(), genkey()
+    wg(
+        ns_b,
+        *("set", go_if, "private-key", str(write_secret(ns_b, "go.key", go_private))),
+        *("listen-port", "51821", "peer", pubkey(a_private), "allowed-ips", "10.100.0.1/32"),
+    )
+    ns_b.run("ip", "addr", "add", "10.100.0.2/24", "dev", go_if)
+    ns_b.run("ip", "link", "set", go_if, "up")
+    ifname = unique_ifname("wgf")
+    confdir = Path(tempfile.mkdtemp(prefix=f"{ns_a.name}-conf-"))
+    ns_a.add_cleanup(lambda: shutil.rmtree(confdir, ignore_errors=True))
+    conf = confdir / f"{ifname}.conf"
+    conf.write_text(
+        f"[Interface]\nPrivateKey = {a_private}\nAddress = 10.100.0.1/24\n\n[Peer]\n"
+        f"PublicKey = {pubkey(go_private)}\nAllowedIPs = 0.0.0.0/0\nEndpoint = 10.99.0.2:51821\n"
+    )
+    env = {
+        "WG_QUICK_USERSPACE_IMPLEMENTATION": "wgpyd",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+    socket_path = WG_RUN_DIR / f"{ifname}.sock"
+    ns_a.add_cleanup(lambda: socket_path.unlink(missing_ok=True))
+    up = ns_a.run("wg-quick", "up", str(conf), env=env, check=False, timeout=60)
+    assert up.returncode == 0, f"wg-quick up failed:\n{up.stdout}{up.stderr}"
+    fwmark = wg(ns_a, "show", ifname, "fwmark").strip()
+    assert fwmark not in ("", "off"), fwmark
+    result = ping(ns_a, "10.100.0.2")
+    assert result.returncode == 0, result.stdout
+    first = wg_dump(ns_a, ifname).peers[pubkey(go_private)].latest_handshake
+    assert first > 0
+    ns_a.run("ip", "link", "set", ifname, "down")
+    time.sleep(1.2)
+    ns_a.run("ip", "link", "set", ifname, "up")
+    ns_a.run(
+        "ip", "-4", "route", "replace", "0.0.0.0/0", "dev", ifname, "table", str(int(fwmark, 0))
+    )
+    time.sleep(1.2)  # a new handshake needs the later second of TAI64N
+    result = ping(ns_a, "10.100.0.2")
+    assert result.returncode == 0, result.stdout
+    down = ns_a.run("wg-quick", "down", str(conf), env=env, check=False, timeout=60)
+    assert down.returncode == 0, f"wg-quick down failed:\n{down.stdout}{down.stderr}"
+    wait_for(lambda: not socket_path.exists(), 5, what=f"wgpyd to remove {socket_path}")
