@@ -1,31 +1,33 @@
 """An asyncio WireGuard endpoint without a TUN: inner IP packets go to and come from Python.
 
-:class:`WireGuardEndpoint` drives one sans-I/O :class:`~wgpy.device.Device` the way ``wgpyd``
+`WireGuardEndpoint` drives one sans-I/O `wgpy.device.Device` the way ``wgpyd``
 does (same cryptokey routing, timers, events and drop counters) but, instead of a TUN device,
 hands decrypted packets to the program and takes the packets it wants to send. It needs no
-root: it only binds a UDP port (IPv4 and IPv6)::
+root: it only binds a UDP port (IPv4 and IPv6):
 
-    import asyncio
+```python
+import asyncio
 
-    from wgpy.aio import open_endpoint
-    from wgpy.device import Device
-    from wgpy.keys import decode_key
+from wgpy.aio import open_endpoint
+from wgpy.device import Device
+from wgpy.keys import decode_key
 
-    async def main() -> None:
-        device = Device(decode_key(PRIVATE_KEY))
-        async with await open_endpoint(device, port=51820) as endpoint:
-            endpoint.add_peer(CLIENT_PUBLIC_KEY, allowed_ips=["10.0.0.2/32"])
-            async for packet in endpoint:  # inner IP packets, source already checked
-                reply = answer(packet)
-                if reply is not None:
-                    endpoint.send(reply)  # routed by AllowedIPs, encrypted, sent
+async def main() -> None:
+    device = Device(decode_key(PRIVATE_KEY))
+    async with await open_endpoint(device, port=51820) as endpoint:
+        endpoint.add_peer(CLIENT_PUBLIC_KEY, allowed_ips=["10.0.0.2/32"])
+        async for packet in endpoint:  # inner IP packets, source already checked
+            reply = answer(packet)
+            if reply is not None:
+                endpoint.send(reply)  # routed by AllowedIPs, encrypted, sent
+```
 
 Packets whose source address is not in the sending peer's AllowedIPs never reach the
 iterator; they are counted in ``device.drop_counts`` under
-:attr:`~wgpy.events.DropReason.DISALLOWED_SOURCE` and reported as a
-:class:`~wgpy.events.PacketDropped` event, exactly as in the daemon. Packets the program does
+`wgpy.events.DropReason.DISALLOWED_SOURCE` and reported as a
+`wgpy.events.PacketDropped` event, exactly as in the daemon. Packets the program does
 not read fast enough (more than ``max_queued`` waiting) are dropped as
-:attr:`~wgpy.events.DropReason.TUN_WRITE_FAILED`, which is what a full TUN queue gives in the
+`wgpy.events.DropReason.TUN_WRITE_FAILED`, which is what a full TUN queue gives in the
 daemon.
 """
 
@@ -109,20 +111,20 @@ class _Channel(Generic[T]):
 class WireGuardEndpoint:
     """One WireGuard interface whose inner packets live in Python.
 
-    Create it with :func:`open_endpoint` (or construct it and ``await start()``), use it as an
-    async context manager, and close it with :meth:`close`. Receive inner IP packets with
-    ``async for packet in endpoint`` or :meth:`recv`; send with :meth:`send`. Events (drops
+    Create it with `open_endpoint` (or construct it and ``await start()``), use it as an
+    async context manager, and close it with `close`. Receive inner IP packets with
+    ``async for packet in endpoint`` or `recv`; send with `send`. Events (drops
     with their reason, handshakes, roaming...) go to ``on_event`` and to every
-    :meth:`events` iterator. Counters stay where the daemon keeps them: per-peer
+    `events` iterator. Counters stay where the daemon keeps them: per-peer
     ``device.peers[key].rx_bytes``/``tx_bytes`` and ``device.drop_counts``.
 
     Args:
         device: The configured (or still empty) sans-I/O device to drive. Configure peers
-            before or after starting; after starting, use :meth:`add_peer` or call
-            :meth:`flush` after changing the device directly.
+            before or after starting; after starting, use `add_peer` or call
+            `flush` after changing the device directly.
         host: Address to bind; ``None`` binds ``0.0.0.0`` and ``::`` (IPv6-only) on the same
             port, as ``wgpyd`` does.
-        port: UDP port; 0 picks a free one (see :attr:`port`). Sets ``device.listen_port``.
+        port: UDP port; 0 picks a free one (see `port`). Sets ``device.listen_port``.
         on_event: Called with every event of the device, in order.
         max_queued: Inner packets kept for the reader before new ones are dropped.
     """
@@ -142,7 +144,7 @@ class WireGuardEndpoint:
         self.on_event = on_event
         self._packets: _Channel[bytes] = _Channel(max_queued)
         self._event_channels: list[_Channel[Event]] = []
-        #: Events not given to an :meth:`events` iterator because it was this far behind.
+        #: Events not given to an `events` iterator because it was this far behind.
         self.events_lost = 0
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,7 +161,7 @@ class WireGuardEndpoint:
 
     @property
     def port(self) -> int:
-        """The UDP port the endpoint is bound to (after :meth:`start`)."""
+        """The UDP port the endpoint is bound to (after `start`)."""
         return self._port
 
     @property
@@ -259,7 +261,7 @@ class WireGuardEndpoint:
 
         Keys are base64 text (as ``wg`` prints them) or raw 32 bytes. ``allowed_ips`` are
         prefixes like ``"10.0.0.2/32"``; an inserted prefix moves from any other peer that
-        held it. Returns the device's :class:`~wgpy.peer.Peer`.
+        held it. Returns the device's `wgpy.peer.Peer`.
 
         Raises:
             ValueError: for a malformed key or prefix, or our own public key.
@@ -320,7 +322,7 @@ class WireGuardEndpoint:
         """Iterate over the device's events from now on, until the endpoint is closed.
 
         Each iterator gets every event; if it falls more than ``max_queued`` events behind,
-        newer ones are counted in :attr:`events_lost` instead.
+        newer ones are counted in `events_lost` instead.
         """
         channel: _Channel[Event] = _Channel(max_queued)
         if self._closed:
@@ -441,7 +443,7 @@ async def open_endpoint(
     on_event: EventCallback | None = None,
     max_queued: int = DEFAULT_MAX_QUEUED,
 ) -> WireGuardEndpoint:
-    """Create a :class:`WireGuardEndpoint` for ``device`` and start it.
+    """Create a `WireGuardEndpoint` for ``device`` and start it.
 
     ``port=None`` uses ``device.listen_port`` (0 by default: any free port).
     """

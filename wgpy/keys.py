@@ -1,16 +1,18 @@
 """WireGuard keys as ``wg`` prints them: 32 bytes, base64 with padding (44 characters).
 
 The text functions are the library equivalents of ``wg genkey``, ``wg pubkey`` and
-``wg genpsk``; their output is interchangeable with those commands'::
+``wg genpsk``; their output is interchangeable with those commands':
 
-    from wgpy.keys import genkey, genpsk, pubkey
+```python
+from wgpy.keys import genkey, genpsk, pubkey
 
-    private = genkey()  # like `wg genkey`
-    public = pubkey(private)  # like `wg genkey | wg pubkey`
-    psk = genpsk()  # like `wg genpsk`
+private = genkey()  # like `wg genkey`
+public = pubkey(private)  # like `wg genkey | wg pubkey`
+psk = genpsk()  # like `wg genpsk`
+```
 
-:func:`decode_key` and :func:`encode_key` convert between that text and the raw 32 bytes that
-:class:`wgpy.device.Device` takes.
+`decode_key` and `encode_key` convert between that text and the raw 32 bytes that
+`wgpy.device.Device` takes.
 """
 
 from __future__ import annotations
