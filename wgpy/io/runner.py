@@ -42,6 +42,7 @@ from wgpy.uapi import UapiConnection
 
 _READ_BATCH: Final = 128
 _CAPTURE_BUFFER_LIMIT: Final = 4 << 20
+_GSO_ERRNOS: Final = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
 _LINK_POLL_SECONDS: Final = 1.0
 _MAX_PACKET: Final = 65535
 RTMGRP_LINK: Final = 1
@@ -100,6 +101,8 @@ class DeviceRunner:
         self.uapi_path = uapi_path
         self.sock4: socket.socket | None = None
         self.sock6: socket.socket | None = None
+        self._gro = False
+        self._gso = os.environ.get("WGPY_NO_GSO") != "1"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -130,6 +133,7 @@ class DeviceRunner:
     def _open_sockets(self) -> None:
         sock4, sock6, port = udp.bind_pair(self.device.listen_port, self.device.fwmark)
         self.sock4, self.sock6 = sock4, sock6
+        self._gro = all(udp.enable_gro(s) for s in (sock4, sock6) if s is not None)
         self.device.listen_port = port
         loop = self._loop
         assert loop is not None
@@ -151,15 +155,17 @@ class DeviceRunner:
     def _on_udp(self, sock: socket.socket) -> None:
         device = self.device
         now = time.monotonic()
+        gro = self._gro
         for _ in range(_READ_BATCH):
             try:
-                data, address = sock.recvfrom(_MAX_PACKET)
+                datagrams, endpoint = udp.receive(sock, gro)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
                 log.debug("UDP receive error: %s", error)
                 break
-            device.receive_datagram(data, (address[0], address[1]), now)
+            for data in datagrams:
+                device.receive_datagram(data, endpoint, now)
         self.flush()
 
     def _on_tun(self) -> None:
@@ -191,16 +197,7 @@ class DeviceRunner:
         device = self.device
         datagrams = device.datagrams_to_send()
         if datagrams:
-            sock4, sock6 = self.sock4, self.sock6
-            for datagram, endpoint in datagrams:
-                sock = sock6 if ":" in endpoint[0] else sock4
-                if sock is None:
-                    device.report_send_failure(datagram, endpoint, "no socket bound")
-                    continue
-                try:
-                    sock.sendto(datagram, endpoint)
-                except OSError as error:
-                    device.report_send_failure(datagram, endpoint, error.strerror or str(error))
+            self._send(datagrams)
         packets = device.packets_to_deliver()
         for packet in packets:
             try:
@@ -222,6 +219,27 @@ class DeviceRunner:
             for _ in device.events():
                 pass
         self._schedule_timer()
+
+    def _send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        device = self.device
+        by_family: dict[bool, list[tuple[bytes, tuple[str, int]]]] = {False: [], True: []}
+        for item in datagrams:
+            by_family[":" in item[1][0]].append(item)
+        for is_v6, items in by_family.items():
+            if not items:
+                continue
+            sock = self.sock6 if is_v6 else self.sock4
+            if sock is None:
+                for datagram, endpoint in items:
+                    device.report_send_failure(datagram, endpoint, "no socket bound")
+                continue
+            failed = udp.send_runs(sock, items, self._gso)
+            if failed and self._gso and any(e.errno in _GSO_ERRNOS for _, _, e in failed):
+                # The path refuses segmentation offload: from now on, one datagram per call.
+                self._gso = False
+                failed = udp.send_runs(sock, [(d, e) for d, e, _ in failed], False)
+            for datagram, endpoint, error in failed:
+                device.report_send_failure(datagram, endpoint, error.strerror or str(error))
 
     def _schedule_timer(self) -> None:
         deadline = self.device.get_timer()

@@ -69,3 +69,77 @@ def _set_mark(sock: socket.socket, fwmark: int) -> None:
 def set_fwmark(sockets: list[socket.socket], fwmark: int) -> None:
     for sock in sockets:
         _set_mark(sock, fwmark)
+
+
+# UDP segmentation offload: one sendmsg for a run of equal-sized datagrams to one endpoint
+# (the kernel cuts the buffer into datagrams), and GRO: one recvmsg may return several
+# datagrams of one flow glued together, with their size in a control message.
+SOL_UDP: Final = 17
+UDP_SEGMENT: Final = 103
+UDP_GRO: Final = 104
+GSO_MAX_SEGMENTS: Final = 64
+GSO_MAX_BYTES: Final = 65000
+_GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def receive(sock: socket.socket, gro: bool) -> tuple[list[bytes], tuple[str, int]]:
+    """Read one datagram, or with GRO a glued run of them; raises BlockingIOError when empty."""
+    if not gro:
+        data, address = sock.recvfrom(65535)
+        return [data], (address[0], address[1])
+    data, ancillary, _, address = sock.recvmsg(65535, _GRO_CMSG_SPACE)
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            size = struct.unpack_from("=i", value)[0]
+            if 0 < size < len(data):
+                view = memoryview(data)
+                return [bytes(view[i : i + size]) for i in range(0, len(data), size)], (
+                    address[0],
+                    address[1],
+                )
+    return [data], (address[0], address[1])
+
+
+def send_runs(
+    sock: socket.socket, datagrams: list[tuple[bytes, tuple[str, int]]], gso: bool
+) -> list[tuple[bytes, tuple[str, int], OSError]]:
+    """Send datagrams in order; with ``gso`` coalesce runs to one endpoint whose datagrams all
+    have the first one's size (the last may be shorter). Returns the ones that failed."""
+    failed: list[tuple[bytes, tuple[str, int], OSError]] = []
+    count = len(datagrams)
+    index = 0
+    while index < count:
+        datagram, endpoint = datagrams[index]
+        size = len(datagram)
+        end = index + 1
+        if gso:
+            total = size
+            while end < count and end - index < GSO_MAX_SEGMENTS:
+                following, where = datagrams[end]
+                length = len(following)
+                if where != endpoint or length > size or total + length > GSO_MAX_BYTES:
+                    break
+                total += length
+                end += 1
+                if length < size:
+                    break
+        try:
+            if end - index == 1:
+                sock.sendto(datagram, endpoint)
+            else:
+                buffer = b"".join(d for d, _ in datagrams[index:end])
+                sock.sendmsg(
+                    [buffer], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, endpoint
+                )
+        except OSError as error:
+            failed.extend((d, e, error) for d, e in datagrams[index:end])
+        index = end
+    return failed
