@@ -21,6 +21,7 @@ Hot path: the per-packet transport AEAD should not go through :func:`aead_encryp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac as _hmac
 import math
@@ -230,16 +231,24 @@ def generate_private_key(random: Callable[[int], bytes] = os.urandom) -> bytes:
     return clamp(random(KEY_LEN))
 
 
+@functools.lru_cache(maxsize=16)
+def _private_key_object(private: bytes) -> X25519PrivateKey:
+    """Loading a scalar costs as much as a DH here (it derives the public point); the static key
+    and each fresh ephemeral are used several times in a row, so keep the last few loaded. The
+    cache is small so that ephemeral scalars do not outlive their handshake by much."""
+    return X25519PrivateKey.from_private_bytes(private)
+
+
 def public_key(private: bytes) -> bytes:
     """The X25519 public key for ``private`` (X25519 clamps the scalar itself)."""
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+    return _private_key_object(private).public_key().public_bytes_raw()
 
 
 def dh(private: bytes, public: bytes) -> bytes | None:
     """DH(priv, pub): X25519.  ``None`` when the result is all zeros (a small-order public key)
     or a key is not 32 bytes; this must be treated as a hard failure by the caller."""
     try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
+        shared = _private_key_object(private).exchange(
             X25519PublicKey.from_public_bytes(public)
         )
     except ValueError:  # cryptography raises on an all-zero result and on bad key lengths
