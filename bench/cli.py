@@ -1,0 +1,258 @@
+"""`python -m bench`: run the figures, print a markdown table of medians with ratios."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+FIGURES = ("throughput", "veth", "ping", "allowedips", "setconf", "peers", "handshake")
+
+
+@dataclass
+class Row:
+    figure: str
+    wgpy_side: str
+    wgpy: float | None
+    anchor_side: str
+    anchor: float | None
+    unit: str
+    target: str
+    ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.wgpy is not None and self.anchor:
+            self.ratio = self.wgpy / self.anchor
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None or value != value:  # None or NaN
+        return "—"
+    if unit in ("ms",):
+        text = f"{value:.3f}"
+    elif unit in ("s",):
+        text = f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    elif unit in ("MiB",):
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:,.0f}"
+    return f"{text} {unit}"
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| figure | wgpy side | wgpy | anchor side | anchor | ratio wgpy/anchor | target |",
+        "|---|---|---:|---|---:|---:|---|",
+    ]
+    for r in rows:
+        ratio = "—" if r.ratio is None else f"{r.ratio:.3f}"
+        lines.append(
+            f"| {r.figure} | {r.wgpy_side} | {fmt(r.wgpy, r.unit)} | {r.anchor_side} | "
+            f"{fmt(r.anchor, r.unit)} | {ratio} | {r.target} |"
+        )
+    return "\n".join(lines)
+
+
+def _cmd(*argv: str) -> str:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    return (res.stdout or res.stderr).strip().splitlines()[0] if (res.stdout or res.stderr) else ""
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wireguard-go": _cmd("wireguard-go", "--version"),
+        "wg": _cmd("wg", "--version"),
+        "iperf3": _cmd("iperf3", "--version"),
+        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="wgpy benchmarks: medians of several runs, wgpy next to an anchor measured "
+        "in the same run (wireguard-go, pytricia), and the ratio. Needs root for the network "
+        "figures.",
+    )
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    p.add_argument("--duration", type=float, default=10.0, help="iperf3 seconds (default 10)")
+    p.add_argument("--quick", action="store_true", help="1 run, 2 s iperf3, small sizes (CI smoke)")
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(FIGURES)}")
+    p.add_argument("--json", metavar="FILE", help="also write all raw runs and rows as JSON")
+    p.add_argument("--handshakes", type=int, default=None, help="initiations per burst (2000)")
+    args = p.parse_args(argv)
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = sorted(set(only) - set(FIGURES))
+    if unknown:
+        p.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    args.figures = only or list(FIGURES)
+    if args.quick:
+        args.runs = 1
+        args.duration = 2.0
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from bench import lookups, netbench
+
+    quick = args.quick
+    runs = args.runs
+    rows: list[Row] = []
+    notes: list[str] = []
+    raw: dict[str, Any] = {}
+    started = time.monotonic()
+    meta = machine()
+    meta["command"] = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+    def want(name: str) -> bool:
+        return name in args.figures
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.monotonic()
+        result = fn()
+        netbench.progress(f"{name} done in {time.monotonic() - t0:.1f} s")
+        raw[name] = result
+        return result
+
+    if want("throughput") or want("veth"):
+        tp = step(
+            "throughput",
+            lambda: netbench.bench_throughput(
+                runs, args.duration, want("throughput"), want("veth")
+            ),
+        )
+        if want("throughput"):
+            go = median(tp["go-go"])
+            rows.append(Row(f"iperf3 TCP throughput, {args.duration:g} s", "wgpyd↔wgpyd",
+                            median(tp["wgpyd-wgpyd"]), "go↔go", go, "Mbit/s", "≥ 0.5"))  # fmt: skip
+            rows.append(Row(f"iperf3 TCP throughput, {args.duration:g} s", "wgpyd→go (client A)",
+                            median(tp["wgpyd-go"]), "go↔go", go,
+                            "Mbit/s", "≥ 0.5"))  # fmt: skip
+        if want("veth"):
+            rows.append(Row(f"bare veth, no WireGuard (ceiling), {args.duration:g} s", "—", None,
+                            "veth", median(tp["veth"]), "Mbit/s", "context"))  # fmt: skip
+
+    if want("ping"):
+        count = 10 if quick else 30
+        pg = step("ping", lambda: netbench.bench_ping(runs, count))
+        rows.append(Row(f"ping RTT through the tunnel, idle, median of {count}", "wgpyd↔wgpyd",
+                        median(pg["wgpyd-wgpyd"]), "go↔go", median(pg["go-go"]), "ms",
+                        "≤ 2.0"))  # fmt: skip
+
+    if want("allowedips"):
+        n_prefixes, n_lookups = (10_000, 20_000) if quick else (100_000, 200_000)
+        lk = step("allowedips", lambda: lookups.bench_lookups(runs, n_prefixes, n_lookups))
+        label = f"AllowedIPs lookups/s, {n_prefixes:,} mixed v4/v6 prefixes"
+        tricia = {k: median(v) for k, v in lk.items() if k.startswith("pytricia")}
+        if tricia:
+            best_name = max(tricia, key=lambda k: tricia[k] or 0.0)
+            best = tricia[best_name]
+            rows.append(Row(label, "lookup_v4/v6(int)", median(lk["wgpy lookup_v4/v6(int)"]),
+                            best_name + " (fastest input)", best, "/s", "≥ 1.0"))  # fmt: skip
+            rows.append(Row(label, "lookup(IPv4Address/IPv6Address)",
+                            median(lk["wgpy lookup(IPv4Address/IPv6Address)"]),
+                            "pytricia get(IPv4Address/IPv6Address)",
+                            tricia["pytricia get(IPv4Address/IPv6Address)"], "/s",
+                            "≥ 1.0"))  # fmt: skip
+            others = ", ".join(f"{k}: {fmt(v, '/s')}" for k, v in tricia.items())
+            notes.append(f"pytricia medians by input type: {others}.")
+        else:
+            for k in ("wgpy lookup_v4/v6(int)", "wgpy lookup(IPv4Address/IPv6Address)"):
+                rows.append(Row(label, k[5:], median(lk[k]), "pytricia (unavailable)", None,
+                                "/s", "≥ 1.0"))  # fmt: skip
+            notes.append("pytricia could not be imported or installed: no anchor.")
+
+    if want("setconf"):
+        outer, inner = (16, 128) if quick else (255, 256)
+        sc = step("setconf", lambda: netbench.bench_setconf(runs, outer, inner))
+        rows.append(Row(f"`wg setconf` of {outer * inner * 2:,} prefixes on one peer", "wgpyd",
+                        median(sc["wgpyd"]), "go", median(sc["go"]), "s", "≤ 2.0"))  # fmt: skip
+
+    if want("peers"):
+        n_peers = 500 if quick else 10_000
+        pr = step("peers", lambda: netbench.bench_peers(runs, n_peers))
+        label = f"{n_peers:,} peers × 4 prefixes"
+        rows.append(Row(f"{label}: `wg setconf` time", "wgpyd", median(pr["wgpyd-time"]), "go",
+                        median(pr["go-time"]), "s", "≤ 2.0"))  # fmt: skip
+        rows.append(Row(f"{label}: daemon VmRSS after", "wgpyd (python)", median(pr["wgpyd-rss"]),
+                        "go", median(pr["go-rss"]), "MiB", "≤ 2.0"))  # fmt: skip
+
+    if want("handshake"):
+        n_hs = args.handshakes or (300 if quick else 2000)
+        hs = step("handshake", lambda: netbench.bench_handshake(runs, n_hs))
+
+        def med(name: str, key: str) -> float | None:
+            return median([r[key] for r in hs[name]])
+
+        label = f"handshake initiations answered (responder), burst of {n_hs:,}"
+        rows.append(Row(f"{label}: responses/s", "wgpyd", med("wgpyd", "responses_per_s"), "go",
+                        med("go", "responses_per_s"), "/s", "≥ 0.25"))  # fmt: skip
+        rows.append(Row(f"{label}: cookie replies/s", "wgpyd", med("wgpyd", "cookies_per_s"),
+                        "go", med("go", "cookies_per_s"), "/s", "context"))  # fmt: skip
+        for name in ("wgpyd", "go"):
+            notes.append(
+                f"handshake {name}: median of runs — sent {med(name, 'sent'):.0f}, "
+                f"responses {med(name, 'responses'):.0f}, cookie replies "
+                f"{med(name, 'cookies'):.0f}, other {med(name, 'other'):.0f}, "
+                f"first send → last reply {med(name, 'seconds'):.3f} s."
+            )
+        notes.append(
+            "Handshake: the ratio/target is on responses/s (92-byte type-2 replies). Both daemons "
+            "switch to cookie replies under load (wireguard-go once ≥128 handshakes are queued, "
+            "wgpyd above 128 handshakes/s) and the sender does not retry with mac2, so the "
+            "cookie-reply row is context. Rates are counts over first send → last reply."
+        )
+
+    elapsed = time.monotonic() - started
+    meta["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"wgpy bench — {meta['date']}, {meta['nproc']} CPUs ({meta['cpu']}), "
+          f"kernel {meta['kernel']}, Python {meta['python']}, {meta['wireguard-go']}")  # fmt: skip
+    print(
+        f"command: `{meta['command']}`; medians of {runs} run(s); load avg before "
+        f"{meta['load']}, after {meta['load_after']}; {elapsed:.0f} s\n"
+    )
+    print(table(rows))
+    if notes:
+        print()
+        for note in notes:
+            print(f"- {note}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "raw": raw}, indent=2)
+            + "\n"
+        )
+    return 0
