@@ -248,9 +248,7 @@ def dh(private: bytes, public: bytes) -> bytes | None:
     """DH(priv, pub): X25519.  ``None`` when the result is all zeros (a small-order public key)
     or a key is not 32 bytes; this must be treated as a hard failure by the caller."""
     try:
-        shared = _private_key_object(private).exchange(
-            X25519PublicKey.from_public_bytes(public)
-        )
+        shared = _private_key_object(private).exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError:  # cryptography raises on an all-zero result and on bad key lengths
         return None
     if _hmac.compare_digest(shared, _ZERO_KEY):  # belt and braces; constant time
