@@ -1,0 +1,5 @@
+import sys
+
+from fuzz.driver import main
+
+sys.exit(main())
