@@ -178,4 +178,5 @@ def print_view(view: InterfaceView, *, as_json: bool, console: Console | None = 
     elif not view.drops:
         console.print("  drops: none")
     else:
+        console.print()
         console.print(drops_table(view))
