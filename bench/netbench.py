@@ -308,7 +308,12 @@ def make_initiations(responder_public: bytes, count: int) -> tuple[list[str], by
     keys: list[str] = []
     blob = bytearray()
     now = time.time()
+    indices: set[int] = set()
     for _ in range(count):
+        index = secrets.randbits(32)
+        while index in indices:
+            index = secrets.randbits(32)
+        indices.add(index)
         priv = crypto.generate_private_key()
         pub = crypto.public_key(priv)
         static_static = crypto.dh(priv, responder_public)
@@ -319,7 +324,7 @@ def make_initiations(responder_public: bytes, count: int) -> tuple[list[str], by
             peer_public=responder_public,
             static_static=static_static,
             ephemeral_private=crypto.generate_private_key(),
-            sender_index=secrets.randbits(32),
+            sender_index=index,
             timestamp=crypto.tai64n(now),
         )
         assert init is not None
@@ -330,10 +335,19 @@ def make_initiations(responder_public: bytes, count: int) -> tuple[list[str], by
     return keys, bytes(blob)
 
 
-def handshake_run(daemon_name: str, config: str, blob_path: Path, idle: float) -> dict[str, float]:
+def handshake_run(
+    daemon_name: str, config: str, blob_path: Path, idle: float, mac2_responder: bytes | None
+) -> dict[str, float]:
+    """One burst against a fresh responder. With `mac2_responder` (its public key) the sender
+    answers cookie replies with mac2 and uses a distinct source address per initiator."""
     a, b = Netns(), Netns()
     try:
         veth_pair(a, b, "10.99.0.1", "10.99.0.2", 24)
+        extra: list[str] = []
+        if mac2_responder is not None:
+            a.run("ip", "route", "add", "local", "10.98.0.0/16", "dev", "lo")
+            b.run("ip", "route", "add", "10.98.0.0/16", "via", "10.99.0.1")
+            extra = ["--mac2", mac2_responder.hex(), "10.98.0.1"]
         ifname = unique_ifname("wgb")
         start_wg_daemon(b, ifname, DAEMONS[daemon_name], env=QUIET)
         conf = b.workdir / "hs.conf"
@@ -346,7 +360,7 @@ def handshake_run(daemon_name: str, config: str, blob_path: Path, idle: float) -
         time.sleep(0.5)
         res = a.run(
             sys.executable, str(HS_SENDER), str(blob_path), "10.99.0.2", "51820", f"{idle:g}",
-            timeout=300,
+            *extra, timeout=300,
         )  # fmt: skip
         result: dict[str, float] = json.loads(res.stdout)
         return result
@@ -355,7 +369,7 @@ def handshake_run(daemon_name: str, config: str, blob_path: Path, idle: float) -
         b.close()
 
 
-def bench_handshake(runs: int, count: int, idle: float = 2.0) -> dict[str, list[dict[str, float]]]:
+def bench_handshake(runs: int, count: int, idle: float = 1.0) -> dict[str, list[dict[str, float]]]:
     progress(f"crafting {count:,} handshake initiations from {count:,} initiators")
     responder_private = crypto.generate_private_key()
     responder_public = crypto.public_key(responder_private)
@@ -364,16 +378,24 @@ def bench_handshake(runs: int, count: int, idle: float = 2.0) -> dict[str, list[
     for key in keys:
         lines += ["", "[Peer]", f"PublicKey = {key}"]
     config = "\n".join(lines) + "\n"
-    out: dict[str, list[dict[str, float]]] = {"go": [], "wgpyd": []}
+    out: dict[str, list[dict[str, float]]] = {
+        "go": [],
+        "wgpyd": [],
+        "go-mac2": [],
+        "wgpyd-mac2": [],
+    }
     with tempfile.TemporaryDirectory(prefix="wgpy-bench-") as tmp:
         blob_path = Path(tmp) / "initiations.bin"
         blob_path.write_bytes(blob)
         for run in range(runs):
             for name in ("go", "wgpyd"):
-                progress(f"handshake burst of {count:,} to {name}, run {run + 1}/{runs}")
-                r = handshake_run(name, config, blob_path, idle)
-                span = r["seconds"] or float("nan")
-                r["responses_per_s"] = r["responses"] / span
-                r["cookies_per_s"] = r["cookies"] / span
-                out[name].append(r)
+                for mac2 in (False, True):
+                    what = "with cookie round trips " if mac2 else ""
+                    progress(f"handshake burst of {count:,} {what}to {name}, run {run + 1}/{runs}")
+                    responder = responder_public if mac2 else None
+                    r = handshake_run(name, config, blob_path, idle, responder)
+                    span = r["seconds"] or float("nan")
+                    r["responses_per_s"] = r["responses"] / span
+                    r["cookies_per_s"] = r["cookies"] / span
+                    out[f"{name}-mac2" if mac2 else name].append(r)
     return out
