@@ -73,6 +73,13 @@ def udp_rcvbuf_errors(ns: Netns) -> int:
     return int(values[header.index("RcvbufErrors")])
 
 
+def softnet_drops() -> int:
+    """Packets the kernel dropped for a full per-CPU backlog (all namespaces: an upper bound
+    on what the veth path may have lost before any socket saw it)."""
+    rows = [line.split() for line in Path("/proc/net/softnet_stat").read_text().splitlines()]
+    return sum(int(row[1], 16) for row in rows if len(row) > 1)
+
+
 def vm_rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
@@ -146,6 +153,7 @@ class FloodResult:
     sent: int
     seconds: float
     rcvbuf_errors: int
+    backlog_drops: int
     drops: dict[str, int]
     cookie_replies: int
     rss_kib: int
@@ -159,6 +167,7 @@ def flood(
     pid = topo.a.daemon.proc.pid
     _, before = drop_total(ifname)
     rcvbuf_before = udp_rcvbuf_errors(ns_a)
+    backlog_before = softnet_drops()
     start_wall, start = time.time(), time.monotonic()
     for datagram in datagrams:
         attacker.sendto(datagram, target)
@@ -179,6 +188,7 @@ def flood(
         sent=len(datagrams),
         seconds=seconds,
         rcvbuf_errors=udp_rcvbuf_errors(ns_a) - rcvbuf_before,
+        backlog_drops=softnet_drops() - backlog_before,
         drops=drops,
         cookie_replies=cookie_replies,
         rss_kib=vm_rss_kib(pid),
@@ -234,7 +244,8 @@ def test_flood_keeps_tunnel_up_and_accounts_for_every_datagram(
         reached = result.sent - result.rcvbuf_errors
         report.append(
             f"{name} flood: {result.sent} datagrams in {result.seconds:.2f} s "
-            f"({result.sent / result.seconds:,.0f}/s); kernel RcvbufErrors {result.rcvbuf_errors};"
+            f"({result.sent / result.seconds:,.0f}/s); kernel RcvbufErrors {result.rcvbuf_errors}"
+            f" (backlog drops {result.backlog_drops});"
             f" counted drops {counted} (reached the socket >= {reached}); "
             f"cookie replies {result.cookie_replies}; VmRSS {result.rss_kib} KiB; "
             f"pings during flood: {fmt(during)}; drops {dict(sorted(result.drops.items()))}"
@@ -248,7 +259,8 @@ def test_flood_keeps_tunnel_up_and_accounts_for_every_datagram(
         reached = result.sent - result.rcvbuf_errors
         # every datagram that reached the socket is counted; the kernel's RcvbufErrors may
         # include some of the tunnel's own datagrams (pings), which are not ours to count
-        assert reached <= counted <= result.sent, report
+        # (the per-CPU backlog may drop some before the socket: never seen here, allowed for)
+        assert reached - result.backlog_drops <= counted <= result.sent, report
         assert result.drops.get("cookie_required", 0) > 0, report
         assert result.cookie_replies > 0, report
         assert set(result.drops) <= {
