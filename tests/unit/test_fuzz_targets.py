@@ -55,6 +55,7 @@ def test_device_world_reaches_deep_paths() -> None:
     """The device target's mutations get past the cheap checks: its samples, replayed and
     corrupted, produce acceptances and drops deep in the handshake and data paths."""
     module = importlib.import_module("fuzz.target_device")
+    module._world, module._inputs = None, 0  # a fresh world, whatever ran before
     for seed in module.seeds():
         module.test_one_input(seed)
     world = module._world
