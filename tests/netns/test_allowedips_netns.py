@@ -154,6 +154,10 @@ def add_peer(node: Node, other: Node, allowed_ips: str) -> None:
 
 
 def addr_up(node: Node, *addrs: str) -> None:
+    # No IPv6 link-local address (wgpyd and the kernel's wg device do the same): otherwise the
+    # kernel sends router solicitations over the TUN at random moments, which would show up in
+    # the packet counters the tests compare.
+    node.ns.run("sysctl", "-qw", f"net.ipv6.conf.{node.ifname}.addr_gen_mode=1")
     for addr in addrs:
         node.ns.run("ip", "addr", "add", addr, "dev", node.ifname)
     node.ns.run("ip", "link", "set", node.ifname, "up")
