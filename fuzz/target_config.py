@@ -2,9 +2,10 @@
 
 The input, decoded as UTF-8 (undecodable bytes become U+FFFD, as a file read by ``load``
 would be refused before parsing), is parsed; every value of every section is then given to the
-typed parsers. Invariants: the only exception is ``ConfigError`` whose text is
-``FILE:LINE: message`` (or ``FILE: message``) with a line inside the text; ``format_config`` of
-a parsed config parses again to the same sections, keys, values and names.
+typed parsers, and (one input in 32) the whole config to ``wgpy lint``'s checks. Invariants:
+the only exception is ``ConfigError`` whose text is ``FILE:LINE: message`` (or ``FILE:
+message``) with a line inside the text; ``format_config`` of a parsed config parses again to
+the same sections, keys, values and names.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from wgpy.config import (
     parse_key,
     parse_prefix,
 )
+from wgpy.tools.lint import exit_status, lint, render_text
 
 FILENAME = "fuzz.conf"
 _LOCATION = re.compile(re.escape(FILENAME) + r"(?::([0-9]+))?: .")
@@ -83,6 +85,14 @@ def test_one_input(data: bytes) -> None:
         config.peer_names()
     except ConfigError as error:
         _check_error(error, lines)
+    if data and data[-1] % 32 == 0:  # one input in 32, deterministically: lint takes ~1 ms
+        try:
+            findings = lint([config])  # `wgpy lint`: every finding, never a traceback
+        except ConfigError as error:
+            _check_error(error, lines)
+        else:
+            exit_status(findings)
+            render_text(findings)
     again = parse_config(format_config(config), FILENAME)
     assert _shape(again) == _shape(config), "format_config does not round-trip"
 
