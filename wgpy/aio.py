@@ -46,6 +46,7 @@ from typing import Final, Generic, TypeVar
 from wgpy.device import Device
 from wgpy.events import Event
 from wgpy.io import udp
+from wgpy.io.timer import DeviceTimer
 from wgpy.keys import decode_key
 from wgpy.peer import Peer
 
@@ -148,8 +149,7 @@ class WireGuardEndpoint:
         self.events_lost = 0
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeviceTimer(device, self._on_timer)
         self._flush_handle: asyncio.Handle | None = None
         self._closed = False
 
@@ -223,11 +223,9 @@ class WireGuardEndpoint:
         for sock in self._sockets:
             sock.close()
         self._sockets = []
-        for handle in (self._timer, self._flush_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = None
-        self._timer_at = None
+        self._timer.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         self._flush_handle = None
         self._packets.close()
         for channel in self._event_channels:
@@ -360,8 +358,6 @@ class WireGuardEndpoint:
         self.flush()
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.device.handle_timer(self._now())
         self.flush()
 
@@ -423,16 +419,7 @@ class WireGuardEndpoint:
         return None, endpoint
 
     def _schedule_timer(self) -> None:
-        deadline = self.device.get_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = None
-        if deadline is not None and self._loop is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
+        self._timer.update(self._loop)
 
 
 async def open_endpoint(

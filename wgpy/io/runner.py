@@ -35,6 +35,7 @@ from wgpy.events import (
     key_b64,
 )
 from wgpy.io import tun, udp
+from wgpy.io.timer import DeviceTimer
 from wgpy.tools import pcapng
 from wgpy.tools.eventlog import JsonEventLog
 from wgpy.tools.metrics import DeviceCollector, take_snapshot
@@ -104,8 +105,7 @@ class DeviceRunner:
         self._gro = False
         self._gso = os.environ.get("WGPY_NO_GSO") != "1"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeviceTimer(device, self._on_timer)
         self._stop: asyncio.Future[str] | None = None
         self._link_running: bool | None = None
         self.uapi_inode = os.stat(uapi_path).st_ino if os.path.exists(uapi_path) else None
@@ -186,8 +186,6 @@ class DeviceRunner:
         self.flush()
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.device.handle_timer(time.monotonic())
         self.flush()
 
@@ -242,17 +240,7 @@ class DeviceRunner:
                 device.report_send_failure(datagram, endpoint, error.strerror or str(error))
 
     def _schedule_timer(self) -> None:
-        deadline = self.device.get_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._timer_at = None
-        if deadline is not None and self._loop is not None:
-            # asyncio's loop.time() is time.monotonic() on Linux, the Device's clock too.
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
+        self._timer.update(self._loop)
 
     # ------------------------------------------------------------------ UAPI
 
@@ -438,7 +426,6 @@ class DeviceRunner:
                 loop.remove_reader(self._netlink.fileno())
                 self._netlink.close()
             self._close_sockets()
-            if self._timer is not None:
-                self._timer.cancel()
+            self._timer.cancel()
         log.info("Shutting down: %s", why)
         return why
