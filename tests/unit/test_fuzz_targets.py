@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz import driver
+from fuzz import driver, target_device
 from fuzz.world import World, receive_checked
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_seeds_are_current() -> None:
 def test_device_world_reaches_deep_paths() -> None:
     """The device target's mutations get past the cheap checks: its samples, replayed and
     corrupted, produce acceptances and drops deep in the handshake and data paths."""
-    module = importlib.import_module("fuzz.target_device")
+    module = target_device
     module._world, module._inputs = None, 0  # a fresh world, whatever ran before
     for seed in module.seeds():
         module.test_one_input(seed)
