@@ -4,7 +4,7 @@
 #   sudo bash scripts/setup.sh
 #
 # Idempotent: installs only the Debian packages that are missing, creates .venv only if it is
-# missing, and re-runs `pip install -e '.[dev]'` only when pyproject.toml changed since the last
+# missing, and re-runs `pip install -e '.[dev,fuzz,bench]'` only when pyproject.toml changed since the last
 # successful run. Quiet on success; on failure the captured output of the failing step is shown.
 set -euo pipefail
 
@@ -78,7 +78,7 @@ if [[ "$want" != "$have" ]] || ! .venv/bin/python -I -c 'import wgpy' >/dev/null
     || [[ ! -x .venv/bin/ruff || ! -x .venv/bin/mypy || ! -x .venv/bin/pytest ]]; then
     log "installing wgpy in editable mode with its dev dependencies"
     rm -f -- "$STAMP"
-    quietly .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+    quietly .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev,fuzz,bench]'
     printf '%s\n' "$want" >"$STAMP"
 fi
 
