@@ -708,6 +708,14 @@ class Device:
             )
             return
         if not self.is_up:
+            self._drop(
+                DropReason.INTERFACE_DOWN,
+                Direction.INCOMING,
+                None,
+                endpoint=endpoint,
+                size=len(datagram),
+                detail="handshake message while the interface is down",
+            )
             return
         if kind == messages.TYPE_INITIATION:
             self._receive_initiation(datagram, endpoint, now)

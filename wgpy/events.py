@@ -68,7 +68,8 @@ DROP_REASON_HELP: dict[DropReason, str] = {
         "Staged packets discarded after the handshake gave up (20 attempts, about 90 s)."
     ),
     DropReason.INTERFACE_DOWN: (
-        "Staged packets discarded because the interface went down or the peer was removed."
+        "Staged packets discarded because the interface went down or the peer was removed;"
+        " or a handshake message that arrived while the interface was down."
     ),
     DropReason.BAD_SIZE: (
         "A datagram too short for its type, or a handshake message of the wrong size."

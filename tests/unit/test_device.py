@@ -573,3 +573,13 @@ def test_tap_sees_every_inner_packet_once_with_its_verdict() -> None:
         ("in", "delivered", None, 33),
         ("in", "dropped", "disallowed_source", 33),
     ]
+
+
+def test_handshake_while_down_is_counted() -> None:
+    pair = make_pair()
+    pair.a.device.send_packet(a_to_b(), pair.now)
+    initiation = pair.flight(pair.a)
+    pair.b.device.down(pair.now)
+    pair.deliver(pair.a, initiation)
+    assert [d.reason for d in pair.b.drops()] == [DropReason.INTERFACE_DOWN]
+    assert pair.flight(pair.b) == []
