@@ -48,12 +48,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
             from wgpy.io.uapi_client import uapi_get
 
             try:
-                pairs = uapi_get(args.target)
+                source = Source.from_uapi(args.target, uapi_get(args.target))
+            except (FileNotFoundError, ConnectionRefusedError):
+                # No userspace socket: a kernel interface, read the way `wg` reads it.
+                kernel = _from_wg_showconf(args.target)
+                if kernel is None:
+                    return _error(f"Unable to access interface {args.target}: No such device")
+                source = kernel
             except OSError as error:
                 return _error(
                     f"Unable to access interface {args.target}: {error.strerror or error}"
                 )
-            source = Source.from_uapi(args.target, pairs)
         if direction == "to":
             if source.kind == "interface" and not args.no_route:
                 route = _route(args.target, address)
@@ -68,6 +73,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_text(result, source))
     return 0 if result["verdict"] in ("sent", "delivered") else 1
+
+
+def _from_wg_showconf(ifname: str) -> Any:
+    """The table of an interface `wg` can read (the kernel's, over netlink), or None."""
+    import dataclasses
+    import shutil
+    import subprocess
+
+    from wgpy.config import parse_config
+    from wgpy.tools.explain import Source
+
+    wg = shutil.which("wg")
+    if wg is None:
+        return None
+    result = subprocess.run(
+        [wg, "showconf", ifname], capture_output=True, text=True, timeout=30, check=False
+    )
+    if result.returncode != 0:
+        return None
+    config = parse_config(result.stdout, f"wg showconf {ifname}")
+    return dataclasses.replace(Source.from_config(config), kind="interface", name=ifname)
 
 
 def _route(ifname: str, address: str) -> Any:
