@@ -798,34 +798,12 @@ class Device:
         size = len(plaintext)
         if version == 4 and size >= 20:
             length = (plaintext[2] << 8) | plaintext[3]
-            source = plaintext[12:16]
-            if length < 20 or length > size:
-                self._drop(
-                    DropReason.BAD_LENGTH,
-                    Direction.INCOMING,
-                    peer,
-                    endpoint=endpoint,
-                    packet=plaintext,
-                    size=size,
-                    detail=f"IPv4 total length {length}, plaintext {size}",
-                )
-                return
-            owner = self.allowed_ips.lookup_v4(int.from_bytes(source, "big"))
+            bad_length = length < 20 or length > size
+            owner = self.allowed_ips.lookup_v4(int.from_bytes(plaintext[12:16], "big"))
         elif version == 6 and size >= 40:
             length = 40 + ((plaintext[4] << 8) | plaintext[5])
-            source = plaintext[8:24]
-            if length > size:
-                self._drop(
-                    DropReason.BAD_LENGTH,
-                    Direction.INCOMING,
-                    peer,
-                    endpoint=endpoint,
-                    packet=plaintext,
-                    size=size,
-                    detail=f"IPv6 length {length}, plaintext {size}",
-                )
-                return
-            owner = self.allowed_ips.lookup_v6(int.from_bytes(source, "big"))
+            bad_length = length > size
+            owner = self.allowed_ips.lookup_v6(int.from_bytes(plaintext[8:24], "big"))
         else:
             self._drop(
                 DropReason.NOT_IP,
@@ -834,6 +812,17 @@ class Device:
                 endpoint=endpoint,
                 packet=plaintext,
                 size=size,
+            )
+            return
+        if bad_length:
+            self._drop(
+                DropReason.BAD_LENGTH,
+                Direction.INCOMING,
+                peer,
+                endpoint=endpoint,
+                packet=plaintext,
+                size=size,
+                detail=f"IPv{version} length field says {length}, plaintext {size}",
             )
             return
         if length != size:
