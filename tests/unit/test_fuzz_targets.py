@@ -34,11 +34,11 @@ def test_target_runs_briefly(name: str) -> None:
 @pytest.mark.parametrize("name", driver.available_targets())
 def test_target_under_atheris(name: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "fuzz", name, "-n", "3000", "-t", "20"],
+        [sys.executable, "-m", "fuzz", name, "-n", "3000", "-t", "90"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
