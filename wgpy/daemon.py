@@ -23,6 +23,8 @@ from wgpy.device import Device
 from wgpy.io import tun
 
 SOCKET_DIRECTORY: Final = "/var/run/wireguard"
+#: Like Go's listeners (net.core.somaxconn): a burst of `wg` clients must not be refused.
+UAPI_BACKLOG: Final = socket.SOMAXCONN
 ENV_FOREGROUND: Final = "WG_PROCESS_FOREGROUND"
 ENV_TUN_FD: Final = "WG_TUN_FD"
 ENV_UAPI_FD: Final = "WG_UAPI_FD"
@@ -71,7 +73,7 @@ def create_uapi_socket(ifname: str) -> socket.socket:
         listener.bind(path)
     finally:
         os.umask(old_umask)
-    listener.listen(128)
+    listener.listen(UAPI_BACKLOG)
     return listener
 
 

@@ -411,7 +411,9 @@ class DeviceRunner:
         except OSError:
             self._netlink = None
         self._check_link()
-        server = await asyncio.start_unix_server(self._serve_uapi, sock=self.uapi_socket)
+        server = await asyncio.start_unix_server(
+            self._serve_uapi, sock=self.uapi_socket, backlog=socket.SOMAXCONN
+        )
         watcher = asyncio.ensure_future(self._watch())
         log.info("Device started")
         try:
