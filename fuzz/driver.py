@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import random
 import shutil
 import sys
@@ -151,8 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     with atheris.instrument_imports(include=["wgpy"]):
         module = importlib.import_module(module_name)
     # New inputs go to a scratch directory: the committed corpus stays the small seed set.
-    # libFuzzer exits the process without returning here: reuse one fixed scratch directory.
-    work = Path(tempfile.gettempdir()) / f"wgpy-fuzz-{args.target}"
+    # libFuzzer exits the process without returning here, so nothing cleans up after a run:
+    # each run gets its own directory (runs may overlap) and removes those of dead runs.
+    scratch = Path(tempfile.gettempdir())
+    for old in scratch.glob(f"wgpy-fuzz-{args.target}-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    work = scratch / f"wgpy-fuzz-{args.target}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     artifacts = Path(__file__).parent / "artifacts"
