@@ -78,6 +78,15 @@ _NONCE_PREFIX = bytes(4)
 _TYPE_DATA = messages.TYPE_DATA
 
 
+def _can_send(keypair: Keypair, now: float, packets: int) -> bool:
+    """Whether ``keypair`` may encrypt ``packets`` more: valid, young enough, counter left."""
+    return (
+        keypair.can_send
+        and now - keypair.birth < REJECT_AFTER_TIME
+        and keypair.send_counter + packets < REJECT_AFTER_MESSAGES
+    )
+
+
 def _source_bytes(endpoint: Endpoint) -> tuple[bytes, bytes]:
     """(address bytes for the rate limiter, address+port bytes for the cookie MAC)."""
     address = ipaddress.ip_address(endpoint[0].split("%", 1)[0]).packed
@@ -872,9 +881,7 @@ class Device:
         if (
             peer.staged
             or keypair is None
-            or not keypair.can_send
-            or now - keypair.birth >= REJECT_AFTER_TIME
-            or keypair.send_counter >= REJECT_AFTER_MESSAGES - 1
+            or not _can_send(keypair, now, 1)
             or peer.endpoint is None
             or not self.is_up
         ):
@@ -957,13 +964,7 @@ class Device:
     def _send_staged(self, peer: Peer, now: float) -> None:
         keypair = peer.current
         endpoint = peer.endpoint
-        if (
-            keypair is None
-            or not keypair.can_send
-            or now - keypair.birth >= REJECT_AFTER_TIME
-            or keypair.send_counter + len(peer.staged) >= REJECT_AFTER_MESSAGES
-            or endpoint is None
-        ):
+        if keypair is None or not _can_send(keypair, now, len(peer.staged)) or endpoint is None:
             self._send_initiation(peer, now, is_retry=False)
             return
         sent_data = False
