@@ -65,6 +65,11 @@ _KEY_HEX = re.compile(r"[0-9a-fA-F]{64}")  # go hex.DecodeString into 32 bytes: 
 _DECIMAL = re.compile(r"[0-9]+")  # go strconv.ParseUint(s, 10, n): no sign, no '_', no space
 _PREFIX_BITS = re.compile(r"0|[1-9][0-9]*")  # go netip.ParsePrefix: no sign, no leading zeros
 _NO_KEY = bytes(32)
+#: A run of plain ``allowed_ip=ADDRESS/BITS`` lines, the bulk of a large ``wg setconf``. Such a
+#: run is applied by :meth:`_SetOperation.apply_allowed_ip_run` without the per-line machinery;
+#: anything unusual (``\r``, ``-``, a zone, non-ASCII) does not match and goes line by line.
+_ALLOWED_IP_RUN = re.compile(rb"(?:allowed_ip=[0-9A-Fa-f.:]{1,64}/[0-9]{1,3}\n)+")
+_ALLOWED_IP = b"allowed_ip="
 
 
 class UapiHooks(Protocol):
@@ -194,6 +199,33 @@ def _parse_prefix(text: str) -> IPv4Network | IPv6Network:
     if isinstance(address, IPv4Address):
         return IPv4Network((address, bits), strict=False)
     return IPv6Network((address, bits), strict=False)
+
+
+def _parse_allowed_ip_lines(lines: list[str], start: int) -> list[tuple[int, int, int]]:
+    """``(version, address, length)`` of ``lines[start:]`` (``allowed_ip=ADDRESS/BITS``, in
+    ``_ALLOWED_IP_RUN``'s alphabet) up to the first one that is not a plain well-formed
+    prefix. inet_pton accepts exactly go's forms of such addresses."""
+    pton, from_bytes = socket.inet_pton, int.from_bytes
+    af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
+    parsed: list[tuple[int, int, int]] = []
+    add = parsed.append
+    for index in range(start, len(lines)):
+        address, _, bits = lines[index][11:].partition("/")
+        if bits[0] == "0" and len(bits) > 1:  # go: no leading zeros in the length
+            break
+        length = int(bits)
+        try:
+            if ":" in address:
+                if length > 128:
+                    break
+                add((6, from_bytes(pton(af_inet6, address)), length))
+            else:
+                if length > 32:
+                    break
+                add((4, from_bytes(pton(af_inet, address)), length))
+        except OSError:
+            break
+    return parsed
 
 
 def _parse_endpoint(text: str) -> Endpoint:
@@ -337,6 +369,30 @@ class _SetOperation:
             _log.exception("UAPI set: unexpected failure finishing a peer section")
             return ERRNO_UNKNOWN
         return 0
+
+    def apply_allowed_ip_run(self, run: str, now: float) -> tuple[int, int]:
+        """Apply a run of lines matched by ``_ALLOWED_IP_RUN`` (each ends with ``\\n``).
+
+        Returns (characters consumed, errno): all of ``run`` and 0, or up to and including
+        the first line in error and its errno (the operation is then over). Well-formed lines
+        are parsed by inet_pton straight into integers and inserted by
+        :meth:`AllowedIPs.insert_many`; a line the fast parse rejects is re-run through
+        :meth:`apply`, which either accepts it or reports go's error for it.
+        """
+        lines = run.split("\n")
+        lines.pop()  # the "" after the last "\n"
+        start = 0
+        while start < len(lines):
+            parsed = _parse_allowed_ip_lines(lines, start)
+            if self._peer is not None and parsed:
+                self._device.allowed_ips.insert_many(parsed, self._peer)
+            start += len(parsed)
+            if start < len(lines):
+                errno = self.apply(lines[start], now)  # the exact path decides, and reports
+                start += 1
+                if errno:
+                    return sum(len(line) + 1 for line in lines[:start]), errno
+        return len(run), 0
 
     def _apply(self, line: str, now: float) -> None:
         key, equals, value = line.partition("=")
@@ -558,6 +614,11 @@ class UapiConnection:
                     _log.error("UAPI get: trailing character %r", bytes([byte]))
                     out += _reply(ERRNO_INVALID)
                 continue
+            if self._state is _State.SET and buffer.startswith(_ALLOWED_IP, pos):
+                run = _ALLOWED_IP_RUN.match(buffer, pos)
+                if run is not None:
+                    pos = self._allowed_ip_run(buffer, pos, run.end(), out)
+                    continue
             newline = buffer.find(b"\n", pos)
             if newline < 0:
                 break
@@ -636,6 +697,19 @@ class UapiConnection:
             self._skip_dirty = False
             if line_is_blank:
                 self._state = _State.OPERATION
+
+    def _allowed_ip_run(self, buffer: bytearray, start: int, end: int, out: bytearray) -> int:
+        """Apply ``buffer[start:end]``, a run of allowed_ip lines; returns where to go on."""
+        operation = self._operation
+        assert operation is not None
+        run = buffer[start:end].decode("ascii")
+        consumed, errno = operation.apply_allowed_ip_run(run, self._clock())
+        if errno:
+            out += _reply(errno)
+            self._state = _State.SKIP
+            self._operation = None
+            self._skip_dirty = False
+        return start + consumed
 
     def _limit_partial_line(self, out: bytearray) -> None:
         """Bound what waits in the buffer for its ``\\n`` (see the class docstring)."""

@@ -676,6 +676,21 @@ class AllowedIPsMachine(RuleBasedStateMachine):
         assert self.table.insert(text, peer) == prefix
         self.ref.insert(prefix, peer)
 
+    @rule(
+        batch=st.lists(st.tuples(prefixes(), st.integers(0, 2**128 - 1)), max_size=6),
+        peer=st.sampled_from(PEERS),
+    )
+    def insert_many(self, batch: list[tuple[Prefix, int]], peer: Peer) -> None:
+        """The integer bulk path, with host bits set, and moves of existing entries."""
+        existing = [prefix for prefix, _ in self.ref.entries[:2]]
+        items = [(prefix, extra & int(prefix.hostmask)) for prefix, extra in batch]
+        items += [(prefix, 0) for prefix in existing]
+        self.table.insert_many(
+            [(p.version, int(p.network_address) | host, p.prefixlen) for p, host in items], peer
+        )
+        for prefix, _ in items:
+            self.ref.insert(prefix, peer)
+
     @precondition(lambda self: bool(self.ref.entries))
     @rule(data=st.data(), peer=st.sampled_from(PEERS))
     def move(self, data: st.DataObject, peer: Peer) -> None:
@@ -792,3 +807,40 @@ def test_randomized_against_reference(impl: type[AllowedIPs[Peer]]) -> None:
         check_tables(table, ref, peers)
         for address in iter_random_addresses(rng, ref, 250):
             check_address(table, ref, address)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ((5, 0, 0), "IP version must be 4 or 6"),
+        ((4, 0, 33), "not an IPv4 prefix"),
+        ((4, 2**32, 8), "not an IPv4 prefix"),
+        ((4, -1, 8), "not an IPv4 prefix"),
+        ((6, 2**128, 8), "not an IPv6 prefix"),
+        ((6, 0, 129), "not an IPv6 prefix"),
+        ((6, 0, -1), "not an IPv6 prefix"),
+    ],
+)
+def test_insert_many_rejects_bad_items_keeping_earlier_ones(
+    item: tuple[int, int, int], message: str
+) -> None:
+    table: AllowedIPs[Peer] = AllowedIPs()
+    a, b = Peer("a"), Peer("b")
+    table.insert("10.0.0.0/8", b)
+    with pytest.raises(ValueError, match=message):
+        table.insert_many([(4, 0x0A000000, 8), (6, 1, 128), item, (4, 0x0B000000, 8)], a)
+    assert [str(p) for p in table.entries(a)] == ["10.0.0.0/8", "::1/128"]
+    assert table.entries(b) == []
+    assert table.peers() == [a]
+    assert table.lookup("10.1.2.3") is a and table.lookup("11.1.2.3") is None
+
+
+def test_insert_many_with_nothing_valid_leaves_no_empty_peer() -> None:
+    table: AllowedIPs[Peer] = AllowedIPs()
+    a = Peer("a")
+    with pytest.raises(ValueError):
+        table.insert_many([(4, 0, 40)], a)
+    table.insert_many([], a)
+    assert table.peers() == [] and len(table) == 0
+    with pytest.raises(TypeError):
+        table.insert_many([(4, 0, 0)], None)  # type: ignore[arg-type]

@@ -831,3 +831,85 @@ def test_connection_script_in_arbitrary_chunks(cuts: list[int]) -> None:
     assert not conn.closed
     assert conn.buffered == 0
     assert prefixes(device, B) == ["10.0.0.0/8"]
+
+
+# ----------------------------------------------------- bulk allowed_ip runs vs the exact path
+
+_prefix_text = st.one_of(
+    st.builds(
+        lambda a, n: f"{'.'.join(str(x) for x in a)}/{n}",
+        st.lists(st.integers(0, 255), min_size=4, max_size=4),
+        st.integers(0, 33),
+    ),
+    st.builds(
+        lambda groups, n: f"{':'.join(f'{g:x}' for g in groups)}/{n}",
+        st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8),
+        st.integers(0, 129),
+    ),
+    st.sampled_from(
+        [
+            "::/0",
+            "::1/128",
+            "fd00:1:2::/48",
+            "::ffff:10.0.0.1/120",
+            "::10.0.0.1/128",
+            "FD00::AB/64",
+            "10.0.0.1/08",
+            "10.0.0.01/32",
+            "1.2.3/24",
+            "1.2.3.4.5/32",
+            "1.2:3::/64",
+            "::1::/64",
+            "12345::/16",
+            "0.0.0.0/0",
+            "10.0.0.0/032",
+            "fd00::/00",
+            "1.2.3.4/",
+            "/24",
+            "a.b.c.d/8",
+            "::ffff:1.2.3.04/128",
+            "1:2:3:4:5:6:7::/128",
+        ]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([A, B]), st.lists(_prefix_text, min_size=1, max_size=12)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_allowed_ip_run_fast_path_equals_line_by_line(
+    sections: list[tuple[str, list[str]]],
+) -> None:
+    """Plain ``allowed_ip`` lines ending in ``\\n`` take the bulk path; the same lines ending
+    in ``\\r\\n`` take the exact per-line path (go drops the ``\\r``). Both must leave the same
+    table, in the same order, and give the same reply."""
+    body = "".join(
+        f"public_key={key}\n" + "".join(f"allowed_ip={p}\n" for p in section)
+        for key, section in sections
+    )
+    results = []
+    for newline in ("\n", "\r\n"):
+        device, conn = connection()
+        request = ("set=1\n" + (body + "\n").replace("\n", newline)).encode()
+        reply = conn.feed(request) + conn.feed(b"get=1\n\n")
+        table = {
+            key: [str(p) for p in device.allowed_ips.entries(p_)]
+            for key, p_ in ((k.hex(), p) for k, p in device.peers.items())
+        }
+        results.append((reply, table))
+    assert results[0] == results[1]
+
+
+def test_allowed_ip_run_error_in_the_middle_keeps_earlier_lines() -> None:
+    device, conn = connection()
+    request = f"set=1\npublic_key={A}\nallowed_ip=10.0.0.0/8\nallowed_ip=10.1.0.0/33\n"
+    request += "allowed_ip=10.2.0.0/16\n\nget=1\n\n"
+    reply = conn.feed(request.encode())
+    assert reply.startswith(b"errno=-22\n\n")
+    assert prefixes(device, A) == ["10.0.0.0/8"]
+    assert b"allowed_ip=10.0.0.0/8\n" in reply and b"10.2.0.0" not in reply
