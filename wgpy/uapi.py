@@ -383,7 +383,8 @@ class _SetOperation:
         lines.pop()  # the "" after the last "\n"
         start = 0
         while start < len(lines):
-            parsed = _parse_allowed_ip_lines(lines, start)
+            # in the device section allowed_ip is an invalid key: the exact path says so
+            parsed = [] if self._device_section else _parse_allowed_ip_lines(lines, start)
             if self._peer is not None and parsed:
                 self._device.allowed_ips.insert_many(parsed, self._peer)
             start += len(parsed)

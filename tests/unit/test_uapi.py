@@ -877,19 +877,21 @@ _prefix_text = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from([A, B]), st.lists(_prefix_text, min_size=1, max_size=12)),
+        st.tuples(st.sampled_from([A, B, None]), st.lists(_prefix_text, min_size=1, max_size=12)),
         min_size=1,
         max_size=4,
     )
 )
 def test_allowed_ip_run_fast_path_equals_line_by_line(
-    sections: list[tuple[str, list[str]]],
+    sections: list[tuple[str | None, list[str]]],
 ) -> None:
     """Plain ``allowed_ip`` lines ending in ``\\n`` take the bulk path; the same lines ending
     in ``\\r\\n`` take the exact per-line path (go drops the ``\\r``). Both must leave the same
-    table, in the same order, and give the same reply."""
+    table, in the same order, and give the same reply (also in the device section, where
+    allowed_ip is an invalid key)."""
     body = "".join(
-        f"public_key={key}\n" + "".join(f"allowed_ip={p}\n" for p in section)
+        ("" if key is None else f"public_key={key}\n")  # None: no new section
+        + "".join(f"allowed_ip={p}\n" for p in section)
         for key, section in sections
     )
     results = []
@@ -913,3 +915,11 @@ def test_allowed_ip_run_error_in_the_middle_keeps_earlier_lines() -> None:
     assert reply.startswith(b"errno=-22\n\n")
     assert prefixes(device, A) == ["10.0.0.0/8"]
     assert b"allowed_ip=10.0.0.0/8\n" in reply and b"10.2.0.0" not in reply
+
+
+def test_allowed_ip_run_in_the_device_section_is_einval() -> None:
+    device, conn = connection()
+    assert conn.feed(b"set=1\nallowed_ip=10.0.0.0/8\nallowed_ip=10.0.0.0/9\n\n") == (
+        b"errno=-22\n\n"
+    )
+    assert not device.peers and len(device.allowed_ips) == 0
