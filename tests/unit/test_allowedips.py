@@ -41,6 +41,7 @@ class TreeAllowedIPs(AllowedIPs[Peer]):
     """Always uses the binary search over prefix lengths (with markers)."""
 
     CHAIN_MAX = 0
+    SLOTS_MIN = 10**9
 
 
 class ChainAllowedIPs(AllowedIPs[Peer]):
@@ -49,8 +50,29 @@ class ChainAllowedIPs(AllowedIPs[Peer]):
     CHAIN_MAX = 1000
 
 
-IMPLEMENTATIONS = [AllowedIPs, TreeAllowedIPs, ChainAllowedIPs]
-IMPL_IDS = ["default", "tree", "chain"]
+class SlotsTreeAllowedIPs(AllowedIPs[Peer]):
+    """Always the two-level structure, with a tree in every slot holding longer prefixes."""
+
+    CHAIN_MAX = 0
+    SLOTS_MIN = 0
+
+
+class SlotsMixedAllowedIPs(AllowedIPs[Peer]):
+    """The two-level structure as soon as three lengths are in use; slots with up to two
+    lengths of longer prefixes get a chain, others a tree."""
+
+    CHAIN_MAX = 2
+    SLOTS_MIN = 0
+
+
+IMPLEMENTATIONS = [
+    AllowedIPs,
+    TreeAllowedIPs,
+    ChainAllowedIPs,
+    SlotsTreeAllowedIPs,
+    SlotsMixedAllowedIPs,
+]
+IMPL_IDS = ["default", "tree", "chain", "slots-tree", "slots-mixed"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=IMPL_IDS)
@@ -742,12 +764,24 @@ class ChainMachine(AllowedIPsMachine):
     impl = ChainAllowedIPs
 
 
+class SlotsTreeMachine(AllowedIPsMachine):
+    impl = SlotsTreeAllowedIPs
+
+
+class SlotsMixedMachine(AllowedIPsMachine):
+    impl = SlotsMixedAllowedIPs
+
+
 TestStatefulDefault = AllowedIPsMachine.TestCase
 TestStatefulDefault.settings = STATEFUL_SETTINGS
 TestStatefulTree = TreeMachine.TestCase
 TestStatefulTree.settings = STATEFUL_SETTINGS
 TestStatefulChain = ChainMachine.TestCase
 TestStatefulChain.settings = STATEFUL_SETTINGS
+TestStatefulSlotsTree = SlotsTreeMachine.TestCase
+TestStatefulSlotsTree.settings = STATEFUL_SETTINGS
+TestStatefulSlotsMixed = SlotsMixedMachine.TestCase
+TestStatefulSlotsMixed.settings = STATEFUL_SETTINGS
 
 
 # ------------------------------------------------------- larger randomized comparison
