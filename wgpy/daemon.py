@@ -2,7 +2,10 @@
 
 Like wireguard-go, the parent creates the TUN device and the UAPI socket, then starts a
 background copy of itself that inherits both (``WG_TUN_FD``, ``WG_UAPI_FD``) and exits 0, so
-``wg-quick`` can go on configuring the interface.
+``wg-quick`` can go on configuring the interface. Unlike Go, a Python child needs a few hundred
+milliseconds to start, so the parent waits (up to :data:`READY_TIMEOUT` seconds) until the child
+reports through a pipe (``WGPY_READY_FD``) that it serves the socket: whatever runs after
+``wgpyd`` returns — ``wg setconf`` in wg-quick — finds the daemon ready, not still importing.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Final, TextIO
 
 from wgpy import __version__
@@ -28,6 +33,9 @@ UAPI_BACKLOG: Final = socket.SOMAXCONN
 ENV_FOREGROUND: Final = "WG_PROCESS_FOREGROUND"
 ENV_TUN_FD: Final = "WG_TUN_FD"
 ENV_UAPI_FD: Final = "WG_UAPI_FD"
+ENV_READY_FD: Final = "WGPY_READY_FD"
+#: Longest wait of the parent for the background copy to report ready (then it exits 0 anyway).
+READY_TIMEOUT: Final = 30.0
 ENV_LOG_FORMAT: Final = "WGPY_LOG_FORMAT"
 ENV_LOG_FILE: Final = "WGPY_LOG_FILE"
 ENV_METRICS: Final = "WGPY_METRICS"
@@ -111,7 +119,47 @@ def _inherited_fd(name: str) -> int | None:
     return int(value)
 
 
-def serve(ifname: str, tun_fd: int, uapi: socket.socket) -> int:
+def _warm_up() -> None:
+    """Load what serving needs (the asyncio adapter, OpenSSL's X25519) before the UAPI socket
+    exists, so that a client finding the socket does not wait for imports."""
+    from wgpy import crypto
+    from wgpy.io import runner  # noqa: F401
+
+    crypto.public_key(bytes(range(1, 33)))
+
+
+def _ready_notifier() -> Callable[[], None] | None:
+    """In the background copy: a callback that tells the waiting parent we serve."""
+    ready_fd = _inherited_fd(ENV_READY_FD)
+    os.environ.pop(ENV_READY_FD, None)
+    if ready_fd is None:
+        return None
+
+    def notify() -> None:
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, b"1")
+        with contextlib.suppress(OSError):
+            os.close(ready_fd)
+
+    return notify
+
+
+def _wait_ready(read_fd: int) -> bool:
+    """Parent side: True once the child reported ready or the wait timed out (the child may
+    still come up), False if it exited first (the pipe closed without a byte)."""
+    readable, _, _ = select.select([read_fd], [], [], READY_TIMEOUT)
+    if not readable:
+        sys.stderr.write(f"wgpyd: the daemon is not ready after {READY_TIMEOUT:.0f} s\n")
+        return True
+    try:
+        return os.read(read_fd, 1) == b"1"
+    except OSError:
+        return False
+
+
+def serve(
+    ifname: str, tun_fd: int, uapi: socket.socket, on_ready: Callable[[], None] | None = None
+) -> int:
     """Run the device in this process until the interface or its socket goes away."""
     from wgpy.io.runner import DeviceRunner
 
@@ -134,7 +182,9 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket) -> int:
         except (OSError, ValueError) as error:
             log.error("Metrics endpoint %s: %s", metrics_address, error)
             collector = None
-    runner = DeviceRunner(device, ifname, tun_fd, uapi, path, json_log=json_log, metrics=collector)
+    runner = DeviceRunner(
+        device, ifname, tun_fd, uapi, path, json_log=json_log, metrics=collector, on_ready=on_ready
+    )
     try:
         asyncio.run(runner.run())
     finally:
@@ -175,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     level = _log_level()
     _setup_logging(requested, level)
 
+    if foreground:
+        _warm_up()
     tun_fd = _inherited_fd(ENV_TUN_FD)
     try:
         if tun_fd is None:
@@ -201,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if foreground:
         log.info("Starting wgpyd version %s", __version__)
-        return serve(ifname, tun_fd, uapi)
+        return serve(ifname, tun_fd, uapi, _ready_notifier())
 
     env = dict(os.environ)
     env[ENV_FOREGROUND] = "1"
@@ -209,13 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     env[ENV_UAPI_FD] = str(uapi.fileno())
     os.set_inheritable(tun_fd, True)
     os.set_inheritable(uapi.fileno(), True)
+    ready_read, ready_write = os.pipe()
+    env[ENV_READY_FD] = str(ready_write)
     quiet = level is None or "LOG_LEVEL" not in os.environ
     output = subprocess.DEVNULL if quiet else None
     try:
         subprocess.Popen(
             [sys.executable, "-m", "wgpy.daemon", ifname],
             env=env,
-            pass_fds=(tun_fd, uapi.fileno()),
+            pass_fds=(tun_fd, uapi.fileno(), ready_write),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
@@ -224,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     except OSError as error:
         sys.stderr.write(f"Failed to daemonize: {error}\n")
+        return 1
+    finally:
+        os.close(ready_write)
+    if not _wait_ready(ready_read):
+        sys.stderr.write("wgpyd: the daemon exited during startup\n")
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path(ifname))  # the child never got to remove it
         return 1
     return 0
 

@@ -453,6 +453,38 @@ def test_daemon_background_and_exit_conditions(netns_factory: Callable[[], Netns
     _assert_gone(ns, ifname, pid, "SIGTERM")
 
 
+def test_daemon_parent_returns_once_the_child_serves(netns_factory: Callable[[], Netns]) -> None:
+    """The parent waits for the background copy's readiness report: when `wgpyd IFNAME`
+    returns, the child has already logged "Device started" (it reports right after), and a
+    child that dies during startup makes the parent exit 1 instead of 0."""
+    ns = netns_factory()
+    out_path = ns.workdir / "parent.out"
+
+    def start(ifname: str, env: str) -> int:
+        # with LOG_LEVEL set the child keeps the parent's stdout (as wireguard-go's does), so
+        # the output goes to a file rather than a pipe that would stay open
+        script = f"{env} {_wgpyd_script()} {ifname} >{out_path} 2>&1"
+        return ns.run("sh", "-c", script, check=False, timeout=40).returncode
+
+    ifname = unique_ifname("wgd")
+    log_path = ns.workdir / "ready.log"
+    assert start(ifname, f"LOG_LEVEL=verbose WGPY_LOG_FILE={log_path}") == 0, out_path.read_text()
+    ns.add_cleanup(lambda: (WG_RUN_DIR / f"{ifname}.sock").unlink(missing_ok=True))
+    assert "Device started" in log_path.read_text(), log_path.read_text()
+    (pid,) = _daemon_pids(ns, ifname)
+    os.kill(pid, signal.SIGTERM)
+    _assert_gone(ns, ifname, pid, "SIGTERM")
+
+    # the JSON event log is opened by the child only: a directory makes it fail at startup
+    ifname = unique_ifname("wgd")
+    env = f"LOG_LEVEL=verbose WGPY_LOG_FORMAT=json WGPY_LOG_FILE={ns.workdir}"
+    assert start(ifname, env) == 1, out_path.read_text()
+    assert "exited during startup" in out_path.read_text()
+    wait_for(lambda: not _daemon_pids(ns, ifname), 5, what="the failed child to be gone")
+    assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
+    wait_for(lambda: not _link_exists(ns, ifname), 5, what="the TUN of the failed child to go")
+
+
 def test_daemon_second_instance_fails(netns_factory: Callable[[], Netns]) -> None:
     ns, other_ns = netns_factory(), netns_factory()
     ifname = unique_ifname("wgd")

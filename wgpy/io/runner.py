@@ -16,7 +16,8 @@ import os
 import signal
 import socket
 import time
-from typing import Final, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TextIO
 
 from wgpy.device import Device
 from wgpy.events import (
@@ -38,8 +39,10 @@ from wgpy.io import tun, udp
 from wgpy.io.timer import DeviceTimer
 from wgpy.tools import pcapng
 from wgpy.tools.eventlog import JsonEventLog
-from wgpy.tools.metrics import DeviceCollector, take_snapshot
 from wgpy.uapi import UapiConnection
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are served
+    from wgpy.tools.metrics import DeviceCollector
 
 _READ_BATCH: Final = 128
 _CAPTURE_BUFFER_LIMIT: Final = 4 << 20
@@ -94,6 +97,7 @@ class DeviceRunner:
         *,
         json_log: TextIO | None = None,
         metrics: DeviceCollector | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.device = device
         self.ifname = ifname
@@ -112,6 +116,7 @@ class DeviceRunner:
         self._json_stream = json_log
         self._json_log = JsonEventLog(ifname) if json_log is not None else None
         self._metrics = metrics
+        self._on_ready = on_ready
         self._captures: list[asyncio.StreamWriter] = []
         self.capture_records_lost = 0
         self._netlink: socket.socket | None = None
@@ -375,6 +380,8 @@ class DeviceRunner:
             await asyncio.sleep(_LINK_POLL_SECONDS)
             self.device.wall_offset = time.time() - time.monotonic()
             if self._metrics is not None:
+                from wgpy.tools.metrics import take_snapshot  # loaded with the collector
+
                 self._metrics.snapshot = take_snapshot(self.device, self.ifname)
             try:
                 inode = os.stat(self.uapi_path).st_ino
@@ -416,6 +423,8 @@ class DeviceRunner:
         )
         watcher = asyncio.ensure_future(self._watch())
         log.info("Device started")
+        if self._on_ready is not None:
+            self._on_ready()
         try:
             why = await self._stop
         finally:
