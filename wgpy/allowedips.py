@@ -18,12 +18,17 @@ Data structure
 --------------
 The source of truth is, per family, one ``dict`` per prefix length ``n`` mapping the
 prefix's first ``n`` bits (the address shifted right by ``width - n``; dense small ints
-hash well, unlike masked addresses whose low bits are all zero) to its owner, plus one
-insertion-ordered ``dict`` per peer used as an ordered set of that peer's prefixes. Those
-sets hold small integer *tags* (key, length and family packed into one int, see
-:func:`_tag`), not ``ipaddress`` objects: building a network object costs more than the
-whole insert, so objects are made only when a peer's prefixes are listed. This is what
-lets ``wg setconf`` load 130,560 prefixes at a few microseconds each.
+hash well, unlike masked addresses whose low bits are all zero) to its owner.
+
+Each peer's list order lives in an append-only log (:class:`_Owned`): the key object the
+table already holds plus ``length << 1 | is_ipv6`` in an ``array``. Every acquisition of a
+prefix appends; nothing is deleted on a move or removal. Listing walks the log backwards
+and keeps the last entry of each prefix the peer still owns, which is exactly "insertion
+order, a re-insertion moves to the tail". The log is compacted when stale entries
+outnumber live ones. No ``ipaddress`` object is made until a peer's prefixes are listed,
+and an insert is two dictionary operations and two appends: this is what lets ``wg setconf``
+load 130,560 prefixes at about 2 microseconds each, in about half the memory of a
+per-peer ordered dict of packed ints.
 
 Lookups use a binary search tree over the prefix lengths currently in use (Waldvogel et
 al., "Scalable high speed IP routing lookups", 1997). Each tree node is a tuple
@@ -59,6 +64,7 @@ must serialise access themselves (lookups may rebuild the search structure).
 from __future__ import annotations
 
 import enum
+from array import array
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import ClassVar, Final, Generic, TypeAlias, TypeVar, cast
@@ -93,18 +99,25 @@ SLOT_BITS: Final = 16
 _Slot: TypeAlias = "tuple[P | None, _Node[P] | None]"
 
 
-def _tag(net: Prefix) -> int:
-    """A prefix as one int: its key (first ``length`` bits), its length, its family."""
-    length = net.prefixlen
-    key = int(net.network_address) >> (net.max_prefixlen - length)
-    return key << 9 | length << 1 | (net.version == 6)
+def _network(key: int, meta: int) -> Prefix:
+    """The prefix of a log entry: ``key`` (its first ``length`` bits) and ``meta``
+    (``length << 1 | is_ipv6``)."""
+    length = meta >> 1
+    if meta & 1:
+        return IPv6Network((key << (128 - length), length))
+    return IPv4Network((key << (32 - length), length))
 
 
-def _untag(tag: int) -> Prefix:
-    length = tag >> 1 & 0xFF
-    if tag & 1:
-        return IPv6Network(((tag >> 9) << (128 - length), length))
-    return IPv4Network(((tag >> 9) << (32 - length), length))
+class _Owned:
+    """One peer's prefixes: the append-only log of its acquisitions (see module docstring)
+    and how many prefixes it owns now."""
+
+    __slots__ = ("count", "keys", "metas")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []
+        self.metas = array("H")  # length << 1 | is_ipv6
+        self.count = 0
 
 
 class _Family(Generic[P]):
@@ -295,8 +308,8 @@ class AllowedIPs(Generic[P]):
     def _reset(self) -> None:
         self._v4: _Family[P] = _Family(32)
         self._v6: _Family[P] = _Family(128)
-        # peer -> its prefixes as tags (see _tag), in list order (a dict as an ordered set)
-        self._by_peer: dict[P, dict[int, None]] = {}
+        # peer -> its prefixes (at least one), in the order it first acquired one of them
+        self._by_peer: dict[P, _Owned] = {}
         self._root4: _Node[P] | None = None
         self._root6: _Node[P] | None = None
         # the two-level structure, when in use (then the roots are unused)
@@ -392,40 +405,47 @@ class AllowedIPs(Generic[P]):
         the items before it stay inserted."""
         if peer is None:
             raise TypeError("peer must not be None")
-        families = {4: (self._v4, 32), 6: (self._v6, 128)}
+        families = {4: (self._v4, 32, 0), 6: (self._v6, 128, 1)}
         by_peer = self._by_peer
-        peer_list = by_peer.get(peer)
-        if peer_list is None:
-            peer_list = by_peer[peer] = {}
+        owned = by_peer.get(peer)
+        if owned is None:
+            owned = by_peer[peer] = _Owned()
+        log_key, log_meta = owned.keys.append, owned.metas.append
+        gained = 0  # prefixes the peer did not own before
         # per family: touched (the search tree, if any, is stale), new length in use
         touched = {4: False, 6: False}
         new_length = {4: False, 6: False}
         try:
             for version, address, length in prefixes:
-                family, width = families.get(version, (None, 0))
+                family, width, is_v6 = families.get(version, (None, 0, 0))
                 if family is None:
                     raise ValueError(f"IP version must be 4 or 6, not {version!r}")
                 if not 0 <= length <= width or address >> width:  # (negative address: -1)
                     raise ValueError(f"not an IPv{version} prefix: {address}/{length}")
                 key = address >> (width - length)
-                tag = key << 9 | length << 1 | (width == 128)
                 table = family.by_length[length]
                 old = table.get(key, _ABSENT)
                 table[key] = peer
                 touched[version] = True
                 if old is _ABSENT:
                     family.count += 1
+                    gained += 1
                     if len(table) == 1:
                         new_length[version] = True
-                else:
-                    old_list = by_peer[old]
-                    del old_list[tag]
-                    if not old_list and old_list is not peer_list:
+                elif not (old is peer or old == peer):
+                    gained += 1
+                    previous = by_peer[old]
+                    previous.count -= 1
+                    if not previous.count:
                         del by_peer[old]
-                peer_list[tag] = None
+                log_key(key)
+                log_meta(length << 1 | is_v6)
         finally:
-            if not peer_list:
+            owned.count += gained
+            if not owned.count:
                 del by_peer[peer]  # nothing was inserted
+            elif len(owned.keys) > 2 * owned.count + 64:
+                self._compact(peer, owned)
             for version in (4, 6):
                 if touched[version]:
                     self._changed(version, new_length[version])
@@ -433,32 +453,56 @@ class AllowedIPs(Generic[P]):
     def remove(self, prefix: Prefix | str, peer: P) -> bool:
         """Remove ``prefix`` if it exists and is owned by ``peer``; returns whether it did."""
         net = self._prefix(prefix)
-        tag = _tag(net)
-        peer_list = self._by_peer.get(peer)
-        if peer_list is None or tag not in peer_list:
+        family = self._v4 if net.version == 4 else self._v6
+        length = net.prefixlen
+        table = family.by_length[length]
+        key = int(net.network_address) >> (family.width - length)
+        owner = table.get(key, _ABSENT)
+        if owner is _ABSENT or not (owner is peer or owner == peer):
             return False
-        del peer_list[tag]
-        if not peer_list:
+        del table[key]
+        family.count -= 1
+        owned = self._by_peer[peer]
+        owned.count -= 1
+        if not owned.count:
             del self._by_peer[peer]
-        self._drop(tag)
+        self._changed(net.version, not table)
         return True
 
     def remove_by_peer(self, peer: P) -> None:
         """Remove every prefix owned by ``peer``."""
-        peer_list = self._by_peer.pop(peer, None)
-        if not peer_list:
+        owned = self._by_peer.pop(peer, None)
+        if owned is None:
             return
-        for tag in peer_list:
-            self._drop(tag)
+        for key, meta in self._live(peer, owned):
+            family, version = (self._v6, 6) if meta & 1 else (self._v4, 4)
+            table = family.by_length[meta >> 1]
+            del table[key]
+            family.count -= 1
+            self._changed(version, not table)
 
-    def _drop(self, tag: int) -> None:
-        """Delete the table entry of a tag already taken out of its owner's list."""
-        version = 6 if tag & 1 else 4
-        family = self._v6 if tag & 1 else self._v4
-        table = family.by_length[tag >> 1 & 0xFF]
-        del table[tag >> 9]
-        family.count -= 1
-        self._changed(version, not table)
+    def _live(self, peer: P, owned: _Owned) -> list[tuple[int, int]]:
+        """(key, meta) of the prefixes ``peer`` owns, in list order (see module docstring)."""
+        by_length = (self._v4.by_length, self._v6.by_length)
+        seen: set[tuple[int, int]] = set()
+        live: list[tuple[int, int]] = []
+        keys, metas = owned.keys, owned.metas
+        for index in range(len(keys) - 1, -1, -1):
+            key, meta = keys[index], metas[index]
+            owner = by_length[meta & 1][meta >> 1].get(key, _ABSENT)
+            if owner is _ABSENT or not (owner is peer or owner == peer):
+                continue
+            entry = (key, meta)
+            if entry not in seen:
+                seen.add(entry)
+                live.append(entry)
+        live.reverse()
+        return live
+
+    def _compact(self, peer: P, owned: _Owned) -> None:
+        live = self._live(peer, owned)
+        owned.keys = [key for key, _ in live]
+        owned.metas = array("H", [meta for _, meta in live])
 
     def clear(self) -> None:
         """Remove every entry."""
@@ -559,8 +603,10 @@ class AllowedIPs(Generic[P]):
 
     def entries(self, peer: P) -> list[Prefix]:
         """``peer``'s prefixes in list order (insertion order; re-insertion moves to tail)."""
-        peer_list = self._by_peer.get(peer)
-        return [] if peer_list is None else [_untag(tag) for tag in peer_list]
+        owned = self._by_peer.get(peer)
+        if owned is None:
+            return []
+        return [_network(key, meta) for key, meta in self._live(peer, owned)]
 
     def owner(self, prefix: Prefix | str) -> P | None:
         """The peer holding exactly this (masked) prefix, or None."""

@@ -878,3 +878,34 @@ def test_insert_many_with_nothing_valid_leaves_no_empty_peer() -> None:
     assert table.peers() == [] and len(table) == 0
     with pytest.raises(TypeError):
         table.insert_many([(4, 0, 0)], None)  # type: ignore[arg-type]
+
+
+def test_churn_keeps_list_order_and_bounded_logs() -> None:
+    """Moves, re-insertions and removals over many rounds: each peer's list stays in
+    insertion order with re-insertion moving to the tail (checked against the list-scan
+    Reference), and the append-only logs are compacted (bounded by twice the live count)."""
+    table: AllowedIPs[Peer] = AllowedIPs()
+    ref = Reference()
+    a, b = Peer("a"), Peer("b")
+    rng = random.Random(7)
+    nets: list[Prefix] = [IPv4Network((10 << 24 | i << 8, 24)) for i in range(40)]
+    nets += [IPv6Network((0xFD << 120 | i << 64, 64)) for i in range(40)]
+    for _ in range(3000):
+        net = rng.choice(nets)
+        action = rng.random()
+        peer = rng.choice([a, b])
+        if action < 0.8:
+            table.insert(net, peer)
+            ref.insert(net, peer)
+        else:
+            assert table.remove(net, peer) is ref.remove(net, peer)
+    for peer in (a, b):
+        assert table.entries(peer) == ref.lists.get(peer, [])
+        owned = table._by_peer.get(peer)
+        if owned is not None:
+            assert len(owned.keys) == len(owned.metas) <= 2 * owned.count + 64
+    assert table.peers() == list(ref.lists)
+    table.remove_by_peer(a)
+    ref.remove_by_peer(a)
+    assert table.entries(a) == [] and table.entries(b) == ref.lists[b]
+    assert len(table) == len(ref.entries)
