@@ -18,6 +18,7 @@ go does when the whole request arrives in one piece, and never drop a following 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import math
 import re
@@ -68,7 +69,9 @@ _NO_KEY = bytes(32)
 #: A run of plain ``allowed_ip=ADDRESS/BITS`` lines, the bulk of a large ``wg setconf``. Such a
 #: run is applied by :meth:`_SetOperation.apply_allowed_ip_run` without the per-line machinery;
 #: anything unusual (``\r``, ``-``, a zone, non-ASCII) does not match and goes line by line.
-_ALLOWED_IP_RUN = re.compile(rb"(?:allowed_ip=[0-9A-Fa-f.:]{1,64}/[0-9]{1,3}\n)+")
+_ALLOWED_IP_RUN = re.compile(rb"(?:allowed_ip=[0-9A-Fa-f.:]{1,64}/(?:0|[1-9][0-9]{0,2})\n)+")
+#: The fields of each line of such a run: exactly one match per line, in order.
+_ALLOWED_IP_FIELDS = re.compile(r"allowed_ip=([0-9A-Fa-f.:]{1,64})/([0-9]{1,3})\n")
 _ALLOWED_IP = b"allowed_ip="
 
 
@@ -201,18 +204,15 @@ def _parse_prefix(text: str) -> IPv4Network | IPv6Network:
     return IPv6Network((address, bits), strict=False)
 
 
-def _parse_allowed_ip_lines(lines: list[str], start: int) -> list[tuple[int, int, int]]:
-    """``(version, address, length)`` of ``lines[start:]`` (``allowed_ip=ADDRESS/BITS``, in
-    ``_ALLOWED_IP_RUN``'s alphabet) up to the first one that is not a plain well-formed
-    prefix. inet_pton accepts exactly go's forms of such addresses."""
+def _parse_prefix_fields(fields: list[tuple[str, str]], start: int) -> list[tuple[int, int, int]]:
+    """``(version, address, length)`` of ``fields[start:]`` (address and length texts of
+    ``_ALLOWED_IP_FIELDS``) up to the first that is not a well-formed prefix. inet_pton
+    accepts exactly go's forms of addresses in that alphabet."""
     pton, from_bytes = socket.inet_pton, int.from_bytes
     af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
     parsed: list[tuple[int, int, int]] = []
     add = parsed.append
-    for index in range(start, len(lines)):
-        address, _, bits = lines[index][11:].partition("/")
-        if bits[0] == "0" and len(bits) > 1:  # go: no leading zeros in the length
-            break
+    for address, bits in itertools.islice(fields, start, None):
         length = int(bits)
         try:
             if ":" in address:
@@ -379,20 +379,22 @@ class _SetOperation:
         :meth:`AllowedIPs.insert_many`; a line the fast parse rejects is re-run through
         :meth:`apply`, which either accepts it or reports go's error for it.
         """
-        lines = run.split("\n")
-        lines.pop()  # the "" after the last "\n"
+        fields = _ALLOWED_IP_FIELDS.findall(run)
         start = 0
-        while start < len(lines):
+        while start < len(fields):
             # in the device section allowed_ip is an invalid key: the exact path says so
-            parsed = [] if self._device_section else _parse_allowed_ip_lines(lines, start)
+            parsed = [] if self._device_section else _parse_prefix_fields(fields, start)
             if self._peer is not None and parsed:
                 self._device.allowed_ips.insert_many(parsed, self._peer)
             start += len(parsed)
-            if start < len(lines):
-                errno = self.apply(lines[start], now)  # the exact path decides, and reports
+            if start < len(fields):
+                address, bits = fields[start]
+                # the exact path decides, and reports
+                errno = self.apply(f"allowed_ip={address}/{bits}", now)
                 start += 1
                 if errno:
-                    return sum(len(line) + 1 for line in lines[:start]), errno
+                    # each line: "allowed_ip=" (11), address, "/", bits, "\n"
+                    return sum(13 + len(a) + len(b) for a, b in fields[:start]), errno
         return len(run), 0
 
     def _apply(self, line: str, now: float) -> None:
