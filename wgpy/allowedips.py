@@ -608,6 +608,19 @@ class AllowedIPs(Generic[P]):
             return []
         return [_network(key, meta) for key, meta in self._live(peer, owned)]
 
+    def entries_int(self, peer: P) -> list[tuple[int, int, int]]:
+        """:meth:`entries` as ``(version, network address, length)`` integers, without
+        making ``ipaddress`` objects (``get`` of a huge table formats these directly)."""
+        owned = self._by_peer.get(peer)
+        if owned is None:
+            return []
+        return [
+            (6, key << (128 - (meta >> 1)), meta >> 1)
+            if meta & 1
+            else (4, key << (32 - (meta >> 1)), meta >> 1)
+            for key, meta in self._live(peer, owned)
+        ]
+
     def owner(self, prefix: Prefix | str) -> P | None:
         """The peer holding exactly this (masked) prefix, or None."""
         net = self._prefix(prefix)

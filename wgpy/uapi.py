@@ -263,8 +263,16 @@ def _format_address(address: IPv4Address | IPv6Address) -> str:
     return str(address)
 
 
-def _format_prefix(prefix: IPv4Network | IPv6Network) -> str:
-    return f"{_format_address(prefix.network_address)}/{prefix.prefixlen}"
+def _format_prefix_int(version: int, address: int, length: int) -> str:
+    """A prefix as go prints it (:func:`_format_address`) from integers, without making
+    ``ipaddress`` objects: inet_ntop prints RFC 5952 text as go does, except
+    for the addresses whose first 96 bits are zero, which glibc prints with an embedded IPv4
+    address; those (and the mapped ones) go through :func:`_format_address`."""
+    if version == 4:
+        return f"{socket.inet_ntop(socket.AF_INET, address.to_bytes(4, 'big'))}/{length}"
+    if address >> 32 in (0, 0xFFFF):
+        return f"{_format_address(IPv6Address(address))}/{length}"
+    return f"{socket.inet_ntop(socket.AF_INET6, address.to_bytes(16, 'big'))}/{length}"
 
 
 def _format_endpoint(endpoint: Endpoint) -> str:
@@ -322,8 +330,8 @@ def handle_get(device: Device) -> str:
         add(f"tx_bytes={peer.tx_bytes}")
         add(f"rx_bytes={peer.rx_bytes}")
         add(f"persistent_keepalive_interval={peer.persistent_keepalive}")
-        for prefix in device.allowed_ips.entries(peer):
-            add(f"allowed_ip={_format_prefix(prefix)}")
+        for version, address, length in device.allowed_ips.entries_int(peer):
+            add(f"allowed_ip={_format_prefix_int(version, address, length)}")
     add("errno=0")
     return "\n".join(lines) + "\n\n"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from ipaddress import ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_network
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +21,8 @@ from wgpy.uapi import (
     MAX_LINE,
     NullHooks,
     UapiConnection,
+    _format_address,
+    _format_prefix_int,
     handle_get,
     handle_set,
 )
@@ -923,3 +925,29 @@ def test_allowed_ip_run_in_the_device_section_is_einval() -> None:
         b"errno=-22\n\n"
     )
     assert not device.peers and len(device.allowed_ips) == 0
+
+
+def _v6_with_zero_runs() -> st.SearchStrategy[int]:
+    """IPv6 addresses rich in zero groups (where the :: placement matters), mapped and
+    IPv4-compatible forms."""
+    groups = st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xABC]), min_size=8, max_size=8)
+    patterned = groups.map(lambda g: int.from_bytes(b"".join(x.to_bytes(2, "big") for x in g)))
+    return st.one_of(
+        patterned,
+        st.integers(0, 2**128 - 1),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1).map(lambda v: 0xFFFF << 32 | v),
+    )
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.tuples(st.just(4), st.integers(0, 2**32 - 1), st.integers(0, 32)),
+        st.tuples(st.just(6), _v6_with_zero_runs(), st.integers(0, 128)),
+    )
+)
+def test_get_formats_prefixes_from_ints_as_from_objects(item: tuple[int, int, int]) -> None:
+    version, address, length = item
+    expected = _format_address(IPv4Address(address) if version == 4 else IPv6Address(address))
+    assert _format_prefix_int(version, address, length) == f"{expected}/{length}"
