@@ -21,10 +21,11 @@ def _pair() -> tuple[socket.socket, socket.socket, tuple[str, int]]:
 def _drain(receiver: socket.socket, gro: bool, expected: int) -> list[bytes]:
     receiver.setblocking(False)
     got: list[bytes] = []
+    reader = udp.Receiver()  # one buffer for all reads: earlier datagrams must not change
     deadline = time.monotonic() + 5
     while len(got) < expected and time.monotonic() < deadline:
         try:
-            datagrams, _ = udp.receive(receiver, gro)
+            datagrams, _ = reader.receive(receiver, gro)
         except BlockingIOError:
             time.sleep(0.01)
             continue

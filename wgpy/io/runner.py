@@ -107,6 +107,9 @@ class DeviceRunner:
         self.sock4: socket.socket | None = None
         self.sock6: socket.socket | None = None
         self._gro = False
+        self._receiver = udp.Receiver()
+        self._tun_buffers = [bytearray(_MAX_PACKET)]
+        self._tun_view = memoryview(self._tun_buffers[0])
         self._gso = os.environ.get("WGPY_NO_GSO") != "1"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer = DeviceTimer(device, self._on_timer)
@@ -161,9 +164,10 @@ class DeviceRunner:
         device = self.device
         now = time.monotonic()
         gro = self._gro
+        receive = self._receiver.receive
         for _ in range(_READ_BATCH):
             try:
-                datagrams, endpoint = udp.receive(sock, gro)
+                datagrams, endpoint = receive(sock, gro)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
@@ -176,9 +180,12 @@ class DeviceRunner:
     def _on_tun(self) -> None:
         device = self.device
         now = time.monotonic()
+        buffers, view = self._tun_buffers, self._tun_view
         for _ in range(_READ_BATCH):
             try:
-                packet = os.read(self.tun_fd, _MAX_PACKET)
+                # into a preallocated buffer: os.read would allocate 64 KiB per packet
+                size = os.readv(self.tun_fd, buffers)
+                packet = bytes(view[:size])
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
@@ -225,6 +232,16 @@ class DeviceRunner:
 
     def _send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         device = self.device
+        if len(datagrams) == 1:  # the common case at low rates: no grouping
+            datagram, endpoint = datagrams[0]
+            sock = self.sock6 if ":" in endpoint[0] else self.sock4
+            if sock is not None:
+                try:
+                    sock.sendto(datagram, endpoint)
+                except OSError as send_error:
+                    reason = send_error.strerror or str(send_error)
+                    device.report_send_failure(datagram, endpoint, reason)
+                return
         by_family: dict[bool, list[tuple[bytes, tuple[str, int]]]] = {False: [], True: []}
         for item in datagrams:
             by_family[":" in item[1][0]].append(item)

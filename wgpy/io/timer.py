@@ -12,7 +12,8 @@ class DeviceTimer:
     """Keeps a single ``loop.call_at`` armed at ``device.get_timer()``.
 
     Call :meth:`update` after every batch of inputs; ``fire`` runs when the deadline comes (it
-    should call ``device.handle_timer(now)`` and flush). asyncio's ``loop.time()`` is
+    should call ``device.handle_timer(now)`` and flush), or earlier: the call is moved only
+    when the deadline comes closer, so a fire may find nothing due. asyncio's ``loop.time()`` is
     ``time.monotonic()`` on Linux, the clock the Device is fed with.
     """
 
@@ -24,7 +25,11 @@ class DeviceTimer:
 
     def update(self, loop: asyncio.AbstractEventLoop | None) -> None:
         deadline = self._device.get_timer()
-        if deadline == self._at:
+        at = self._at
+        if at is not None and (deadline is None or deadline >= at):
+            # The armed call is not later than needed: keep it. Traffic mostly pushes the
+            # next deadline later, and re-arming on every packet costs a cancel and a
+            # call_at; an early wakeup finds nothing due and arms the real deadline.
             return
         self.cancel()
         if deadline is not None and loop is not None:
