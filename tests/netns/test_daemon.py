@@ -34,6 +34,7 @@ from tests.netns.harness import (
     genkey,
     ping,
     pubkey,
+    start_wg_daemon,
     start_wireguard_go,
     two_peer_topology,
     unique_ifname,
@@ -273,6 +274,48 @@ def test_roaming_after_listen_port_change(
     _assert_pings(b, a, a.tunnel4)
     _assert_pings(b, a, a.tunnel6)
     assert b.dump().peers[a.public_key].endpoint == _endpoint_of(a, 4, new_port)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("hub", ["wgpyd", "go"])
+def test_replies_leave_from_the_address_the_peer_sent_to(
+    netns_factory: Callable[[], Netns], hub: str, family: int
+) -> None:
+    """Sticky source address: the hub has two addresses on its link and the spoke (real
+    wireguard-go) is configured with the second one; the hub's replies must come from that
+    address, so the spoke keeps it as the hub's endpoint (routing alone would answer from
+    the first address, and the spoke would roam to it)."""
+    hub_ns, spoke_ns = netns_factory(), netns_factory()
+    hub_link, _ = veth_pair(
+        hub_ns, spoke_ns, "10.99.0.1", "10.99.0.2", 24,
+        addr6_a="fd99::1", addr6_b="fd99::2",
+    )  # fmt: skip
+    first, second = ("10.99.0.1", "10.99.0.11") if family == 4 else ("fd99::1", "fd99::11")
+    hub_ns.run("ip", "addr", "add", f"{second}/{24 if family == 4 else 64}", "dev", hub_link,
+               *(["nodad"] if family == 6 else []))  # fmt: skip
+    # the spoke is told the address the hub's routing would NOT answer from
+    spoke_address = "10.99.0.2" if family == 4 else "fd99::2"
+    route = hub_ns.run("ip", "-o", f"-{family}", "route", "get", spoke_address).stdout.split()
+    routed_source = route[route.index("src") + 1]
+    target = first if routed_source == second else second
+    hub_if, spoke_if = unique_ifname("wgh"), unique_ifname("wgs")
+    start_wg_daemon(hub_ns, hub_if, DAEMONS[hub], env={"LOG_LEVEL": "error"})
+    start_wg_daemon(spoke_ns, spoke_if, WIREGUARD_GO, env={"LOG_LEVEL": "error"})
+    hub_key, spoke_key = genkey(), genkey()
+    endpoint = f"{target}:51820" if family == 4 else f"[{target}]:51820"
+    hub_secret = str(write_secret(hub_ns, "hub.key", hub_key))
+    wg(hub_ns, "set", hub_if, "private-key", hub_secret, "listen-port", "51820",
+       "peer", pubkey(spoke_key), "allowed-ips", "10.100.0.2/32")  # fmt: skip
+    wg(spoke_ns, "set", spoke_if, "private-key",
+       str(write_secret(spoke_ns, "spoke.key", spoke_key)),
+       "peer", pubkey(hub_key), "allowed-ips", "10.100.0.1/32", "endpoint", endpoint)  # fmt: skip
+    for ns, ifname, address in ((hub_ns, hub_if, "10.100.0.1"), (spoke_ns, spoke_if, "10.100.0.2")):
+        ns.run("ip", "addr", "add", f"{address}/24", "dev", ifname)
+        ns.run("ip", "link", "set", ifname, "up")
+    result = spoke_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "3", "10.100.0.1", check=False)
+    assert result.returncode == 0, result.stdout
+    seen = wg(spoke_ns, "show", spoke_if, "endpoints").split()[-1]
+    assert seen == endpoint, f"{hub} answered from {seen}, the spoke sent to {endpoint}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def _drain(receiver: socket.socket, gro: bool, expected: int) -> list[bytes]:
     deadline = time.monotonic() + 5
     while len(got) < expected and time.monotonic() < deadline:
         try:
-            datagrams, _ = reader.receive(receiver, gro)
+            datagrams, _, _ = reader.receive(receiver, gro)
         except BlockingIOError:
             time.sleep(0.01)
             continue
@@ -53,3 +53,52 @@ def test_failed_sends_are_returned() -> None:
         too_big = [(b"x" * 70000, ("127.0.0.1", 9))]
         failed = udp.send_runs(sender, too_big, True)
         assert len(failed) == 1 and failed[0][0] == too_big[0][0]
+
+
+def test_replies_leave_from_the_address_a_datagram_arrived_at() -> None:
+    """Sticky source: a socket bound to 0.0.0.0 learns from IP_PKTINFO that a datagram was
+    sent to 127.0.0.7 and replies from 127.0.0.7 (routing alone would pick 127.0.0.1)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with server, client:
+        server.bind(("0.0.0.0", 0))
+        assert udp.enable_pktinfo(server)
+        port = server.getsockname()[1]
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(5)
+        server.settimeout(5)
+        client.sendto(b"hello", ("127.0.0.7", port))
+        datagrams, endpoint, source = udp.Receiver().receive(server, False)
+        assert datagrams == [b"hello"] and endpoint == client.getsockname()
+        assert source is not None
+        sources = {endpoint: source}
+        udp.send_one(server, b"reply", endpoint, [], sources)
+        assert client.recvfrom(100) == (b"reply", ("127.0.0.7", port))
+        # without the source, the routing table's choice
+        udp.send_one(server, b"plain", endpoint, [], None)
+        assert client.recvfrom(100) == (b"plain", ("127.0.0.1", port))
+        # a source the host does not have is forgotten and the send goes out anyway
+        stale = (source[0], source[1], bytes(4) + socket.inet_aton("192.0.2.77") + bytes(4))
+        sources[endpoint] = stale
+        udp.send_one(server, b"again", endpoint, [], sources)
+        assert client.recvfrom(100) == (b"again", ("127.0.0.1", port))
+        assert endpoint not in sources
+
+
+def test_sticky_source_ipv6() -> None:
+    server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with server, client:
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        server.bind(("::", 0))
+        assert udp.enable_pktinfo(server)
+        client.bind(("::1", 0))
+        client.settimeout(5)
+        server.settimeout(5)
+        client.sendto(b"six", ("::1", server.getsockname()[1]))
+        datagrams, endpoint, source = udp.Receiver().receive(server, False)
+        assert datagrams == [b"six"] and source is not None
+        assert source[2][:16] == socket.inet_pton(socket.AF_INET6, "::1")
+        udp.send_one(server, b"back", endpoint, [], {endpoint: source})
+        data, address = client.recvfrom(100)
+        assert data == b"back" and address[0] == "::1"

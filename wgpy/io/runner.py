@@ -108,6 +108,8 @@ class DeviceRunner:
         self.sock6: socket.socket | None = None
         self._gro = False
         self._receiver = udp.Receiver()
+        # remote endpoint -> control message sending from the local address it last reached
+        self._sources: dict[tuple[str, int], udp.Cmsg] = {}
         self._tun_buffers = [bytearray(_MAX_PACKET)]
         self._tun_view = memoryview(self._tun_buffers[0])
         self._gso = os.environ.get("WGPY_NO_GSO") != "1"
@@ -142,6 +144,9 @@ class DeviceRunner:
         sock4, sock6, port = udp.bind_pair(self.device.listen_port, self.device.fwmark)
         self.sock4, self.sock6 = sock4, sock6
         self._gro = all(udp.enable_gro(s) for s in (sock4, sock6) if s is not None)
+        for sock in (sock4, sock6):
+            if sock is not None:
+                udp.enable_pktinfo(sock)
         self.device.listen_port = port
         loop = self._loop
         assert loop is not None
@@ -165,17 +170,28 @@ class DeviceRunner:
         now = time.monotonic()
         gro = self._gro
         receive = self._receiver.receive
+        sources = self._sources
         for _ in range(_READ_BATCH):
             try:
-                datagrams, endpoint = receive(sock, gro)
+                datagrams, endpoint, source = receive(sock, gro)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
                 log.debug("UDP receive error: %s", error)
                 break
+            if source is not None and sources.get(endpoint) != source:
+                sources[endpoint] = source
+                if len(sources) > 2 * len(device.peers) + 64:
+                    self._prune_sources()
             for data in datagrams:
                 device.receive_datagram(data, endpoint, now)
         self.flush()
+
+    def _prune_sources(self) -> None:
+        """Keep the sticky sources of current peer endpoints only: anyone can send a datagram,
+        so what was learned from others must not pile up."""
+        endpoints = {peer.endpoint for peer in self.device.peers.values()}
+        self._sources = {ep: cmsg for ep, cmsg in self._sources.items() if ep in endpoints}
 
     def _on_tun(self) -> None:
         device = self.device
@@ -237,7 +253,7 @@ class DeviceRunner:
             sock = self.sock6 if ":" in endpoint[0] else self.sock4
             if sock is not None:
                 try:
-                    sock.sendto(datagram, endpoint)
+                    udp.send_one(sock, datagram, endpoint, [], self._sources)
                 except OSError as send_error:
                     reason = send_error.strerror or str(send_error)
                     device.report_send_failure(datagram, endpoint, reason)
@@ -253,11 +269,12 @@ class DeviceRunner:
                 for datagram, endpoint in items:
                     device.report_send_failure(datagram, endpoint, "no socket bound")
                 continue
-            failed = udp.send_runs(sock, items, self._gso)
+            failed = udp.send_runs(sock, items, self._gso, self._sources)
             if failed and self._gso and any(e.errno in _GSO_ERRNOS for _, _, e in failed):
                 # The path refuses segmentation offload: from now on, one datagram per call.
                 self._gso = False
-                failed = udp.send_runs(sock, [(d, e) for d, e, _ in failed], False)
+                retry = [(d, e) for d, e, _ in failed]
+                failed = udp.send_runs(sock, retry, False, self._sources)
             for datagram, endpoint, error in failed:
                 device.report_send_failure(datagram, endpoint, error.strerror or str(error))
 

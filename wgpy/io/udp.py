@@ -79,7 +79,6 @@ UDP_SEGMENT: Final = 103
 UDP_GRO: Final = 104
 GSO_MAX_SEGMENTS: Final = 64
 GSO_MAX_BYTES: Final = 65000
-_GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
 
 
 def enable_gro(sock: socket.socket) -> bool:
@@ -88,6 +87,45 @@ def enable_gro(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+# Sticky source addresses (what the kernel module and wireguard-go do): the local address a
+# peer's datagrams arrive at is the one replies leave from, whatever the routing table would
+# pick on a multi-homed host. It is learned from IP_PKTINFO / IPV6_PKTINFO on receive and
+# given back in the same control message on send.
+IP_PKTINFO: Final = 8  # Linux <linux/in.h>; Python's socket module lacks it on some builds
+IPV6_RECVPKTINFO: Final = 49
+IPV6_PKTINFO: Final = 50
+_CMSG_SPACE: Final = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)  # UDP_GRO + in6_pktinfo
+_NO_IPV4: Final = bytes(4)
+
+#: A control message for sendmsg: (level, type, data).
+Cmsg = tuple[int, int, bytes]
+
+
+def enable_pktinfo(sock: socket.socket) -> bool:
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _source_cmsg(level: int, kind: int, value: bytes) -> Cmsg | None:
+    """The send-side control message that makes a reply leave from the address a received
+    datagram was sent to, or None if ``(level, kind)`` is not packet info."""
+    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+        # in_pktinfo {int ifindex; in_addr spec_dst; in_addr addr}: send from addr, let the
+        # routing table choose the interface
+        return (level, kind, bytes(4) + value[8:12] + _NO_IPV4)
+    if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= 20:
+        # in6_pktinfo {in6_addr addr; int ifindex}: a link-local address needs its interface
+        link_local = value[0] == 0xFE and value[1] & 0xC0 == 0x80
+        return (level, kind, value[:16] + (value[16:20] if link_local else bytes(4)))
+    return None
 
 
 class Receiver:
@@ -101,29 +139,37 @@ class Receiver:
         self._buffer = bytearray(65535)
         self._view = memoryview(self._buffer)
 
-    def receive(self, sock: socket.socket, gro: bool) -> tuple[list[bytes], tuple[str, int]]:
-        """Read one datagram, or with GRO a glued run of them; raises BlockingIOError when
-        empty."""
+    def receive(
+        self, sock: socket.socket, gro: bool
+    ) -> tuple[list[bytes], tuple[str, int], Cmsg | None]:
+        """Read one datagram, or with GRO a glued run of them, with the control message that
+        sends replies from the address it arrived at (None without packet info); raises
+        BlockingIOError when empty."""
         view = self._view
-        if not gro:
-            size, address = sock.recvfrom_into(self._buffer)
-            return [bytes(view[:size])], (address[0], address[1])
-        size, ancillary, _, address = sock.recvmsg_into([self._buffer], _GRO_CMSG_SPACE)
+        size, ancillary, _, address = sock.recvmsg_into([self._buffer], _CMSG_SPACE)
+        endpoint = (address[0], address[1])
+        segment = 0
+        source = None
         for level, kind, value in ancillary:
             if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
                 segment = struct.unpack_from("=i", value)[0]
-                if 0 < segment < size:
-                    return [
-                        bytes(view[i : min(i + segment, size)]) for i in range(0, size, segment)
-                    ], (address[0], address[1])
-        return [bytes(view[:size])], (address[0], address[1])
+            else:
+                source = _source_cmsg(level, kind, value)
+        if gro and 0 < segment < size:
+            datagrams = [bytes(view[i : min(i + segment, size)]) for i in range(0, size, segment)]
+            return datagrams, endpoint, source
+        return [bytes(view[:size])], endpoint, source
 
 
 def send_runs(
-    sock: socket.socket, datagrams: list[tuple[bytes, tuple[str, int]]], gso: bool
+    sock: socket.socket,
+    datagrams: list[tuple[bytes, tuple[str, int]]],
+    gso: bool,
+    sources: dict[tuple[str, int], Cmsg] | None = None,
 ) -> list[tuple[bytes, tuple[str, int], OSError]]:
     """Send datagrams in order; with ``gso`` coalesce runs to one endpoint whose datagrams all
-    have the first one's size (the last may be shorter). Returns the ones that failed."""
+    have the first one's size (the last may be shorter). ``sources`` maps endpoints to the
+    control message of their sticky source address. Returns the ones that failed."""
     failed: list[tuple[bytes, tuple[str, int], OSError]] = []
     count = len(datagrams)
     index = 0
@@ -142,15 +188,38 @@ def send_runs(
                 end += 1
                 if length < size:
                     break
+        cmsgs: list[Cmsg] = []
+        if end - index > 1:
+            cmsgs.append((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)))
+            datagram = b"".join(d for d, _ in datagrams[index:end])
         try:
-            if end - index == 1:
-                sock.sendto(datagram, endpoint)
-            else:
-                buffer = b"".join(d for d, _ in datagrams[index:end])
-                sock.sendmsg(
-                    [buffer], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, endpoint
-                )
+            send_one(sock, datagram, endpoint, cmsgs, sources)
         except OSError as error:
             failed.extend((d, e, error) for d, e in datagrams[index:end])
         index = end
     return failed
+
+
+def send_one(
+    sock: socket.socket,
+    data: bytes,
+    endpoint: tuple[str, int],
+    cmsgs: list[Cmsg],
+    sources: dict[tuple[str, int], Cmsg] | None,
+) -> None:
+    """sendto/sendmsg from the endpoint's sticky source if there is one. When a send from it
+    fails (the host no longer has the address: EINVAL, EADDRNOTAVAIL, or no route from it),
+    the source is forgotten and the send retried without it, as the kernel module and
+    wireguard-go do; the retry's error, if any, is the one raised."""
+    source = sources.get(endpoint) if sources else None
+    if source is None or sources is None:
+        if cmsgs:
+            sock.sendmsg([data], cmsgs, 0, endpoint)
+        else:
+            sock.sendto(data, endpoint)
+        return
+    try:
+        sock.sendmsg([data], [*cmsgs, source], 0, endpoint)
+    except OSError:
+        sources.pop(endpoint, None)
+        send_one(sock, data, endpoint, cmsgs, None)
