@@ -7,7 +7,9 @@ preset so that ``get`` has something to render and ``remove``/``update_only`` ha
 Invariants: no exception; everything answered is a sequence of complete responses, each ending
 in ``errno=N`` and a blank line with N one of the errnos wireguard-go uses; never more than
 MAX_LINE bytes are held back; the device stays within MAX_PEERS; feeding after ``closed``
-answers nothing.
+answers nothing. Differential: the same input fed with the bulk ``allowed_ip`` path turned off
+(every line through the exact per-line path) gives the same answers, peers and allowed IPs in
+the same order.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import random
 import re
 
-from wgpy import crypto
+from wgpy import crypto, uapi
 from wgpy.device import Device
 from wgpy.uapi import (
     ERRNO_INVALID,
@@ -52,7 +54,11 @@ def _check_output(out: bytes) -> None:
         pos = match.end()
 
 
-def test_one_input(data: bytes) -> None:
+_NEVER = re.compile(rb"(?!)")
+
+
+def _run(data: bytes) -> tuple[bytes, list[tuple[bytes, list[str]]]]:
+    """Feed ``data`` (first byte: chunking) to a fresh device; (answers, peers' prefixes)."""
     device = Device(_OWN_PRIVATE)
     peer = device.add_peer(_PEER_PUBLIC)
     assert peer is not None
@@ -60,7 +66,7 @@ def test_one_input(data: bytes) -> None:
     connection = UapiConnection(device, _FailingHooks(device), lambda: 1000.0)
     if not data:
         assert connection.feed_eof() == b""
-        return
+        return b"", []
     rng = random.Random(data[0])
     body = data[1:]
     out = bytearray()
@@ -78,6 +84,21 @@ def test_one_input(data: bytes) -> None:
         assert connection.feed(b"get=1\n\n") == b""
     _check_output(bytes(out))
     assert len(device.peers) <= MAX_PEERS
+    table = [
+        (key, [str(p) for p in device.allowed_ips.entries(p)]) for key, p in device.peers.items()
+    ]
+    return bytes(out), table
+
+
+def test_one_input(data: bytes) -> None:
+    fast = _run(data)
+    bulk = uapi._ALLOWED_IP_RUN
+    uapi._ALLOWED_IP_RUN = _NEVER  # every line through the exact path
+    try:
+        exact = _run(data)
+    finally:
+        uapi._ALLOWED_IP_RUN = bulk
+    assert fast == exact, (fast, exact)
 
 
 def seeds() -> list[bytes]:
@@ -97,6 +118,9 @@ def seeds() -> list[bytes]:
         b"get=1\nx",
         b"wgpy-stats=1\n\n",
         b"set=1\nprotocol_version=1\n\n",
+        b"set=1\npublic_key=" + key.encode() + b"\nallowed_ip=10.1.0.0/16\nallowed_ip=10.1.2.3/32\n"
+        b"allowed_ip=fd00:1::/48\nallowed_ip=10.1.0.0/16\nallowed_ip=10.0.0.2/08\n\nget=1\n\n",
+        b"set=1\nallowed_ip=10.0.0.0/8\n\n",
     ]
     out = []
     for i, request in enumerate(requests):
