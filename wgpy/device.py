@@ -121,6 +121,10 @@ class Device:
         self.drop_counts: collections.Counter[tuple[bytes | None, DropReason]] = (
             collections.Counter()
         )
+        #: ``disallowed_source`` drops by (sending peer, peer holding the source or None).
+        self.disallowed_owners: collections.Counter[tuple[bytes, bytes | None]] = (
+            collections.Counter()
+        )
         self._handshake_index: dict[int, Peer] = {}
         self._keypair_index: dict[int, Keypair] = {}
         self._datagrams: list[tuple[bytes, Endpoint]] = []
@@ -837,6 +841,9 @@ class Device:
         if length != size:
             plaintext = plaintext[:length]
         if owner is not peer:
+            self.disallowed_owners[
+                (peer.public_key, None if owner is None else owner.public_key)
+            ] += 1
             self._drop(
                 DropReason.DISALLOWED_SOURCE,
                 Direction.INCOMING,

@@ -239,6 +239,19 @@ def test_disallowed_source(bench: Bench) -> None:
     )
     owners = collections.Counter((r["inner_src"], r.get("owner")) for r in counts.json)
     assert owners == {("10.100.0.99", None): 2, ("10.100.0.3", other): 2}
+    # `wgpy show` splits the count by who holds the sources
+    (shown,) = json.loads(
+        bench.a.run(sys.executable, "-m", "wgpy.cli", "show", bench.dut.ifname, "--json").stdout
+    )
+    (entry,) = [d for d in shown["drops"] if d["reason"] == "disallowed_source"]
+    assert entry["count"] == 4
+    assert sorted(entry["owners"], key=str) == sorted(
+        [{"owner": None, "count": 2}, {"owner": other, "count": 2}], key=str
+    )
+    table = bench.a.run(
+        sys.executable, "-m", "wgpy.cli", "show", bench.dut.ifname, env={"COLUMNS": "200"}
+    ).stdout
+    assert "Sources held by" in table and "no peer ×2" in table, table
     # The spoofed packets never reached the kernel: only the 3 genuine echoes were answered.
     bench.core.pump(0.3)
     assert echo_replies(bench.core) == 3

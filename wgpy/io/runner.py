@@ -347,10 +347,15 @@ class DeviceRunner:
             {"peer": key_b64(peer), "reason": reason.value, "count": count}
             for (peer, reason), count in self.device.drop_counts.items()
         ]
+        owners = [
+            {"peer": key_b64(peer), "owner": key_b64(owner), "count": count}
+            for (peer, owner), count in self.device.disallowed_owners.items()
+        ]
         return json.dumps(
             {
                 "interface": self.ifname,
                 "drops": drops,
+                "disallowed_owners": owners,
                 "capture_records_lost": self.capture_records_lost,
             },
             separators=(",", ":"),

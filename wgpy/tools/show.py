@@ -36,6 +36,8 @@ class InterfaceView:
     peers: list[PeerView] = field(default_factory=list)
     #: (peer public key or None for the interface, reason) → count; None if not a wgpyd.
     drops: dict[tuple[str | None, str], int] | None = None
+    #: disallowed_source drops: (sending peer, peer holding the source or None) → count.
+    owners: dict[tuple[str, str | None], int] = field(default_factory=dict)
 
 
 def _b64(hex_key: str) -> str:
@@ -82,6 +84,16 @@ def parse_stats(view: InterfaceView, stats: dict[str, Any]) -> None:
         (entry.get("peer"), str(entry["reason"])): int(entry["count"])
         for entry in stats.get("drops", [])
     }
+    view.owners = {
+        (str(entry["peer"]), entry.get("owner")): int(entry["count"])
+        for entry in stats.get("disallowed_owners", [])
+    }
+
+
+def _owners_of(view: InterfaceView, peer: str | None) -> list[tuple[str | None, int]]:
+    """Who holds the sources of ``peer``'s disallowed_source drops, most first."""
+    found = [(owner, n) for (sender, owner), n in view.owners.items() if sender == peer]
+    return sorted(found, key=lambda item: -item[1])
 
 
 def ago(seconds: int) -> str:
@@ -147,7 +159,14 @@ def drops_table(view: InterfaceView) -> Table:
     for (peer, reason), count in sorted(
         (view.drops or {}).items(), key=lambda item: (item[0][0] or "", -item[1])
     ):
-        table.add_row(peer or "(interface)", reason, str(count), meanings.get(reason, ""))
+        meaning = meanings.get(reason, "")
+        if reason == "disallowed_source":
+            held = ", ".join(
+                f"{'no peer' if owner is None else owner[:10] + '…'} ×{n}"
+                for owner, n in _owners_of(view, peer)
+            )
+            meaning += f" Sources held by: {held}." if held else ""
+        table.add_row(peer or "(interface)", reason, str(count), meaning)
     return table
 
 
@@ -162,6 +181,11 @@ def to_json(view: InterfaceView) -> dict[str, Any]:
         if view.drops is None
         else [
             {"peer": peer, "reason": reason, "count": count}
+            | (
+                {"owners": [{"owner": o, "count": n} for o, n in _owners_of(view, peer)]}
+                if reason == "disallowed_source"
+                else {}
+            )
             for (peer, reason), count in sorted(view.drops.items(), key=lambda i: -i[1])
         ],
     }
