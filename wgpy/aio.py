@@ -55,7 +55,6 @@ __all__ = ["EndpointClosed", "EventCallback", "WireGuardEndpoint", "open_endpoin
 log = logging.getLogger("wgpy.aio")
 
 _READ_BATCH: Final = 128
-_MAX_DATAGRAM: Final = 65535
 DEFAULT_MAX_QUEUED: Final = 1024
 """Inner packets waiting to be read before new ones are dropped (``tun_write_failed``)."""
 
@@ -148,6 +147,7 @@ class WireGuardEndpoint:
         #: Events not given to an `events` iterator because it was this far behind.
         self.events_lost = 0
         self._sockets: list[socket.socket] = []
+        self._receiver = udp.Receiver()  # one 64 KiB buffer for every read
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer = DeviceTimer(device, self._on_timer)
         self._flush_handle: asyncio.Handle | None = None
@@ -346,15 +346,16 @@ class WireGuardEndpoint:
     def _on_readable(self, sock: socket.socket) -> None:
         device = self.device
         now = self._now()
+        receive = self._receiver.receive
         for _ in range(_READ_BATCH):
             try:
-                data, address = sock.recvfrom(_MAX_DATAGRAM)
+                datagrams, address, _ = receive(sock, False)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:  # e.g. ICMP port unreachable reported on the socket
                 log.debug("UDP receive error: %s", error)
                 break
-            device.receive_datagram(data, (address[0], address[1]), now)
+            device.receive_datagram(datagrams[0], address, now)
         self.flush()
 
     def _on_timer(self) -> None:
