@@ -64,6 +64,7 @@ must serialise access themselves (lookups may rebuild the search structure).
 from __future__ import annotations
 
 import enum
+import socket
 from array import array
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
@@ -106,6 +107,25 @@ def _network(key: int, meta: int) -> Prefix:
     if meta & 1:
         return IPv6Network((key << (128 - length), length))
     return IPv4Network((key << (32 - length), length))
+
+
+def _fast_prefix(text: str) -> Prefix | None:
+    """``ip_network(text, strict=False)`` for the plain ``ADDRESS/DIGITS`` form, through
+    inet_pton and integers (about three times faster); None sends anything else (a zone, a
+    netmask, no slash, an error) down the ``ipaddress`` path, which decides."""
+    address, slash, bits = text.partition("/")
+    if not slash or not bits.isascii() or not bits.isdigit() or "%" in address:
+        return None
+    try:
+        if ":" in address:
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
+            length = int(bits)
+            return IPv6Network((value, length), strict=False) if length <= 128 else None
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+        length = int(bits)
+        return IPv4Network((value, length), strict=False) if length <= 32 else None
+    except (OSError, ValueError):
+        return None
 
 
 class _Owned:
@@ -324,6 +344,9 @@ class AllowedIPs(Generic[P]):
     @staticmethod
     def _prefix(prefix: Prefix | str) -> Prefix:
         if isinstance(prefix, str):
+            fast = _fast_prefix(prefix)
+            if fast is not None:
+                return fast
             if "%" in prefix:  # ipaddress would silently drop a scope when masking
                 raise ValueError(f"scoped addresses are not allowed in a prefix: {prefix!r}")
             net: Prefix = ip_network(prefix, strict=False)

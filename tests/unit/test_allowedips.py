@@ -20,7 +20,7 @@ from ipaddress import (
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -909,3 +909,49 @@ def test_churn_keeps_list_order_and_bounded_logs() -> None:
     ref.remove_by_peer(a)
     assert table.entries(a) == [] and table.entries(b) == ref.lists[b]
     assert len(table) == len(ref.entries)
+
+
+_PREFIX_TEXTS = st.one_of(
+    st.builds(lambda a, n: f"{IPv4Address(a)}/{n}", st.integers(0, 2**32 - 1), st.integers(0, 40)),
+    st.builds(
+        lambda a, n: f"{IPv6Address(a)}/{n}", st.integers(0, 2**128 - 1), st.integers(0, 140)
+    ),
+    st.sampled_from(
+        [
+            "10.0.0.1/08",
+            "010.0.0.1/8",
+            "10.0.0.1/+8",
+            "10.0.0.1/ 8",
+            "10.0.0.1",
+            "10/8",
+            "10.0.0.0/255.0.0.0",
+            "::ffff:1.2.3.4/128",
+            "::1.2.3.4/100",
+            "fe80::1%eth0/64",
+            "1.2.3.4/٣",
+            "1.2.3.4/",
+            "/8",
+            "::/0",
+            "0.0.0.0/0",
+            "FD00::AB/64",
+            "1.2.3.4.5/8",
+        ]
+    ),
+    st.text(alphabet="0123456789abcdef.:/%", max_size=20),
+)
+
+
+@settings(max_examples=400)
+@given(_PREFIX_TEXTS)
+def test_fast_prefix_parse_agrees_with_ipaddress(text: str) -> None:
+    """The inet_pton shortcut for string prefixes either declines or gives exactly what
+    ``ip_network(text, strict=False)`` gives; it never accepts what ipaddress rejects."""
+    from wgpy.allowedips import _fast_prefix
+
+    fast = _fast_prefix(text)
+    try:
+        expected: Prefix | None = ip_network(text, strict=False)
+    except ValueError:
+        expected = None
+    if fast is not None:
+        assert fast == expected and type(fast) is type(expected)
