@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
 from pathlib import Path
 
+from wgpy import allowedips
 from wgpy.allowedips import AllowedIPs, Prefix
 
 __all__ = [
@@ -305,7 +306,7 @@ def parse_prefix(value: Value) -> Prefix:
     if "%" in text:
         raise value.error(f"scoped address not allowed in a prefix: {text!r}")
     try:
-        return ip_network(text, strict=False)
+        return allowedips.parse_prefix(text)
     except ValueError:
         raise value.error(f"invalid prefix {text!r}") from None
 
