@@ -121,6 +121,9 @@ class Device:
         self.drop_counts: collections.Counter[tuple[bytes | None, DropReason]] = (
             collections.Counter()
         )
+        #: Datagrams that authenticated as coming from a peer (handshake or data), so far:
+        #: adapters compare it around ``receive_datagram`` to learn only from those.
+        self.authenticated_received = 0
         #: ``disallowed_source`` drops by (sending peer, peer holding the source or None).
         self.disallowed_owners: collections.Counter[tuple[bytes, bytes | None]] = (
             collections.Counter()
@@ -332,6 +335,7 @@ class Device:
             self.timers.arm(peer, _PERSISTENT, now + peer.persistent_keepalive)
 
     def _after_authenticated_received(self, peer: Peer, now: float) -> None:
+        self.authenticated_received += 1
         self.timers.cancel(peer, _NEW_HANDSHAKE)
         if peer.persistent_keepalive:
             self.timers.arm(peer, _PERSISTENT, now + peer.persistent_keepalive)

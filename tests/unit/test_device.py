@@ -583,3 +583,25 @@ def test_handshake_while_down_is_counted() -> None:
     pair.deliver(pair.a, initiation)
     assert [d.reason for d in pair.b.drops()] == [DropReason.INTERFACE_DOWN]
     assert pair.flight(pair.b) == []
+
+
+def test_authenticated_received_counts_only_authenticated_datagrams() -> None:
+    """Adapters learn per-endpoint facts (the sticky source address) only from datagrams this
+    counter says authenticated: handshake messages and data, not garbage or forgeries."""
+    pair = make_pair()
+    a, b = pair.a.device, pair.b.device
+    a.send_packet(a_to_b(), pair.now)
+    initiation = pair.flight(pair.a)
+    pair.deliver(pair.a, initiation)  # b: one authenticated initiation
+    assert b.authenticated_received == 1
+    response = pair.flight(pair.b)
+    pair.deliver(pair.b, response)  # a: the response
+    assert a.authenticated_received == 1
+    data = pair.flight(pair.a)  # the staged packet
+    pair.deliver(pair.a, data)
+    assert b.authenticated_received == 2
+    forged = bytearray(data[0])
+    forged[-1] ^= 1
+    for junk in (bytes(forged), b"\x04\x00\x00\x00" + bytes(40), b"garbage", initiation[0]):
+        b.receive_datagram(junk, pair.a.endpoint, pair.now)  # tampered, short, replayed
+    assert b.authenticated_received == 2

@@ -179,17 +179,24 @@ class DeviceRunner:
             except OSError as error:
                 log.debug("UDP receive error: %s", error)
                 break
-            if source is not None and sources.get(endpoint) != source:
+            authenticated = device.authenticated_received
+            for data in datagrams:
+                device.receive_datagram(data, endpoint, now)
+            if (
+                source is not None
+                and device.authenticated_received != authenticated
+                and sources.get(endpoint) != source
+            ):
+                # learned from authenticated datagrams only, as wireguard-go does; replies
+                # to them (handshake responses) go out at the flush below, from this source
                 sources[endpoint] = source
                 if len(sources) > 2 * len(device.peers) + 64:
                     self._prune_sources()
-            for data in datagrams:
-                device.receive_datagram(data, endpoint, now)
         self.flush()
 
     def _prune_sources(self) -> None:
-        """Keep the sticky sources of current peer endpoints only: anyone can send a datagram,
-        so what was learned from others must not pile up."""
+        """Keep the sticky sources of current peer endpoints only (peers that roamed leave
+        their old endpoints behind)."""
         endpoints = {peer.endpoint for peer in self.device.peers.values()}
         self._sources = {ep: cmsg for ep, cmsg in self._sources.items() if ep in endpoints}
 
