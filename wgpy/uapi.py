@@ -697,10 +697,7 @@ class UapiConnection:
                 return
             errno = operation_.apply(self._text(bytes(buffer[start:newline])), self._clock())
             if errno:
-                out += _reply(errno)
-                self._state = _State.SKIP
-                self._operation = None
-                self._skip_dirty = False
+                self._fail(errno, out)
         elif state is _State.SKIP:
             line_is_blank = not self._skip_dirty and (
                 length == 0 or (length == 1 and buffer[start] == 0x0D)
@@ -716,11 +713,15 @@ class UapiConnection:
         run = buffer[start:end].decode("ascii")
         consumed, errno = operation.apply_allowed_ip_run(run, self._clock())
         if errno:
-            out += _reply(errno)
-            self._state = _State.SKIP
-            self._operation = None
-            self._skip_dirty = False
+            self._fail(errno, out)
         return start + consumed
+
+    def _fail(self, errno: int, out: bytearray) -> None:
+        """A set line failed: answer with its errno and skip the rest of the request."""
+        out += _reply(errno)
+        self._state = _State.SKIP
+        self._operation = None
+        self._skip_dirty = False
 
     def _limit_partial_line(self, out: bytearray) -> None:
         """Bound what waits in the buffer for its ``\\n`` (see the class docstring)."""
