@@ -255,16 +255,6 @@ class DeviceRunner:
 
     def _send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         device = self.device
-        if len(datagrams) == 1:  # the common case at low rates: no grouping
-            datagram, endpoint = datagrams[0]
-            sock = self.sock6 if ":" in endpoint[0] else self.sock4
-            if sock is not None:
-                try:
-                    udp.send_one(sock, datagram, endpoint, [], self._sources)
-                except OSError as send_error:
-                    reason = send_error.strerror or str(send_error)
-                    device.report_send_failure(datagram, endpoint, reason)
-                return
         by_family: dict[bool, list[tuple[bytes, tuple[str, int]]]] = {False: [], True: []}
         for item in datagrams:
             by_family[":" in item[1][0]].append(item)
