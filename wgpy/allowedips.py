@@ -100,15 +100,6 @@ SLOT_BITS: Final = 16
 _Slot: TypeAlias = "tuple[P | None, _Node[P] | None]"
 
 
-def _network(key: int, meta: int) -> Prefix:
-    """The prefix of a log entry: ``key`` (its first ``length`` bits) and ``meta``
-    (``length << 1 | is_ipv6``)."""
-    length = meta >> 1
-    if meta & 1:
-        return IPv6Network((key << (128 - length), length))
-    return IPv4Network((key << (32 - length), length))
-
-
 def _fast_prefix(text: str) -> Prefix | None:
     """``ip_network(text, strict=False)`` for the plain ``ADDRESS/DIGITS`` form, through
     inet_pton and integers (about three times faster); None sends anything else (a zone, a
@@ -383,6 +374,12 @@ class AllowedIPs(Generic[P]):
             raise ValueError(f"an address must be 4 or 16 bytes long, not {len(raw)}")
         raise TypeError(f"expected an IP address, str or bytes, not {address!r}")
 
+    def _locate(self, net: Prefix) -> tuple[_Family[P], dict[int, P], int]:
+        """(family, table of the prefix's length, key) where ``net`` is or would be stored."""
+        family = self._v4 if net.version == 4 else self._v6
+        length = net.prefixlen
+        return family, family.by_length[length], int(net.network_address) >> (family.width - length)
+
     def _changed(self, version: int, lengths_changed: bool) -> None:
         """Invalidate the lookup structure of a family after a change, if needed."""
         if lengths_changed:
@@ -483,10 +480,7 @@ class AllowedIPs(Generic[P]):
     def remove(self, prefix: Prefix | str, peer: P) -> bool:
         """Remove ``prefix`` if it exists and is owned by ``peer``; returns whether it did."""
         net = self._prefix(prefix)
-        family = self._v4 if net.version == 4 else self._v6
-        length = net.prefixlen
-        table = family.by_length[length]
-        key = int(net.network_address) >> (family.width - length)
+        family, table, key = self._locate(net)
         owner = table.get(key, _ABSENT)
         if owner is _ABSENT or not (owner is peer or owner == peer):
             return False
@@ -633,10 +627,10 @@ class AllowedIPs(Generic[P]):
 
     def entries(self, peer: P) -> list[Prefix]:
         """``peer``'s prefixes in list order (insertion order; re-insertion moves to tail)."""
-        owned = self._by_peer.get(peer)
-        if owned is None:
-            return []
-        return [_network(key, meta) for key, meta in self._live(peer, owned)]
+        return [
+            IPv6Network((address, length)) if version == 6 else IPv4Network((address, length))
+            for version, address, length in self.entries_int(peer)
+        ]
 
     def entries_int(self, peer: P) -> list[tuple[int, int, int]]:
         """:meth:`entries` as ``(version, network address, length)`` integers, without
@@ -653,10 +647,8 @@ class AllowedIPs(Generic[P]):
 
     def owner(self, prefix: Prefix | str) -> P | None:
         """The peer holding exactly this (masked) prefix, or None."""
-        net = self._prefix(prefix)
-        family = self._v4 if net.version == 4 else self._v6
-        length = net.prefixlen
-        return family.by_length[length].get(int(net.network_address) >> (family.width - length))
+        _, table, key = self._locate(self._prefix(prefix))
+        return table.get(key)
 
     def peers(self) -> list[P]:
         """Peers owning at least one prefix, in the order they first acquired one of their
