@@ -20,16 +20,15 @@ import argparse
 import base64
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_allowedips import median_time
 from wgpy import crypto
 from wgpy.config import load
 from wgpy.tools.explain import Source, explain_from, explain_to
@@ -89,15 +88,6 @@ def uapi_pairs(config_source: Source) -> list[tuple[str, str]]:
     return pairs
 
 
-def median(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def live(prefixes: list[IPv4Network], conf_path: Path, queries: list[str], runs: int) -> None:
     from tests.netns.harness import Netns, start_wg_daemon, unique_ifname
 
@@ -113,7 +103,7 @@ def live(prefixes: list[IPv4Network], conf_path: Path, queries: list[str], runs:
         ns.run("ip", "link", "set", ifname, "up")
         ns.run("ip", "route", "add", "16.0.0.0/4", "dev", ifname)
         argv = (sys.executable, "-m", "wgpy.cli", "explain", ifname, "to", queries[0], "--json")
-        t = median(lambda: ns.run(*argv, check=False, timeout=600), runs)
+        t = median_time(lambda: ns.run(*argv, check=False, timeout=600), runs)
         print(f"  live wgpyd: `wgpy explain {ifname} to ADDR --json` end to end: {t:.2f} s")
 
 
@@ -132,7 +122,7 @@ def main() -> None:
         hub_path = Path(tmp) / "hub.conf"
         hub_path.write_text(hub_config(rng, args.peers))
         findings: list[object] = []
-        t = median(lambda: findings.extend(lint([load(hub_path)])), args.runs)
+        t = median_time(lambda: findings.extend(lint([load(hub_path)])), args.runs)
         print(f"lint of a {args.peers}-peer hub config: {t * 1000:.0f} ms (median of {args.runs})")
 
         prefixes = big_prefixes(args.prefixes)
@@ -141,12 +131,12 @@ def main() -> None:
         peers = (len(prefixes) + args.per_peer - 1) // args.per_peer
         print(f"explain against {len(prefixes)} prefixes ({peers} peers), median of {args.runs}:")
         loaded: list[Source] = []
-        t = median(lambda: loaded.append(Source.from_config(load(big_path))), args.runs)
+        t = median_time(lambda: loaded.append(Source.from_config(load(big_path))), args.runs)
         source = loaded[-1]
         assert len(source.table) == len(prefixes)
         print(f"  load from config (read, parse, build table): {t:.2f} s")
         pairs = uapi_pairs(source)
-        t = median(lambda: Source.from_uapi("wgb", pairs), args.runs)
+        t = median_time(lambda: Source.from_uapi("wgb", pairs), args.runs)
         print(f"  load from UAPI get output (parse_get, build table): {t:.2f} s")
 
         queries = [
@@ -160,7 +150,7 @@ def main() -> None:
                 explain_to(source, address)
                 explain_from(source, address, via)
 
-        t = median(ask, args.runs)
+        t = median_time(ask, args.runs)
         per = t / (2 * len(queries)) * 1e6
         print(f"  explain_to + explain_from on the loaded table: {per:.1f} µs per question")
         if args.live:
