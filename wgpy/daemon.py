@@ -166,7 +166,7 @@ def serve(
     path = socket_path(ifname)
     device = Device()
     with contextlib.suppress(OSError):
-        device.mtu = tun.get_mtu(ifname)
+        device.mtu = tun.link_state(tun_fd).mtu
     json_log: TextIO | None = None
     if os.environ.get(ENV_LOG_FORMAT) == "json" and _log_level() is not None:
         log_file = os.environ.get(ENV_LOG_FILE)

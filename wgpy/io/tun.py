@@ -1,11 +1,23 @@
-"""Linux TUN devices: create, read link state and MTU (the only ioctl code in wgpy)."""
+"""Linux TUN devices: create, read link state and MTU (the only ioctl code in wgpy).
+
+The interface may be moved to another network namespace after it was created (``ip link set
+wg0 netns ns1``: the documented way to give a container a WireGuard-only network). The file
+descriptor keeps working wherever the device lives, but a lookup by name in the daemon's own
+namespace no longer finds it, so the link state is read through the descriptor: its current
+name (TUNGETIFF) and its namespace (TUNGETDEVNETNS), where a throwaway socket asks for flags
+and MTU. No reference to that namespace is kept between queries: the kernel deletes the
+device when its namespace goes away, and the descriptor then answers EBADFD.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import os
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Final
 
 TUNSETIFF: Final = 0x400454CA
@@ -18,6 +30,10 @@ SIOCGIFFLAGS: Final = 0x8913
 SIOCGIFMTU: Final = 0x8921
 SIOCSIFMTU: Final = 0x8922
 IFNAMSIZ: Final = 16
+TUNGETDEVNETNS: Final = 0x54E3  # _IO('T', 227), Linux 5.2+
+CLONE_NEWNET: Final = 0x40000000
+#: What a TUN descriptor answers once its device is deleted (with it: ENODEV, ENXIO).
+GONE_ERRNOS: Final = (errno.EBADFD, errno.ENODEV, errno.ENXIO)
 
 
 def open_tun(name: str) -> tuple[int, str]:
@@ -41,6 +57,72 @@ def tun_name(fd: int) -> str:
     return result[:IFNAMSIZ].split(b"\0", 1)[0].decode()
 
 
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """What the daemon follows of its interface, read wherever the interface lives."""
+
+    name: str
+    flags: int
+    mtu: int
+    #: True when the interface lives in another network namespace than the daemon.
+    moved: bool
+
+    @property
+    def running(self) -> bool:
+        return bool(self.flags & IFF_UP and self.flags & IFF_RUNNING)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_own_netns_fd: int | None = None
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _socket_in_netns(netns_fd: int) -> socket.socket:
+    """A datagram socket of the namespace ``netns_fd``, made by entering it for the call.
+
+    Only the calling thread switches, and it switches back before returning."""
+    global _own_netns_fd
+    if _own_netns_fd is None:
+        _own_netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    _setns(netns_fd)
+    try:
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    finally:
+        _setns(_own_netns_fd)
+
+
+def link_state(fd: int) -> LinkState:
+    """Name, flags and MTU of the TUN behind ``fd``, in whichever namespace it is now.
+
+    Raises OSError with an errno in :data:`GONE_ERRNOS` once the interface is deleted."""
+    name = tun_name(fd)
+    netns_fd = fcntl.ioctl(fd, TUNGETDEVNETNS)
+    try:
+        moved = os.fstat(netns_fd).st_ino != os.stat("/proc/thread-self/ns/net").st_ino
+        sock = (
+            _socket_in_netns(netns_fd)
+            if moved
+            else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        )
+    finally:
+        os.close(netns_fd)
+    with sock:
+        flags = _ioctl_on(sock, name, SIOCGIFFLAGS) & 0xFFFF
+        mtu = _ioctl_on(sock, name, SIOCGIFMTU)
+    return LinkState(name, flags, mtu, moved)
+
+
+def _ioctl_on(sock: socket.socket, name: str, request: int) -> int:
+    result = fcntl.ioctl(sock.fileno(), request, _ifreq(name))
+    (out,) = struct.unpack_from("i", result, 16)
+    return int(out)
+
+
 def _ifreq(name: str, value: int = 0) -> bytes:
     return struct.pack("16si20x", name.encode(), value)
 
@@ -50,14 +132,6 @@ def _ioctl_int(name: str, request: int, value: int = 0) -> int:
         result = fcntl.ioctl(sock.fileno(), request, _ifreq(name, value))
     (out,) = struct.unpack_from("i", result, 16)
     return int(out)
-
-
-def link_flags(name: str) -> int:
-    return _ioctl_int(name, SIOCGIFFLAGS) & 0xFFFF
-
-
-def get_mtu(name: str) -> int:
-    return _ioctl_int(name, SIOCGIFMTU)
 
 
 def set_mtu(name: str, mtu: int) -> None:
