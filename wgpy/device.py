@@ -213,14 +213,19 @@ class Device:
             private_key = crypto.clamp(private_key)
         if private_key == self.private_key:
             return
+        # as the kernel (since 6.2): what waited for a first key (a persistent keepalive
+        # queued when the interface came up, data) goes out once there is one
+        first_key = self.private_key is None and private_key is not None and self.is_up
         self.private_key = private_key
         self.public_key = None if private_key is None else crypto.public_key(private_key)
         self.cookie_checker.set_public_key(self.public_key)
         if self.public_key is not None and self.public_key in self.peers:
             self.remove_peer(self.peers[self.public_key], now)
-        for peer in self.peers.values():
+        for peer in list(self.peers.values()):
             peer.compute_static_static(private_key)
             self._expire_sessions(peer)
+            if first_key and peer.staged:
+                self._send_staged(peer, now)
 
     def _expire_sessions(self, peer: Peer) -> None:
         self._clear_handshake(peer)
@@ -390,7 +395,7 @@ class Device:
         if now - peer.last_sent_handshake < REKEY_TIMEOUT:
             return
         if self.private_key is None or self.public_key is None:
-            self._purge_staged(peer, DropReason.NO_IDENTITY)
+            # no handshake and no retry; the packets stay staged for a key (the kernel's way)
             return
         if peer.static_static is None:
             self._purge_staged(peer, DropReason.INVALID_PEER_KEY)

@@ -35,7 +35,7 @@ from wgpy.events import (
     Verdict,
     key_b64,
 )
-from wgpy.io import tun, udp
+from wgpy.io import rtnl, tun, udp
 from wgpy.io.timer import DeviceTimer
 from wgpy.tools import pcapng
 from wgpy.tools.eventlog import JsonEventLog
@@ -48,8 +48,10 @@ _READ_BATCH: Final = 128
 _CAPTURE_BUFFER_LIMIT: Final = 4 << 20
 _GSO_ERRNOS: Final = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
 _LINK_POLL_SECONDS: Final = 1.0
+#: Link polling while the interface lives in another namespace, whose rtnetlink events the
+#: daemon does not receive (a socket there would keep that namespace alive).
+_MOVED_LINK_POLL_SECONDS: Final = 0.1
 _MAX_PACKET: Final = 65535
-RTMGRP_LINK: Final = 1
 
 log = logging.getLogger("wgpy")
 
@@ -110,6 +112,11 @@ class DeviceRunner:
         self._receiver = udp.Receiver()
         # remote endpoint -> control message sending from the local address it last reached
         self._sources: dict[tuple[str, int], udp.Cmsg] = {}
+        # remote endpoint -> index of the interface its datagrams arrived on (for the check
+        # the kernel makes: an IPv4 source is kept only while the route leaves through it)
+        self._source_ifindex: dict[tuple[str, int], int] = {}
+        self._revalidation: asyncio.Handle | None = None
+        self._link_moved = False
         self._tun_buffers = [bytearray(_MAX_PACKET)]
         self._tun_view = memoryview(self._tun_buffers[0])
         self._gso = os.environ.get("WGPY_NO_GSO") != "1"
@@ -169,8 +176,10 @@ class DeviceRunner:
         device = self.device
         now = time.monotonic()
         gro = self._gro
-        receive = self._receiver.receive
+        receiver = self._receiver
+        receive = receiver.receive
         sources = self._sources
+        source_ifindex = self._source_ifindex
         for _ in range(_READ_BATCH):
             try:
                 datagrams, endpoint, source = receive(sock, gro)
@@ -185,11 +194,15 @@ class DeviceRunner:
             if (
                 source is not None
                 and device.authenticated_received != authenticated
-                and sources.get(endpoint) != source
+                and (
+                    sources.get(endpoint) != source
+                    or source_ifindex.get(endpoint) != receiver.ifindex
+                )
             ):
                 # learned from authenticated datagrams only, as wireguard-go does; replies
                 # to them (handshake responses) go out at the flush below, from this source
                 sources[endpoint] = source
+                source_ifindex[endpoint] = receiver.ifindex
                 if len(sources) > 2 * len(device.peers) + 64:
                     self._prune_sources()
         self.flush()
@@ -199,11 +212,37 @@ class DeviceRunner:
         their old endpoints behind)."""
         endpoints = {peer.endpoint for peer in self.device.peers.values()}
         self._sources = {ep: cmsg for ep, cmsg in self._sources.items() if ep in endpoints}
+        self._source_ifindex = {
+            ep: index for ep, index in self._source_ifindex.items() if ep in self._sources
+        }
+
+    def _revalidate_sources(self) -> None:
+        """Routes or addresses changed: forget each sticky source the kernel would drop at its
+        next send (address gone; for IPv4 also: the route to the peer from that address now
+        leaves through another interface than the peer's datagrams came in on)."""
+        self._revalidation = None
+        for endpoint, cmsg in list(self._sources.items()):
+            address, scope = udp.source_address(cmsg)
+            keep = rtnl.is_local_address(address, scope)
+            arrived_on = self._source_ifindex.get(endpoint, 0)
+            if keep and ":" not in address and arrived_on:
+                try:
+                    keep = rtnl.route_oif(endpoint[0], address, self.device.fwmark) == arrived_on
+                except OSError:
+                    keep = False
+            if not keep:
+                log.debug("Sticky source %s for %s:%d forgotten", address, *endpoint)
+                del self._sources[endpoint]
+                self._source_ifindex.pop(endpoint, None)
 
     def _on_tun(self) -> None:
         device = self.device
         now = time.monotonic()
         buffers, view = self._tun_buffers, self._tun_view
+        if not device.is_up:
+            # packets come only from an interface that is up: a change not seen yet (the
+            # interface lives in another namespace, or rtnetlink is late)
+            self._check_link()
         for _ in range(_READ_BATCH):
             try:
                 # into a preallocated buffer: os.read would allocate 64 KiB per packet
@@ -212,7 +251,8 @@ class DeviceRunner:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
-                self._shutdown(f"TUN read failed: {error}")
+                gone = error.errno in tun.GONE_ERRNOS
+                self._shutdown("interface removed" if gone else f"TUN read failed: {error}")
                 return
             if not packet:
                 self._shutdown("TUN closed")
@@ -281,6 +321,9 @@ class DeviceRunner:
     # ------------------------------------------------------------------ UAPI
 
     async def _serve_uapi(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # an `ip link set up` or `down` just before `wg` must be seen, even where no rtnetlink
+        # event reaches the daemon (interface moved to another namespace)
+        self._check_link()
         connection = UapiConnection(self.device, self, time.monotonic)
         first = True
         try:
@@ -379,42 +422,61 @@ class DeviceRunner:
     # ------------------------------------------------------------ link state
 
     def _check_link(self) -> None:
+        """Follow the interface: up/down, MTU, and its deletion (wherever it lives now)."""
         try:
-            flags = tun.link_flags(self.ifname)
-            self.device.mtu = tun.get_mtu(self.ifname)
+            state = tun.link_state(self.tun_fd)
         except OSError as error:
-            if error.errno in (errno.ENODEV, errno.ENXIO):
+            if error.errno in tun.GONE_ERRNOS:
                 self._shutdown("interface removed")
             return
-        running = bool(flags & tun.IFF_UP and flags & tun.IFF_RUNNING)
+        self.device.mtu = state.mtu
+        self._link_moved = state.moved
+        running = state.running
         previous, self._link_running = self._link_running, running
-        if previous is None or previous == running:
+        if previous == running:
             return
         now = time.monotonic()
-        if running and not self.device.is_up:
-            log.info("Interface state was Down, requested Up, now Up")
+        if running:
+            if previous is not None:
+                log.info("Interface state was Down, requested Up, now Up")
             self.device.up(now)
-            try:
-                self._open_sockets()
-            except OSError as error:
-                log.error("Unable to update bind: %s", error)
-        elif not running and self.device.is_up:
-            log.info("Interface state was Up, requested Down, now Down")
+            if self.sock4 is None and self.sock6 is None:
+                try:
+                    self._open_sockets()
+                except OSError as error:
+                    log.error("Unable to update bind: %s", error)
+        else:
+            if previous is not None:
+                log.info("Interface state was Up, requested Down, now Down")
+            # like the kernel: nothing is sent and no port is bound while the link is down
             self.device.down(now)
             self._close_sockets()
         self.flush()
 
     def _on_netlink(self) -> None:
         assert self._netlink is not None
+        types: set[int] = set()
         with contextlib.suppress(OSError):
             while True:
-                self._netlink.recv(65536)
-        self._check_link()
+                types |= rtnl.message_types(self._netlink.recv(65536))
+        if types & rtnl.ROUTING_MESSAGES and self._sources and self._revalidation is None:
+            assert self._loop is not None
+            self._revalidation = self._loop.call_soon(self._revalidate_sources)
+        if not types or types & rtnl.LINK_MESSAGES:
+            self._check_link()
 
     async def _watch(self) -> None:
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(_LINK_POLL_SECONDS)
-            self.device.wall_offset = time.time() - time.monotonic()
+            await asyncio.sleep(
+                _MOVED_LINK_POLL_SECONDS if self._link_moved else _LINK_POLL_SECONDS
+            )
+            self._check_link()
+            now = time.monotonic()
+            if now - last < _LINK_POLL_SECONDS:
+                continue
+            last = now
+            self.device.wall_offset = time.time() - now
             if self._metrics is not None:
                 from wgpy.tools.metrics import take_snapshot  # loaded with the collector
 
@@ -426,7 +488,6 @@ class DeviceRunner:
             if inode != self.uapi_inode:
                 self._shutdown("UAPI socket removed")
                 return
-            self._check_link()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -444,16 +505,15 @@ class DeviceRunner:
             loop.add_signal_handler(
                 signum, self._shutdown, f"received {signal.Signals(signum).name}"
             )
-        self._open_sockets()
         loop.add_reader(self.tun_fd, self._on_tun)
         try:
-            self._netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-            self._netlink.bind((0, RTMGRP_LINK))
-            self._netlink.setblocking(False)
+            # in the namespace the daemon (and its UDP sockets) live in, whatever happens to
+            # the interface later
+            self._netlink = rtnl.subscribe(rtnl.RTMGRP_LINK | rtnl.ROUTING_GROUPS)
             loop.add_reader(self._netlink.fileno(), self._on_netlink)
         except OSError:
             self._netlink = None
-        self._check_link()
+        self._check_link()  # binds the sockets if the link is up already
         server = await asyncio.start_unix_server(
             self._serve_uapi, sock=self.uapi_socket, backlog=socket.SOMAXCONN
         )
@@ -472,6 +532,8 @@ class DeviceRunner:
             if self._netlink is not None:
                 loop.remove_reader(self._netlink.fileno())
                 self._netlink.close()
+            if self._revalidation is not None:
+                self._revalidation.cancel()
             self._close_sockets()
             self._timer.cancel()
         log.info("Shutting down: %s", why)

@@ -128,16 +128,32 @@ def _source_cmsg(level: int, kind: int, value: bytes) -> Cmsg | None:
     return None
 
 
+def _arrival_ifindex(level: int, value: bytes) -> int:
+    """The interface index in an in_pktinfo (first field) or in6_pktinfo (after the address)."""
+    offset = 16 if level == socket.IPPROTO_IPV6 else 0
+    return int(struct.unpack_from("=i", value, offset)[0])
+
+
+def source_address(source: Cmsg) -> tuple[str, int]:
+    """The local address (and IPv6 scope) that a sticky-source control message sends from."""
+    level, _, value = source
+    if level == socket.IPPROTO_IPV6:
+        return socket.inet_ntop(socket.AF_INET6, value[:16]), int.from_bytes(value[16:20], "little")
+    return socket.inet_ntop(socket.AF_INET, value[4:8]), 0
+
+
 class Receiver:
     """Reads datagrams into one preallocated 64 KiB buffer and copies out only the bytes
     received: ``recvfrom(65535)`` would allocate (and the allocator often fault in) 64 KiB
     per datagram, the largest single cost of a small packet in the profile."""
 
-    __slots__ = ("_buffer", "_view")
+    __slots__ = ("_buffer", "_view", "ifindex")
 
     def __init__(self) -> None:
         self._buffer = bytearray(65535)
         self._view = memoryview(self._buffer)
+        #: The interface the last datagram with packet info arrived on (0 if unknown).
+        self.ifindex = 0
 
     def receive(
         self, sock: socket.socket, gro: bool
@@ -155,6 +171,8 @@ class Receiver:
                 segment = struct.unpack_from("=i", value)[0]
             else:
                 source = _source_cmsg(level, kind, value)
+                if source is not None:
+                    self.ifindex = _arrival_ifindex(level, value)
         if gro and 0 < segment < size:
             datagrams = [bytes(view[i : min(i + segment, size)]) for i in range(0, size, segment)]
             return datagrams, endpoint, source

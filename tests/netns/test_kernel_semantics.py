@@ -1,0 +1,234 @@
+"""Where wgpyd behaves like the kernel module rather than like Debian's wireguard-go, as the
+kernel's own selftest (tools/testing/selftests/wireguard/netns.sh) expects:
+
+- the interface may be moved to another namespace after it was created (the UDP sockets stay
+  where it was created); wgpyd keeps serving it there, follows up/down and MTU changes, and
+  exits when it is deleted, also by deleting its namespace;
+- nothing is sent (and no port is bound) while the interface is down; a peer with persistent
+  keepalive sends at once when it comes up, or when a first private key arrives later;
+- a sticky source address is dropped when the route to the peer moves to another interface.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Final
+
+import pytest
+
+from tests.netns.harness import (
+    WG_RUN_DIR,
+    Netns,
+    WgDaemon,
+    genkey,
+    ping,
+    pubkey,
+    start_wg_daemon,
+    start_wireguard_go,
+    unique_ifname,
+    veth_pair,
+    wait_for,
+    wg,
+    wg_dump,
+    write_secret,
+)
+
+pytestmark = pytest.mark.netns
+
+WGPYD: Final[tuple[str, ...]] = (sys.executable, "-m", "wgpy.daemon", "-f")
+TUNNEL_OVERHEAD: Final = 32  # data message header (16) + Poly1305 tag (16)
+
+
+def _udp_port_bound(ns: Netns, port: int) -> bool:
+    out = ns.run("ss", "-Huln", f"sport = :{port}").stdout
+    return bool(out.strip())
+
+
+def _exited(daemon: WgDaemon) -> bool:
+    return not daemon.alive
+
+
+def _configure_pair(
+    inner: Netns, ifname: str, peer_ns: Netns, peer_if: str, *, endpoint: str
+) -> tuple[str, str]:
+    """Keys, ports and tunnel addresses for wgpyd's interface (configured from ``inner``)
+    and a peer; returns (wgpyd's public key, the peer's public key)."""
+    key, peer_key = genkey(), genkey()
+    wg(
+        inner,
+        "set",
+        ifname,
+        "private-key",
+        str(write_secret(inner, f"{ifname}.key", key)),
+        "listen-port",
+        "51000",
+        "peer",
+        pubkey(peer_key),
+        "allowed-ips",
+        "10.201.0.2/32",
+        "endpoint",
+        endpoint,
+    )
+    wg(
+        peer_ns,
+        "set",
+        peer_if,
+        "private-key",
+        str(write_secret(peer_ns, f"{peer_if}.key", peer_key)),
+        "listen-port",
+        "51001",
+        "peer",
+        pubkey(key),
+        "allowed-ips",
+        "10.201.0.1/32",
+    )
+    for ns, name, address in ((inner, ifname, "10.201.0.1"), (peer_ns, peer_if, "10.201.0.2")):
+        ns.run("ip", "addr", "add", f"{address}/24", "dev", name)
+        ns.run("ip", "link", "set", name, "up")
+    return pubkey(key), pubkey(peer_key)
+
+
+def test_interface_moved_to_another_namespace_is_served_there(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    home, inner, remote = netns_factory(), netns_factory(), netns_factory()
+    veth_pair(home, remote, "10.99.0.1", "10.99.0.2")
+    ifname, peer_if = unique_ifname(), unique_ifname()
+    daemon = start_wg_daemon(home, ifname, WGPYD)
+    start_wireguard_go(remote, peer_if)
+    home.run("ip", "link", "set", ifname, "netns", inner.name)
+
+    time.sleep(1.5)  # longer than one link poll: the move must not look like a deletion
+    assert daemon.alive, daemon.log()
+    assert home.run("ip", "link", "show", ifname, check=False).returncode != 0
+    _configure_pair(inner, ifname, remote, peer_if, endpoint="10.99.0.2:51001")
+
+    # the tunnel works both ways from the namespace the interface was moved to; the UDP
+    # socket stayed in the one it was created in
+    assert ping(inner, "10.201.0.2", count=3).returncode == 0
+    assert ping(remote, "10.201.0.1", count=3).returncode == 0
+    assert _udp_port_bound(home, 51000)
+    assert not _udp_port_bound(inner, 51000)
+
+    # down and up in the new namespace are followed: the port is closed while down
+    inner.run("ip", "link", "set", ifname, "down")
+    wait_for(lambda: not _udp_port_bound(home, 51000), 5, what="port closed while down")
+    inner.run("ip", "link", "set", ifname, "up")
+    wait_for(lambda: _udp_port_bound(home, 51000), 5, what="port bound again once up")
+    assert ping(inner, "10.201.0.2", count=3).returncode == 0
+
+    # the MTU is followed: a packet of exactly the MTU is padded to the MTU, not past it
+    inner.run("ip", "link", "set", ifname, "mtu", "1281")
+    time.sleep(0.5)
+    before = wg_dump(inner, ifname).peers[wg_dump(remote, peer_if).public_key or ""].tx_bytes
+    inner.run("ping", "-c", "1", "-W", "2", "-s", str(1281 - 28), "-M", "do", "10.201.0.2")
+    after = wg_dump(inner, ifname).peers[wg_dump(remote, peer_if).public_key or ""].tx_bytes
+    assert after - before == 1281 + TUNNEL_OVERHEAD
+
+    # deleting the interface where it lives now ends the daemon and removes its socket
+    inner.run("ip", "link", "del", ifname)
+    wait_for(lambda: _exited(daemon), 10, what="wgpyd exiting after the interface is deleted")
+    assert "interface removed" in daemon.log()
+    assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
+
+
+def test_deleting_the_namespace_of_a_moved_interface_ends_wgpyd(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    home = netns_factory()
+    target = Netns()
+    try:
+        ifname = unique_ifname()
+        daemon = start_wg_daemon(home, ifname, WGPYD)
+        home.run("ip", "link", "set", ifname, "netns", target.name)
+        target.run("ip", "link", "set", ifname, "up")
+        time.sleep(1.5)
+        assert daemon.alive, daemon.log()
+    finally:
+        target.close()  # `ip netns del`: the kernel deletes the interface with the namespace
+    wait_for(lambda: _exited(daemon), 10, what="wgpyd exiting with its interface's namespace")
+    assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
+
+
+def _tx_bytes(ns: Netns, ifname: str) -> int:
+    return sum(peer.tx_bytes for peer in wg_dump(ns, ifname).peers.values())
+
+
+def test_nothing_is_sent_while_down_and_persistent_keepalive_goes_out_on_up(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    ns = netns_factory()
+    ifname = unique_ifname()
+    start_wg_daemon(ns, ifname, WGPYD)
+    key_file = write_secret(ns, "key", genkey())
+    peer = pubkey(genkey())
+    wg(ns, "set", ifname, "private-key", str(key_file), "peer", peer)
+    wg(ns, "set", ifname, "peer", peer, "endpoint", "127.0.0.1:1", "persistent-keepalive", "1")
+    time.sleep(0.5)
+    assert _tx_bytes(ns, ifname) == 0
+    assert wg_dump(ns, ifname).listen_port == 0  # no port while down (none was asked for)
+    ns.run("ip", "link", "set", ifname, "up")
+    # no sleep: the initiation goes out as the interface comes up (netns.sh reads at once)
+    assert _tx_bytes(ns, ifname) == 148
+    assert wg_dump(ns, ifname).listen_port != 0
+
+
+def test_keepalive_waiting_for_a_first_private_key_goes_out_when_it_is_set(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    ns = netns_factory()
+    ifname = unique_ifname()
+    start_wg_daemon(ns, ifname, WGPYD)
+    peer = pubkey(genkey())
+    wg(ns, "set", ifname, "peer", peer, "endpoint", "127.0.0.1:1", "persistent-keepalive", "1")
+    assert _tx_bytes(ns, ifname) == 0
+    ns.run("ip", "link", "set", ifname, "up")
+    assert _tx_bytes(ns, ifname) == 0  # no key: no handshake can be made
+    time.sleep(0.5)
+    assert _tx_bytes(ns, ifname) == 0
+    wg(ns, "set", ifname, "private-key", str(write_secret(ns, "key", genkey())))
+    assert _tx_bytes(ns, ifname) == 148
+
+
+def test_sticky_source_follows_a_route_to_another_interface(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    """netns.sh "another interface route takes precedence": once a route with another
+    interface and source wins, the next datagram leaves from that source."""
+    ns1, ns2 = netns_factory(), netns_factory()
+    veth1, _ = veth_pair(ns1, ns2, "10.0.0.1", "10.0.0.2")
+    veth3, veth4 = f"{veth1[:-1]}c", f"{veth1[:-1]}d"
+    ns1.run("ip", "link", "add", veth3, "type", "veth", "peer", "name", veth4, "netns", ns2.name)
+    ns1.run("ip", "addr", "add", "10.0.0.3/24", "dev", veth3)
+    ns1.run("ip", "link", "set", veth3, "up")
+    ns2.run("ip", "link", "set", veth4, "up")
+    if1, if2 = unique_ifname(), unique_ifname()
+    start_wg_daemon(ns1, if1, WGPYD)
+    start_wireguard_go(ns2, if2)
+    pub1, _ = _configure_pair(ns1, if1, ns2, if2, endpoint="10.0.0.2:51001")
+    ns1.run("ip", "route", "flush", "dev", veth1)
+    ns1.run("ip", "route", "flush", "dev", veth3)
+    ns1.run("ip", "route", "add", "10.0.0.0/24", "dev", veth1, "src", "10.0.0.1", "metric", "2")
+    assert ping(ns1, "10.201.0.2", count=1).returncode == 0
+    assert wg_dump(ns2, if2).peers[pub1].endpoint == "10.0.0.1:51000"
+
+    ns1.run("ip", "route", "add", "10.0.0.0/24", "dev", veth3, "src", "10.0.0.3", "metric", "1")
+    for ns, conf in ((ns1, veth1), (ns2, veth4), (ns1, "all"), (ns2, "all")):
+        ns.run("sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=0")
+    assert ping(ns1, "10.201.0.2", count=1).returncode == 0
+    assert wg_dump(ns2, if2).peers[pub1].endpoint == "10.0.0.3:51000"
+
+
+def test_daemon_started_on_a_down_interface_reports_a_configured_port_without_binding_it(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    ns = netns_factory()
+    ifname = unique_ifname()
+    start_wg_daemon(ns, ifname, WGPYD)
+    wg(ns, "set", ifname, "listen-port", "51777")
+    assert wg_dump(ns, ifname).listen_port == 51777
+    assert not _udp_port_bound(ns, 51777)
+    ns.run("ip", "link", "set", ifname, "up")
+    assert _udp_port_bound(ns, 51777)
