@@ -37,7 +37,7 @@ from wgpy.events import (
     PacketDropped,
     Verdict,
 )
-from wgpy.packet import icmp_unreachable, inner_info
+from wgpy.packet import icmp_unreachable, inner_info, may_answer_unreachable
 from wgpy.peer import MAX_STAGED_PACKETS, NO_PRESHARED_KEY, Endpoint, Keypair, Peer
 from wgpy.ratelimiter import RateLimiter
 from wgpy.replay import REJECT_AFTER_MESSAGES
@@ -132,6 +132,11 @@ class Device:
         self._keypair_index: dict[int, Keypair] = {}
         self._datagrams: list[tuple[bytes, Endpoint]] = []
         self._packets: list[bytes] = []
+        #: Set by an adapter that sends ICMP errors from the interface's own network stack
+        #: (as the kernel module does): packets no peer has are then handed out by
+        #: ``unreachable_packets()`` instead of an ICMP error written to the TUN.
+        self.icmp_from_stack = False
+        self._unreachable: list[bytes] = []
         self._events: collections.deque[Event] = collections.deque()
         self.max_events = 65536
         #: Called for every inner packet sent, delivered or dropped while set (captures).
@@ -152,6 +157,12 @@ class Device:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         out, self._datagrams = self._datagrams, []
+        return out
+
+    def unreachable_packets(self) -> list[bytes]:
+        """Packets that no peer has and that get an ICMP error (``icmp_from_stack`` only),
+        rate-limited like the TUN answers."""
+        out, self._unreachable = self._unreachable, []
         return out
 
     def packets_to_deliver(self) -> list[bytes]:
@@ -914,6 +925,11 @@ class Device:
         )
         self._icmp_last = now
         if self._icmp_tokens < 1.0:
+            return
+        if self.icmp_from_stack:
+            if may_answer_unreachable(packet):
+                self._icmp_tokens -= 1.0
+                self._unreachable.append(packet)
             return
         reply = icmp_unreachable(packet)
         if reply is not None:

@@ -232,3 +232,47 @@ def test_daemon_started_on_a_down_interface_reports_a_configured_port_without_bi
     assert not _udp_port_bound(ns, 51777)
     ns.run("ip", "link", "set", ifname, "up")
     assert _udp_port_bound(ns, 51777)
+
+
+@pytest.mark.parametrize("nat", [False, True], ids=["routed", "snat"])
+def test_icmp_unreachable_comes_from_the_router_with_nat_undone(
+    netns_factory: Callable[[], Netns], nat: bool
+) -> None:
+    """netns.sh's NAT case: a router forwards (and SNATs) a sender's packet into wg0 where no
+    peer has the destination; the kernel undoes the NAT and answers from the router's own
+    address facing the sender, which passes the sender's filter on error sources."""
+    sender, router = netns_factory(), netns_factory()
+    s_if, r_if = veth_pair(
+        sender, router, "10.0.0.1", "10.0.0.100", addr6_a="fd10::1", addr6_b="fd10::100"
+    )
+    ifname = unique_ifname()
+    start_wg_daemon(router, ifname, WGPYD)
+    wg(router, "set", ifname, "private-key", str(write_secret(router, "key", genkey())))
+    wg(router, "set", ifname, "peer", pubkey(genkey()), "allowed-ips", "192.168.241.9/32")
+    router.run("ip", "addr", "add", "192.168.241.2/24", "dev", ifname)
+    router.run("ip", "-6", "addr", "add", "fd00::2/112", "dev", ifname, "nodad")
+    router.run("ip", "link", "set", ifname, "up")
+    router.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    if nat:
+        router.run(
+            "nft", "-f", "-",
+            input="table ip wgpyt_nat { chain post { type nat hook postrouting priority 100; "
+            "ip saddr 10.0.0.0/24 ip daddr 192.168.241.0/24 snat to 192.168.241.2; }; }\n",
+        )  # fmt: skip
+    sender.run(
+        "nft", "-f", "-",
+        input=f"table inet wgpyt_filter {{ chain input {{ type filter hook input priority 0; "
+        f'iifname "{s_if}" ip saddr != 10.0.0.0/24 drop; '
+        f'iifname "{s_if}" ip6 saddr != fd10::/64 drop; }}; }}\n',
+    )  # fmt: skip
+    sender.run("ip", "route", "add", "192.168.241.1", "via", "10.0.0.100")
+    sender.run("ip", "-6", "route", "add", "fd00::1", "via", "fd10::100")
+
+    v4 = sender.run("ping", "-c", "1", "-W", "1", "192.168.241.1", check=False)
+    assert "From 10.0.0.100 icmp_seq=1 Destination Host Unreachable" in v4.stdout, v4.stdout
+    if not nat:
+        v6 = sender.run("ping", "-c", "1", "-W", "1", "fd00::1", check=False)
+        assert "From fd10::100 icmp_seq=1 Destination unreachable: Address unreachable" in (
+            v6.stdout
+        ), v6.stdout
+    assert r_if  # the router's side of the link the error left through

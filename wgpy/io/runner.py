@@ -35,8 +35,9 @@ from wgpy.events import (
     Verdict,
     key_b64,
 )
-from wgpy.io import rtnl, tun, udp
+from wgpy.io import icmp_errors, rtnl, tun, udp
 from wgpy.io.timer import DeviceTimer
+from wgpy.packet import icmp_unreachable
 from wgpy.tools import pcapng
 from wgpy.tools.eventlog import JsonEventLog
 from wgpy.uapi import UapiConnection
@@ -102,6 +103,9 @@ class DeviceRunner:
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.device = device
+        # ICMP errors for destinations no peer has leave from the interface's stack, as the
+        # kernel's do (with NAT undone): see io/icmp_errors.py
+        device.icmp_from_stack = True
         self.ifname = ifname
         self.tun_fd = tun_fd
         self.uapi_socket = uapi_socket
@@ -277,6 +281,8 @@ class DeviceRunner:
                 os.write(self.tun_fd, packet)
             except OSError as error:
                 device.report_tun_write_failure(packet, error.strerror or str(error))
+        for packet in device.unreachable_packets():
+            self._answer_unreachable(packet)
         json_log = self._json_log
         if json_log is not None and self._json_stream is not None:
             now, wall = time.monotonic(), time.time()
@@ -292,6 +298,14 @@ class DeviceRunner:
             for _ in device.events():
                 pass
         self._schedule_timer()
+
+    def _answer_unreachable(self, packet: bytes) -> None:
+        if icmp_errors.send_unreachable(self.tun_fd, packet):
+            return
+        reply = icmp_unreachable(packet)  # no raw socket here: the TUN answer
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.tun_fd, reply)
 
     def _send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         device = self.device

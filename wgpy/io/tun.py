@@ -82,8 +82,8 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _socket_in_netns(netns_fd: int) -> socket.socket:
-    """A datagram socket of the namespace ``netns_fd``, made by entering it for the call.
+def _socket_in_netns(netns_fd: int, family: int, kind: int, proto: int) -> socket.socket:
+    """A socket of the namespace ``netns_fd``, made by entering it for the call.
 
     Only the calling thread switches, and it switches back before returning."""
     global _own_netns_fd
@@ -91,9 +91,28 @@ def _socket_in_netns(netns_fd: int) -> socket.socket:
         _own_netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     _setns(netns_fd)
     try:
-        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return socket.socket(family, kind, proto)
     finally:
         _setns(_own_netns_fd)
+
+
+def device_socket(
+    fd: int,
+    family: int = socket.AF_INET,
+    kind: int = socket.SOCK_DGRAM,
+    proto: int = 0,
+) -> tuple[socket.socket, bool]:
+    """A new socket in the namespace the TUN behind ``fd`` lives in, and whether that is
+    another namespace than the daemon's. The caller closes it soon: it keeps that namespace
+    alive."""
+    netns_fd = fcntl.ioctl(fd, TUNGETDEVNETNS)
+    try:
+        moved = os.fstat(netns_fd).st_ino != os.stat("/proc/thread-self/ns/net").st_ino
+        if moved:
+            return _socket_in_netns(netns_fd, family, kind, proto), True
+        return socket.socket(family, kind, proto), False
+    finally:
+        os.close(netns_fd)
 
 
 def link_state(fd: int) -> LinkState:
@@ -101,16 +120,7 @@ def link_state(fd: int) -> LinkState:
 
     Raises OSError with an errno in :data:`GONE_ERRNOS` once the interface is deleted."""
     name = tun_name(fd)
-    netns_fd = fcntl.ioctl(fd, TUNGETDEVNETNS)
-    try:
-        moved = os.fstat(netns_fd).st_ino != os.stat("/proc/thread-self/ns/net").st_ino
-        sock = (
-            _socket_in_netns(netns_fd)
-            if moved
-            else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        )
-    finally:
-        os.close(netns_fd)
+    sock, moved = device_socket(fd)
     with sock:
         flags = _ioctl_on(sock, name, SIOCGIFFLAGS) & 0xFFFF
         mtu = _ioctl_on(sock, name, SIOCGIFMTU)
