@@ -16,6 +16,7 @@ Everything here is best effort: ``send_unreachable`` returns False when it could
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 import struct
 from typing import Final
@@ -58,6 +59,7 @@ _ICMP_REPLY_TYPE: Final = {8: 0, 13: 14, 15: 16, 17: 18}
 _ICMPV6_REPLY_TYPE: Final = {128: 129}
 _PORTED_PROTOCOLS: Final = frozenset({6, 17, 33, 132, 136})  # TCP UDP DCCP SCTP UDP-Lite
 _sequence = itertools.count(1)
+log = logging.getLogger("wgpy")
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -169,12 +171,14 @@ def send_unreachable(tun_fd: int, packet: bytes) -> bool:
     proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
     try:
         raw, _ = tun.device_socket(tun_fd, family, socket.SOCK_RAW, proto)
-    except OSError:
+    except OSError as error:
+        log.debug("ICMP error from the stack: no raw socket (%s)", error)
         return False
     with raw:
         raw.setblocking(False)
         try:
             raw.sendto(icmp, (socket.inet_ntop(family, destination), 0))
-        except OSError:
+        except OSError as error:
+            log.debug("ICMP error from the stack not sent: %s", error)
             return False
     return True
