@@ -106,6 +106,12 @@ class Device:
     ) -> None:
         self.random = random
         self.mtu = mtu
+        #: MTUs of routes through the interface (``ip route ... dev wg0 mtu N``), kept by an
+        #: adapter. The kernel pads to the MTU of the packet's route, not the device's; when
+        #: a route's MTU could make a difference for a packet, ``route_mtu(packet)`` (the
+        #: adapter's lookup; 0 = none set) decides.
+        self.route_mtus: tuple[int, ...] = ()
+        self.route_mtu: Callable[[bytes], int] | None = None
         #: Added to ``now`` to get Unix time (TAI64N stamps and "latest handshake").
         self.wall_offset = wall_offset
         self.listen_port = 0
@@ -968,7 +974,10 @@ class Device:
         size = len(packet)
         if self.tap is not None and size:
             self.tap(Direction.OUTGOING, Verdict.SENT, peer.public_key, packet, None)
-        padded = messages.padded_length(size, self.mtu)
+        mtu = self.mtu
+        if self.route_mtus and size & 15 and self.route_mtu is not None:
+            mtu = self.route_mtu(packet) or mtu
+        padded = messages.padded_length(size, mtu)
         if padded != size:
             packet += bytes(padded - size)
         datagram = _DATA_HEADER.pack(_TYPE_DATA, keypair.remote_index, counter) + (

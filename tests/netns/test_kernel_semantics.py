@@ -276,3 +276,34 @@ def test_icmp_unreachable_comes_from_the_router_with_nat_undone(
         assert "From fd10::100 icmp_seq=" in v6.stdout, v6.stdout
         assert "Destination unreachable: Address unreachable" in v6.stdout, v6.stdout
     assert r_if  # the router's side of the link the error left through
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["in-place", "moved"])
+def test_padding_follows_the_mtu_of_the_packets_route(
+    netns_factory: Callable[[], Netns], moved: bool
+) -> None:
+    """netns.sh "route MTUs work with the padding": the kernel pads a packet to the MTU of
+    its route (``ip route add ... dev wg0 mtu 1299``), not past it to the device's."""
+    home, remote = netns_factory(), netns_factory()
+    inner = netns_factory() if moved else home
+    veth_pair(home, remote, "10.99.0.1", "10.99.0.2")
+    ifname, peer_if = unique_ifname(), unique_ifname()
+    start_wg_daemon(home, ifname, WGPYD)
+    start_wireguard_go(remote, peer_if)
+    if moved:
+        home.run("ip", "link", "set", ifname, "netns", inner.name)
+    _, peer_pub = _configure_pair(inner, ifname, remote, peer_if, endpoint="10.99.0.2:51001")
+    inner.run("ip", "link", "set", ifname, "mtu", "1300")
+    assert ping(inner, "10.201.0.2", count=1).returncode == 0
+
+    def tx_for_one_ping() -> int:
+        before = wg_dump(inner, ifname).peers[peer_pub].tx_bytes
+        # 1297 bytes: padded to 1312 would pass the MTU; to the route's MTU when one is set
+        inner.run("ping", "-c", "1", "-W", "2", "-s", "1269", "10.201.0.2")
+        return wg_dump(inner, ifname).peers[peer_pub].tx_bytes - before
+
+    assert tx_for_one_ping() == 1300 + TUNNEL_OVERHEAD
+    inner.run("ip", "route", "add", "10.201.0.2/32", "dev", ifname, "mtu", "1299")
+    assert tx_for_one_ping() == 1299 + TUNNEL_OVERHEAD  # no wait: the route's event is read first
+    inner.run("ip", "route", "del", "10.201.0.2/32", "dev", ifname, "mtu", "1299")
+    assert tx_for_one_ping() == 1300 + TUNNEL_OVERHEAD

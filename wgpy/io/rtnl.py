@@ -43,6 +43,14 @@ ROUTING_GROUPS: Final = (
 LINK_MESSAGES: Final = frozenset({16, 17})  # RTM_NEWLINK, RTM_DELLINK
 ROUTING_MESSAGES: Final = frozenset({20, 21, 24, 25})  # RTM_{NEW,DEL}ADDR, RTM_{NEW,DEL}ROUTE
 
+NLM_F_DUMP: Final = 0x300
+NLMSG_DONE: Final = 3
+RTA_METRICS: Final = 8
+RTAX_MTU: Final = 2
+SOL_NETLINK: Final = 270
+NETLINK_LISTEN_ALL_NSID: Final = 8
+NETLINK_GET_STRICT_CHK: Final = 12
+
 _NLMSGHDR: Final = struct.Struct("=IHHII")
 _RTMSG: Final = struct.Struct("=BBBBBBBBI")
 _sequence = itertools.count(1)
@@ -78,36 +86,91 @@ def route_oif(dst: str, src: str, mark: int = 0) -> int:
     body += _attribute(RTA_SRC, socket.inet_pton(family, src))
     if mark:
         body += _attribute(RTA_MARK, struct.pack("=I", mark))
-    sequence = next(_sequence) & 0xFFFFFFFF
-    request = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST, sequence, 0)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
         sock.settimeout(1.0)
-        sock.send(request + body)
-        while True:
-            reply = sock.recv(65536)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(reply):
-                length, kind, _, seq, _ = _NLMSGHDR.unpack_from(reply, offset)
-                if length < _NLMSGHDR.size:
-                    break
-                if seq == sequence:
-                    if kind == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", reply, offset + _NLMSGHDR.size)
-                        raise OSError(-code, f"route to {dst} from {src}: error {-code}")
-                    if kind == RTM_NEWROUTE:
-                        return _oif(reply[offset + _NLMSGHDR.size + _RTMSG.size : offset + length])
-                offset += (length + 3) & ~3
+        for reply in _request(sock, RTM_GETROUTE, 0, body):
+            return _oif(reply[_RTMSG.size :])
+    return 0
+
+
+def _attributes(data: bytes) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    offset = 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        found.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
+        offset += (length + 3) & ~3
+    return found
 
 
 def _oif(attributes: bytes) -> int:
-    offset = 0
-    while offset + 4 <= len(attributes):
-        length, kind = struct.unpack_from("=HH", attributes, offset)
-        if length < 4:
-            break
-        if kind == RTA_OIF and length >= 8:
-            return int(struct.unpack_from("=i", attributes, offset + 4)[0])
-        offset += (length + 3) & ~3
+    value = _attributes(attributes).get(RTA_OIF, b"")
+    return int(struct.unpack_from("=i", value)[0]) if len(value) >= 4 else 0
+
+
+def _mtu(attributes: dict[int, bytes]) -> int:
+    value = _attributes(attributes.get(RTA_METRICS, b"")).get(RTAX_MTU, b"")
+    return int(struct.unpack_from("=I", value)[0]) if len(value) >= 4 else 0
+
+
+def _request(sock: socket.socket, kind: int, flags: int, body: bytes) -> list[bytes]:
+    """Send one request and collect the bodies of its replies (raising its error)."""
+    sequence = next(_sequence) & 0xFFFFFFFF
+    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, sequence, 0)
+    sock.send(header + body)
+    bodies: list[bytes] = []
+    while True:
+        reply = sock.recv(1 << 16)
+        offset = 0
+        while offset + _NLMSGHDR.size <= len(reply):
+            length, got, _, seq, _ = _NLMSGHDR.unpack_from(reply, offset)
+            if length < _NLMSGHDR.size:
+                return bodies
+            if seq == sequence:
+                if got == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", reply, offset + _NLMSGHDR.size)
+                    if code:
+                        raise OSError(-code, f"rtnetlink request failed: error {-code}")
+                    return bodies
+                if got == NLMSG_DONE:
+                    return bodies
+                bodies.append(reply[offset + _NLMSGHDR.size : offset + length])
+                if not flags & NLM_F_DUMP:
+                    return bodies
+            offset += (length + 3) & ~3
+
+
+def route_mtus(sock: socket.socket, ifindex: int) -> set[int]:
+    """The MTUs set on routes (``ip route ... mtu N``) that leave through ``ifindex``, in all
+    tables of the namespace ``sock`` (an rtnetlink socket) belongs to."""
+    found: set[int] = set()
+    # with strict checking the kernel filters the dump by RTA_OIF itself (Linux 5.0+), so a
+    # namespace with a full routing table sends only this interface's routes
+    with contextlib.suppress(OSError):
+        sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        body += _attribute(RTA_OIF, struct.pack("=i", ifindex))
+        for reply in _request(sock, RTM_GETROUTE, NLM_F_DUMP, body):
+            attributes = _attributes(reply[_RTMSG.size :])
+            oif = attributes.get(RTA_OIF, b"")
+            if len(oif) >= 4 and struct.unpack_from("=i", oif)[0] == ifindex:
+                mtu = _mtu(attributes)
+                if mtu:
+                    found.add(mtu)
+    return found
+
+
+def route_mtu(sock: socket.socket, destination: bytes, ifindex: int) -> int:
+    """The MTU of the route to ``destination`` (4 or 16 bytes) through ``ifindex`` (``ip
+    route get DST oif DEV``), 0 when the route sets none."""
+    family = socket.AF_INET6 if len(destination) == 16 else socket.AF_INET
+    body = _RTMSG.pack(family, len(destination) * 8, 0, 0, 0, 0, 0, 0, 0)
+    body += _attribute(RTA_DST, destination) + _attribute(RTA_OIF, struct.pack("=i", ifindex))
+    for reply in _request(sock, RTM_GETROUTE, 0, body):
+        return _mtu(_attributes(reply[_RTMSG.size :]))
     return 0
 
 
@@ -125,12 +188,25 @@ def is_local_address(address: str, scope_id: int = 0) -> bool:
     return True
 
 
+def from_other_namespace(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    """Whether a message read with ``recvmsg`` came from another namespace (it then carries
+    that namespace's id here)."""
+    return any(
+        level == SOL_NETLINK and kind == NETLINK_LISTEN_ALL_NSID for level, kind, _ in ancillary
+    )
+
+
 def subscribe(groups: int) -> socket.socket:
-    """A non-blocking rtnetlink socket that receives the given multicast groups."""
+    """A non-blocking rtnetlink socket that receives the given multicast groups, of its own
+    namespace and of every namespace with an id in it."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         sock.bind((0, groups))
         sock.setblocking(False)
+        # also the events of namespaces that have an id here: the one the interface was
+        # moved to gets one with the move. An id does not keep that namespace alive.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
     except OSError:
         with contextlib.suppress(OSError):
             sock.close()

@@ -121,6 +121,10 @@ class DeviceRunner:
         self._source_ifindex: dict[tuple[str, int], int] = {}
         self._revalidation: asyncio.Handle | None = None
         self._link_moved = False
+        self._link_key: tuple[int, int] | None = None  # (ifindex, mtu) the route MTUs are for
+        # destination address -> MTU of its route through the interface (0: none set)
+        self._route_mtu_cache: dict[bytes, int] = {}
+        device.route_mtu = self._route_mtu_for
         self._tun_buffers = [bytearray(_MAX_PACKET)]
         self._tun_view = memoryview(self._tun_buffers[0])
         self._gso = os.environ.get("WGPY_NO_GSO") != "1"
@@ -238,6 +242,46 @@ class DeviceRunner:
                 log.debug("Sticky source %s for %s:%d forgotten", address, *endpoint)
                 del self._sources[endpoint]
                 self._source_ifindex.pop(endpoint, None)
+
+    def _refresh_route_mtus(self) -> None:
+        """Read the MTUs of the routes through the interface (in its namespace), so that
+        padding follows the packet's route as the kernel's does."""
+        self._route_mtu_cache.clear()
+        if self._link_key is None:
+            return
+        ifindex, mtu = self._link_key
+        try:
+            sock, _ = tun.device_socket(
+                self.tun_fd, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE
+            )
+            with sock:
+                sock.settimeout(1.0)
+                found = rtnl.route_mtus(sock, ifindex)
+        except OSError as error:
+            log.debug("Route MTUs of the interface not read: %s", error)
+            found = set()
+        self.device.route_mtus = tuple(sorted(found - {mtu}))
+
+    def _route_mtu_for(self, packet: bytes) -> int:
+        destination = packet[16:20] if packet[0] >> 4 == 4 else packet[24:40]
+        cached = self._route_mtu_cache.get(destination)
+        if cached is not None:
+            return cached
+        mtu = 0
+        if self._link_key is not None:
+            try:
+                sock, _ = tun.device_socket(
+                    self.tun_fd, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE
+                )
+                with sock:
+                    sock.settimeout(1.0)
+                    mtu = rtnl.route_mtu(sock, destination, self._link_key[0])
+            except OSError:
+                mtu = 0
+        if len(self._route_mtu_cache) >= 4096:
+            self._route_mtu_cache.clear()
+        self._route_mtu_cache[destination] = mtu
+        return mtu
 
     def _on_tun(self) -> None:
         device = self.device
@@ -445,6 +489,9 @@ class DeviceRunner:
             return
         self.device.mtu = state.mtu
         self._link_moved = state.moved
+        if self._link_key != (state.ifindex, state.mtu):
+            self._link_key = (state.ifindex, state.mtu)
+            self._refresh_route_mtus()
         running = state.running
         previous, self._link_running = self._link_running, running
         if previous == running:
@@ -468,16 +515,25 @@ class DeviceRunner:
         self.flush()
 
     def _on_netlink(self) -> None:
+        """rtnetlink events: of the daemon's own namespace (where the UDP sockets are), and of
+        other namespaces with an id here (one is where the interface was moved to)."""
         assert self._netlink is not None
-        types: set[int] = set()
+        own: set[int] = set()
+        foreign: set[int] = set()
         with contextlib.suppress(OSError):
             while True:
-                types |= rtnl.message_types(self._netlink.recv(65536))
-        if types & rtnl.ROUTING_MESSAGES and self._sources and self._revalidation is None:
+                data, ancillary, _, _ = self._netlink.recvmsg(1 << 16, socket.CMSG_SPACE(4))
+                types = rtnl.message_types(data)
+                (foreign if rtnl.from_other_namespace(ancillary) else own).update(types)
+        interface_events = foreign if self._link_moved else own
+        if not (own or foreign) or (own | foreign) & rtnl.LINK_MESSAGES:
+            self._check_link()
+        if interface_events & rtnl.ROUTING_MESSAGES:
+            # now, not later in the loop: a packet already waiting on the TUN may need it
+            self._refresh_route_mtus()
+        if own & rtnl.ROUTING_MESSAGES and self._sources and self._revalidation is None:
             assert self._loop is not None
             self._revalidation = self._loop.call_soon(self._revalidate_sources)
-        if not types or types & rtnl.LINK_MESSAGES:
-            self._check_link()
 
     async def _watch(self) -> None:
         last = time.monotonic()

@@ -28,6 +28,7 @@ IFF_UP: Final = 0x1
 IFF_RUNNING: Final = 0x40
 SIOCGIFFLAGS: Final = 0x8913
 SIOCGIFMTU: Final = 0x8921
+SIOCGIFINDEX: Final = 0x8933
 SIOCSIFMTU: Final = 0x8922
 IFNAMSIZ: Final = 16
 TUNGETDEVNETNS: Final = 0x54E3  # _IO('T', 227), Linux 5.2+
@@ -64,6 +65,8 @@ class LinkState:
     name: str
     flags: int
     mtu: int
+    #: The interface index in the namespace it lives in.
+    ifindex: int
     #: True when the interface lives in another network namespace than the daemon.
     moved: bool
 
@@ -124,7 +127,8 @@ def link_state(fd: int) -> LinkState:
     with sock:
         flags = _ioctl_on(sock, name, SIOCGIFFLAGS) & 0xFFFF
         mtu = _ioctl_on(sock, name, SIOCGIFMTU)
-    return LinkState(name, flags, mtu, moved)
+        ifindex = _ioctl_on(sock, name, SIOCGIFINDEX)
+    return LinkState(name, flags, mtu, ifindex, moved)
 
 
 def _ioctl_on(sock: socket.socket, name: str, request: int) -> int:
