@@ -5,7 +5,9 @@
 #
 # Idempotent: installs only the Debian packages that are missing, creates .venv only if it is
 # missing, and re-runs `pip install -e '.[dev,fuzz,bench]'` only when pyproject.toml changed since the last
-# successful run. Quiet on success; on failure the captured output of the failing step is shown.
+# successful run. Also fetches, without installing them, Debian's kernel and busybox for the
+# kernel tests (tests/kernel/) into .cache/kernel/ and builds the guest's boot files there.
+# Quiet on success; on failure the captured output of the failing step is shown.
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,7 +15,12 @@ cd -- "$ROOT"
 
 DEB_PACKAGES=(
     wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump tshark ncat procps nftables
+    qemu-system-x86
 )
+
+# Unpacked with dpkg-deb -x into .cache/kernel/ for tests/kernel/, never installed: the kernel
+# (its version is found at run time, see kernel_package) and a static busybox for the initramfs.
+KERNEL_CACHE=.cache/kernel
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -65,6 +72,51 @@ if ((${#missing[@]} > 0)); then
     fi
 fi
 
+# The versioned kernel package linux-image-amd64 depends on, e.g. linux-image-6.1.0-57-amd64.
+kernel_package() {
+    apt-cache depends linux-image-amd64 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n 1
+}
+
+# Download a Debian package (not installing it) and unpack it into $KERNEL_CACHE/NAME, once.
+fetch_unpacked() {
+    local pkg="$1" dest="$KERNEL_CACHE/$1" tmp
+    [[ -f "$dest/.unpacked" ]] && return 0
+    log "downloading and unpacking $pkg into $dest (not installing it)"
+    tmp="$(mktemp -d)"
+    # apt-get download runs as the _apt user when it can: let it write into the temp dir.
+    chmod 0777 -- "$tmp"
+    if ! (cd -- "$tmp" && quietly apt-get download "$pkg"); then
+        rm -rf -- "$tmp"
+        return 1
+    fi
+    rm -rf -- "$dest"
+    mkdir -p -- "$dest"
+    quietly dpkg-deb -x "$tmp"/"$pkg"_*.deb "$dest"
+    rm -rf -- "$tmp"
+    touch -- "$dest/.unpacked"
+}
+
+kernel_pkg="$(kernel_package)"
+if [[ -z "$kernel_pkg" ]]; then
+    quietly apt-get update
+    kernel_pkg="$(kernel_package)"
+fi
+if [[ -z "$kernel_pkg" ]]; then
+    log "apt-cache knows no linux-image-6.1.0-*-amd64 behind linux-image-amd64"
+    exit 1
+fi
+mkdir -p -- "$KERNEL_CACHE"
+fetch_unpacked "$kernel_pkg"
+fetch_unpacked busybox-static
+printf '%s\n' "$kernel_pkg" >"$KERNEL_CACHE/kernel-package"
+# a kernel package replaced by a newer one is 400 MB of nothing
+for old in "$KERNEL_CACHE"/linux-image-*; do
+    if [[ -d "$old" && "$old" != "$KERNEL_CACHE/$kernel_pkg" ]]; then
+        rm -rf -- "$old"
+    fi
+done
+
 PYTHON="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
     log "creating .venv with $PYTHON"
@@ -81,5 +133,8 @@ if [[ "$want" != "$have" ]] || ! .venv/bin/python -I -c 'import wgpy' >/dev/null
     quietly .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev,fuzz,bench]'
     printf '%s\n' "$want" >"$STAMP"
 fi
+
+log "building the kernel tests' guest files in $KERNEL_CACHE"
+quietly .venv/bin/python -m tests.kernel.image
 
 log "ok"

@@ -1,0 +1,1 @@
+"""Tests against a real kernel WireGuard: Debian's kernel booted in QEMU (see conftest.py)."""
