@@ -522,7 +522,12 @@ def _none_if(value: str, *nones: str) -> str | None:
 
 def wg_dump(ns: Netns, ifname: str) -> InterfaceDump:
     """Run `wg show IFNAME dump` inside `ns` and parse it."""
-    lines = wg(ns, "show", ifname, "dump").splitlines()
+    return parse_wg_dump(wg(ns, "show", ifname, "dump"), ifname)
+
+
+def parse_wg_dump(text: str, ifname: str) -> InterfaceDump:
+    """Parse the output of `wg show IFNAME dump` (run wherever)."""
+    lines = text.splitlines()
     if not lines:
         raise HarnessError(f"`wg show {ifname} dump` printed nothing")
     priv, pub, port, fwmark = lines[0].split("\t")
