@@ -38,6 +38,8 @@ for module in $(cat /etc/wgpy-modules); do
 done
 # the module's debug messages ("Packet has unallowed src IP ...", handshakes) go to dmesg
 echo 'module wireguard +p' >/sys/kernel/debug/dynamic_debug/control || die "dynamic debug"
+# ... all of them: they are net_ratelimit()ed (10 per 5 s) unless message_cost is 0
+echo 0 >/proc/sys/net/core/message_cost || die "net.core.message_cost"
 ip link set lo up || die "ip link set lo up"
 
 control_port() {
