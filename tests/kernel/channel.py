@@ -68,7 +68,7 @@ def connect_unix(
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
             if not alive():
-                raise ChannelError(f"the process serving {path} has exited") from exc
+                raise ChannelError(f"the process serving {path} is gone") from exc
             if time.monotonic() >= deadline:
                 raise ChannelError(f"could not connect to {path} within {timeout:g}s") from exc
             time.sleep(0.05)
@@ -105,7 +105,7 @@ class ControlChannel:
             readable, _, _ = select.select([self._sock], [], [], min(left, 1.0))
             if not readable:
                 if not self._alive():
-                    raise ChannelError("the guest (QEMU) has exited")
+                    raise ChannelError("the guest is gone (QEMU exited or stopped it)")
                 continue
             chunk = self._sock.recv(65536)
             if not chunk:

@@ -98,8 +98,24 @@ def qemu_argv(
     return argv
 
 
+QEMU_STOPPED: Final = ("KVM internal error", "emulation failure")
+"""Console lines of a guest QEMU has stopped (but not exited): KVM that cannot run it."""
+
+
+def _stopped_by_qemu(console_path: Path) -> bool:
+    try:
+        console = console_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    return any(marker in console for marker in QEMU_STOPPED)
+
+
 class BootError(RuntimeError):
-    """QEMU exited, or the guest did not answer within the boot timeout."""
+    """QEMU exited or stopped, or the guest did not answer within the boot timeout."""
+
+    def __init__(self, reason: str, details: str) -> None:
+        super().__init__(f"{reason}\n{details}")
+        self.reason = reason
 
 
 class KernelGuest:
@@ -145,7 +161,7 @@ class KernelGuest:
         except BootError as exc:
             if accel.name != "kvm":
                 raise
-            fallback = Accel("tcg", f"the KVM boot failed: {exc}")
+            fallback = Accel("tcg", f"the KVM boot failed: {exc.reason}")
             return cls._boot_once(ns, tap, files, fallback, timeout, share_host_root)
 
     @classmethod
@@ -166,7 +182,7 @@ class KernelGuest:
             proc = ns.popen(*argv, stdout=console, stderr=subprocess.STDOUT)
 
         def alive() -> bool:
-            return proc.poll() is None
+            return proc.poll() is None and not _stopped_by_qemu(console_path)
 
         try:
             sock = connect_unix(control_socket, timeout, alive)
@@ -180,8 +196,8 @@ class KernelGuest:
             kill_process(proc)
             console_text = console_path.read_text(errors="replace")[-4000:]
             raise BootError(
-                f"{' '.join(map(shlex.quote, argv))}\n{exc} (accelerator {accel.name}: "
-                f"{accel.why}); the console said:\n{console_text}"
+                f"{exc} (accelerator {accel.name}: {accel.why})",
+                f"{' '.join(map(shlex.quote, argv))}\nthe console said:\n{console_text}",
             ) from exc
         return cls(ns, tap, accel, proc, console_path, channel, time.monotonic() - started)
 
