@@ -302,7 +302,8 @@ def fingerprint(kernel_tree: Path, busybox: Path) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Readers (another test run) see the old file or the new one, never a part."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
 
