@@ -379,7 +379,7 @@ class WireGuardEndpoint:
         if self._closed or self._loop is None:
             return
         device = self.device
-        for datagram, endpoint in device.datagrams_to_send():
+        for datagram, endpoint in device.datagrams_to_send() + device.datagrams_not_to_fragment():
             sock, address = self._socket_for(endpoint)
             if sock is None:
                 device.report_send_failure(datagram, endpoint, "no socket for this family")

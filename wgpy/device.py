@@ -93,6 +93,29 @@ def _source_bytes(endpoint: Endpoint) -> tuple[bytes, bytes]:
     return address, address + endpoint[1].to_bytes(2, "little")
 
 
+#: Below this size a datagram is never fragmented (576 is IPv4's minimum MTU), so whether a
+#: packet carries WireGuard only matters above it.
+_NESTED_CHECK_MIN: Final = 576 - 60
+
+
+def _carries_wireguard(packet: bytes) -> bool:
+    """Whether an inner packet is a UDP datagram holding a WireGuard message (its 4-byte
+    header: type 1-4 and three zero bytes) — another tunnel's traffic going through this one."""
+    version = packet[0] >> 4
+    if version == 4:
+        if packet[9] != 17 or packet[6] & 0x1F or packet[7]:  # not UDP, or not a first fragment
+            return False
+        offset = (packet[0] & 0x0F) * 4 + 8
+    elif version == 6:
+        if packet[6] != 17:
+            return False
+        offset = 48
+    else:
+        return False
+    header = packet[offset : offset + 4]
+    return len(header) == 4 and 1 <= header[0] <= 4 and header[1:] == b"\0\0\0"
+
+
 class Device:
     """One WireGuard interface without its I/O."""
 
@@ -138,6 +161,7 @@ class Device:
         self._keypair_index: dict[int, Keypair] = {}
         self._datagrams: list[tuple[bytes, Endpoint]] = []
         self._packets: list[bytes] = []
+        self._unfragmentable: list[tuple[bytes, Endpoint]] = []
         #: Set by an adapter that sends ICMP errors from the interface's own network stack
         #: (as the kernel module does): packets no peer has are then handed out by
         #: ``unreachable_packets()`` instead of an ICMP error written to the TUN.
@@ -163,6 +187,18 @@ class Device:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         out, self._datagrams = self._datagrams, []
+        return out
+
+    def datagrams_not_to_fragment(self) -> list[tuple[bytes, Endpoint]]:
+        """Data datagrams that carry another WireGuard message (a tunnel inside a tunnel), to
+        be sent without fragmentation: dropped when larger than the path MTU.
+
+        A routing loop between two tunnels runs through here: each pass wraps the packet
+        once more, and fragmenting the growing datagram would split it into ever more
+        packets, each looping on. Refusing to fragment ends the loop when the packet outgrows
+        the MTU, about where the kernel module's own loop dies. Other datagrams may be
+        fragmented (IPv4 without DF), as the kernel's are."""
+        out, self._unfragmentable = self._unfragmentable, []
         return out
 
     def unreachable_packets(self) -> list[bytes]:
@@ -983,7 +1019,10 @@ class Device:
         datagram = _DATA_HEADER.pack(_TYPE_DATA, keypair.remote_index, counter) + (
             keypair.send.encrypt(_NONCE_PREFIX + counter.to_bytes(8, "little"), packet, None)
         )
-        self._datagrams.append((datagram, endpoint))
+        if size >= _NESTED_CHECK_MIN and _carries_wireguard(packet):
+            self._unfragmentable.append((datagram, endpoint))
+        else:
+            self._datagrams.append((datagram, endpoint))
         peer.tx_bytes += len(datagram)
 
     def _after_data_sent(self, peer: Peer, keypair: Keypair, now: float) -> None:

@@ -307,3 +307,91 @@ def test_padding_follows_the_mtu_of_the_packets_route(
     assert tx_for_one_ping() == 1299 + TUNNEL_OVERHEAD  # no wait: the route's event is read first
     inner.run("ip", "route", "del", "10.201.0.2/32", "dev", ifname, "mtu", "1299")
     assert tx_for_one_ping() == 1300 + TUNNEL_OVERHEAD
+
+
+def _router_between(netns_factory: Callable[[], Netns]) -> tuple[Netns, Netns]:
+    """A -- router -- B, where the link between the router and B has an MTU of 1280."""
+    a, router, b = netns_factory(), netns_factory(), netns_factory()
+    veth_pair(a, router, "10.98.1.1", "10.98.1.2", addr6_a="fd98:1::1", addr6_b="fd98:1::2")
+    b_side, to_b = veth_pair(
+        b, router, "10.98.2.1", "10.98.2.2", addr6_a="fd98:2::1", addr6_b="fd98:2::2"
+    )
+    for ns, far, gateway4, gateway6 in (
+        (a, "2", "10.98.1.2", "fd98:1::2"),
+        (b, "1", "10.98.2.2", "fd98:2::2"),
+    ):
+        # (an IPv6 route covering its own gateway's subnet is not used: only the far /64)
+        ns.run("ip", "route", "add", f"10.98.{far}.0/24", "via", gateway4)
+        ns.run("ip", "-6", "route", "add", f"fd98:{far}::/64", "via", gateway6)
+    router.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    router.run("ip", "link", "set", to_b, "mtu", "1280")
+    b.run("ip", "link", "set", b_side, "mtu", "1280")
+    for far in ("10.98.2.1", "fd98:2::1"):  # neighbour discovery on the router takes a second
+        a.run("ping", "-c", "1", "-W", "5", far)
+    return a, b
+
+
+@pytest.mark.parametrize("outer", [4, 6])
+def test_outer_fragmentation_as_the_kernel(netns_factory: Callable[[], Netns], outer: int) -> None:
+    """The kernel sends IPv4 datagrams without DF, so a router on a smaller-MTU path
+    fragments them; an IPv6 datagram too big for the path is lost once (Packet Too Big) and
+    then fragmented by the sender (seen on Debian's 6.1 kernel in QEMU)."""
+    a, b = _router_between(netns_factory)
+    ifname, peer_if = unique_ifname(), unique_ifname()
+    start_wg_daemon(a, ifname, WGPYD)
+    start_wireguard_go(b, peer_if)
+    endpoint = "10.98.2.1:51001" if outer == 4 else "[fd98:2::1]:51001"
+    _configure_pair(a, ifname, b, peer_if, endpoint=endpoint)
+    assert ping(a, "10.201.0.2", count=1).returncode == 0
+    big = ("ping", "-c", "3", "-i", "0.3", "-W", "1", "-M", "do", "-s", "1392", "10.201.0.2")
+    result = a.run(*big, check=False)
+    expected = "3 received" if outer == 4 else "2 received"
+    assert expected in result.stdout, result.stdout
+
+
+def test_routing_loop_between_two_interfaces_dies_out(netns_factory: Callable[[], Netns]) -> None:
+    """netns.sh "routing loop": two interfaces whose endpoints are routed through each other.
+    Each pass adds headers until the IPv6 datagram outgrows the path MTU and is dropped; it
+    must not be fragmented into ever more packets."""
+    n0, n1, n2 = netns_factory(), netns_factory(), netns_factory()
+    outer_a, outer_b, inner_a, inner_b = (unique_ifname() for _ in range(4))
+    keys = [genkey() for _ in range(4)]
+    pubs = [pubkey(key) for key in keys]
+    files = [str(write_secret(n0, f"k{i}", key)) for i, key in enumerate(keys)]
+    # outer_a: created in n0 (its socket there), moved to n1; outer_b likewise into n2
+    for name, target in ((outer_a, n1), (outer_b, n2)):
+        start_wg_daemon(n0, name, WGPYD)
+        n0.run("ip", "link", "set", name, "netns", target.name)
+    n1.run("ip", "addr", "add", "fd00::5:1/112", "dev", outer_a)
+    n2.run("ip", "addr", "add", "fd00::5:2/112", "dev", outer_b)
+    wg(n1, "set", outer_a, "private-key", files[0], "listen-port", "1", "peer", pubs[1],
+       "allowed-ips", "fd00::5:2/128", "endpoint", "127.0.0.1:2")  # fmt: skip
+    wg(n2, "set", outer_b, "private-key", files[1], "listen-port", "2", "peer", pubs[0],
+       "allowed-ips", "fd00::5:1/128", "endpoint", "127.0.0.1:1")  # fmt: skip
+    # inner_a: created in n1 (socket there); inner_b in n2; tunnelled through the outer pair
+    start_wg_daemon(n1, inner_a, WGPYD)
+    start_wg_daemon(n2, inner_b, WGPYD)
+    for ns, name, address in ((n1, inner_a, "192.168.241.1"), (n2, inner_b, "192.168.241.2")):
+        ns.run("ip", "addr", "add", f"{address}/24", "dev", name)
+        ns.run("ip", "link", "set", "mtu", "1340", "up", "dev", name)
+    wg(n1, "set", inner_a, "listen-port", "5", "private-key", files[2], "peer", pubs[3],
+       "allowed-ips", "192.168.241.2/32", "endpoint", "[fd00::5:2]:5")  # fmt: skip
+    wg(n2, "set", inner_b, "listen-port", "5", "private-key", files[3], "peer", pubs[2],
+       "allowed-ips", "192.168.241.1/32", "endpoint", "[fd00::5:1]:5")  # fmt: skip
+    for ns, name in ((n1, outer_a), (n2, outer_b)):
+        ns.run("ip", "link", "set", name, "up")
+    assert ping(n1, "192.168.241.2", count=2).returncode == 0
+    # move inner_a into n0, where outer_a's socket is, and point outer_a through it
+    n1.run("ip", "link", "set", inner_a, "netns", n0.name)
+    n0.run("ip", "addr", "add", "192.168.241.1/24", "dev", inner_a)
+    n0.run("ip", "link", "set", "mtu", "1340", "up", "dev", inner_a)
+    assert ping(n0, "192.168.241.2", count=1).returncode == 0
+    wg(n1, "set", outer_a, "peer", pubs[1], "endpoint", "192.168.241.2:7")
+    n2.run("ip", "link", "del", outer_b)
+    n2.run("ip", "link", "del", inner_b)
+    before = wg_dump(n0, inner_a).peers[pubs[3]].tx_bytes
+    n0.run("ping", "-W", "1", "-c", "10", "-f", "192.168.241.2", check=False)
+    time.sleep(1)
+    after = wg_dump(n0, inner_a).peers[pubs[3]].tx_bytes
+    # the kernel: ~50 kB for these ten pings (Debian's 6.1 in QEMU); netns.sh allows 70 kB
+    assert after - before < 70000

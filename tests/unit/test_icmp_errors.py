@@ -109,3 +109,29 @@ def test_snat_status_decides_whether_a_source_is_restored() -> None:
             + icmp_errors._attr(icmp_errors.CTA_STATUS, struct.pack("!I", status))
         )
         assert icmp_errors._source_if_snat(attrs, socket.AF_INET) == expected
+
+
+def _udp4(payload: bytes, frag_offset: int = 0) -> bytes:
+    udp = struct.pack("!HHHH", 51820, 7, 8 + len(payload), 0) + payload
+    return struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45, 0, 20 + len(udp), 1, frag_offset, 64, 17, 0,
+        socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"),
+    ) + udp  # fmt: skip
+
+
+def test_a_tunnel_inside_the_tunnel_is_recognised() -> None:
+    from wgpy.device import _carries_wireguard
+
+    data_message = b"\x04\0\0\0" + bytes(12) + bytes(600)
+    assert _carries_wireguard(_udp4(data_message))
+    assert _carries_wireguard(_udp4(b"\x01\0\0\0" + bytes(144)))  # an initiation
+    ipv6 = _ipv6_udp("fd00::1", "fd00::2")
+    assert not _carries_wireguard(ipv6)  # a DNS-looking payload
+    assert _carries_wireguard(ipv6[:48] + data_message)
+    assert not _carries_wireguard(_udp4(b"\x04\0\0\x01" + bytes(12)))  # reserved bytes set
+    assert not _carries_wireguard(_udp4(b"\x05\0\0\0" + bytes(12)))  # no such message type
+    assert not _carries_wireguard(_udp4(data_message, frag_offset=100))  # a later fragment
+    tcp = bytearray(_udp4(data_message))
+    tcp[9] = 6
+    assert not _carries_wireguard(bytes(tcp))

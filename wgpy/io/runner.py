@@ -319,6 +319,9 @@ class DeviceRunner:
         datagrams = device.datagrams_to_send()
         if datagrams:
             self._send(datagrams)
+        unfragmentable = device.datagrams_not_to_fragment()
+        if unfragmentable:
+            self._send_unfragmented(unfragmentable)
         packets = device.packets_to_deliver()
         for packet in packets:
             try:
@@ -370,8 +373,25 @@ class DeviceRunner:
                 self._gso = False
                 retry = [(d, e) for d, e, _ in failed]
                 failed = udp.send_runs(sock, retry, False, self._sources)
+                if len(failed) == len(retry):
+                    # they fail one by one too (an IPv6 datagram above the path MTU:
+                    # EMSGSIZE): the datagrams were the problem, not segmentation offload
+                    self._gso = True
             for datagram, endpoint, error in failed:
                 device.report_send_failure(datagram, endpoint, error.strerror or str(error))
+
+    def _send_unfragmented(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """A tunnel inside this one: never fragmented (see Device.datagrams_not_to_fragment)."""
+        for datagram, endpoint in datagrams:
+            sock = self.sock6 if ":" in endpoint[0] else self.sock4
+            if sock is None:
+                self.device.report_send_failure(datagram, endpoint, "no socket bound")
+                continue
+            for _, _, error in udp.send_unfragmented(sock, [(datagram, endpoint)], self._sources):
+                detail = error.strerror or str(error)
+                if error.errno == errno.EMSGSIZE:
+                    detail = "a tunnel inside the tunnel outgrew the path MTU (not fragmented)"
+                self.device.report_send_failure(datagram, endpoint, detail)
 
     def _schedule_timer(self) -> None:
         self._timer.update(self._loop)

@@ -11,6 +11,11 @@ from typing import Final
 SO_MARK: Final = 36
 _BUFFER_SIZE: Final = 7 << 20
 _PORT_RETRIES: Final = 100
+# Path MTU discovery (linux/in.h, linux/in6.h; Python's socket module lacks them)
+IP_MTU_DISCOVER: Final = 10
+IP_PMTUDISC_DONT: Final = 0
+IP_PMTUDISC_DO: Final = 2
+IPV6_DONTFRAG: Final = 62
 
 
 def _configure(sock: socket.socket, fwmark: int) -> None:
@@ -18,6 +23,12 @@ def _configure(sock: socket.socket, fwmark: int) -> None:
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, _BUFFER_SIZE)
+    # As the kernel module sends them: IPv4 datagrams without DF, so that a router on a
+    # smaller-MTU path fragments them (IPv6 has no such bit; the sender fragments to the
+    # path MTU it knows, which is the socket's default)
+    if sock.family == socket.AF_INET:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
     if fwmark:
         _set_mark(sock, fwmark)
 
@@ -241,3 +252,31 @@ def send_one(
     except OSError:
         sources.pop(endpoint, None)
         send_one(sock, data, endpoint, cmsgs, None)
+
+
+_DONTFRAG_V6: Final = (socket.IPPROTO_IPV6, IPV6_DONTFRAG, struct.pack("=i", 1))
+
+
+def send_unfragmented(
+    sock: socket.socket,
+    datagrams: list[tuple[bytes, tuple[str, int]]],
+    sources: dict[tuple[str, int], Cmsg] | None = None,
+) -> list[tuple[bytes, tuple[str, int], OSError]]:
+    """Send datagrams one by one, none of them fragmented: one larger than the path MTU
+    fails with EMSGSIZE. IPv6 says so per datagram (IPV6_DONTFRAG); IPv4 only per socket,
+    so DF is switched on around the sends. Returns the ones that failed."""
+    failed: list[tuple[bytes, tuple[str, int], OSError]] = []
+    v4 = sock.family == socket.AF_INET
+    cmsgs: list[Cmsg] = [] if v4 else [_DONTFRAG_V6]
+    if v4:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+    try:
+        for datagram, endpoint in datagrams:
+            try:
+                send_one(sock, datagram, endpoint, cmsgs, sources)
+            except OSError as error:
+                failed.append((datagram, endpoint, error))
+    finally:
+        if v4:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+    return failed
