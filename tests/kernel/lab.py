@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
-from tests.kernel.channel import GuestResult
 from tests.kernel.guest import KernelGuest
 from tests.netns.harness import (
     InterfaceDump,
@@ -30,7 +29,6 @@ from tests.netns.harness import (
     genkey,
     genpsk,
     parse_wg_dump,
-    ping,
     pubkey,
     start_wg_daemon,
     unique_ifname,
@@ -42,6 +40,7 @@ from tests.netns.harness import (
 from wgpy.io.uapi_client import wgpy_stats
 
 Family = Literal[4, 6]
+Side = Literal["host", "guest"]
 
 HOST_UNDERLAY: Final[dict[Family, str]] = {4: "10.99.0.1", 6: "fd99::1"}
 GUEST_UNDERLAY: Final[dict[Family, str]] = {4: "10.99.0.2", 6: "fd99::2"}
@@ -105,6 +104,17 @@ class KernelLab:
         """
         self._forwarding_host(family, on)
         self.guest.run(f"sysctl -qw {FORWARDING[family]}={int(on)}")
+
+
+@dataclass(frozen=True)
+class PingResult:
+    """iputils ping's exit status (0: answers came) and everything it printed."""
+
+    status: int
+    output: str
+
+    def __str__(self) -> str:
+        return f"exit {self.status}\n{self.output}"
 
 
 @dataclass(frozen=True)
@@ -180,26 +190,29 @@ class KernelTunnel:
 
     # -- traffic
 
-    def host_ping(self, dest: str, count: int = 3, wait: float = 2.0) -> str:
-        """Ping from the host namespace; the output (stdout and stderr), whatever the result."""
-        proc = ping(self.ns, dest, count, wait)
-        return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
-
-    def guest_ping(self, dest: str, *args: str, count: int = 3, wait: float = 2.0) -> GuestResult:
-        """iputils ping in the guest (not checked: see `status`)."""
+    def ping(
+        self, side: Side, dest: str, *args: str, count: int = 3, wait: float = 2.0
+    ) -> PingResult:
+        """iputils ping from one side (`args` go before the destination: "-I", ADDR, ...)."""
         argv = ["ping", "-n", "-c", str(count), "-W", f"{wait:g}", "-i", "0.2", *args, dest]
-        return self.guest.run(q(*argv) + " 2>&1", timeout=count * (wait + 0.2) + 10, check=False)
+        timeout = count * (wait + 0.2) + 10
+        if side == "host":
+            proc = self.ns.run(*argv, check=False, timeout=timeout)
+            return PingResult(proc.returncode, proc.stdout + proc.stderr)
+        result = self.guest.run(q(*argv) + " 2>&1", timeout=timeout, check=False)
+        return PingResult(result.status, result.stdout)
 
     def handshake(self, from_host: bool = True, family: Family = 4) -> None:
         """Ping from one side until it gets an answer (which needs a handshake)."""
 
-        def answered() -> bool:
-            if from_host:
-                return ping(self.ns, GUEST_TUNNEL[family], 1, 1.0).returncode == 0
-            return self.guest_ping(HOST_TUNNEL[family], count=1, wait=1.0).status == 0
-
-        side = "host" if from_host else "guest"
-        wait_for(answered, 20, interval=0.2, what=f"a ping from the {side} to be answered")
+        side: Side = "host" if from_host else "guest"
+        dest = GUEST_TUNNEL[family] if from_host else HOST_TUNNEL[family]
+        wait_for(
+            lambda: self.ping(side, dest, count=1, wait=1.0).status == 0,
+            20,
+            interval=0.2,
+            what=f"a ping from the {side} to be answered",
+        )
 
     def wait_host_endpoint(self, expected: str, timeout: float = 10.0) -> None:
         wait_for(

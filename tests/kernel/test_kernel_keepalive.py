@@ -18,7 +18,7 @@ from typing import Final
 
 import pytest
 
-from tests.kernel.lab import GUEST_IF, GUEST_PORT, HOST_PORT, KernelTunnel
+from tests.kernel.lab import GUEST_IF, GUEST_PORT, HOST_PORT, KernelTunnel, Side
 from tests.kernel.wire import KEEPALIVE_SIZE, TapCapture
 from tests.netns.harness import wg
 
@@ -31,7 +31,7 @@ TOLERANCE: Final = 0.5
 FIRST_WITHIN: Final = 1.0
 
 
-def _set_keepalive(tunnel: KernelTunnel, sender: str) -> None:
+def _set_keepalive(tunnel: KernelTunnel, sender: Side) -> None:
     if sender == "host":
         peer = tunnel.guest_public
         wg(tunnel.ns, "set", tunnel.host_if, "peer", peer, "persistent-keepalive", str(INTERVAL))
@@ -40,13 +40,13 @@ def _set_keepalive(tunnel: KernelTunnel, sender: str) -> None:
         tunnel.guest.run(f"wg set {GUEST_IF} peer {peer} persistent-keepalive {INTERVAL}")
 
 
-def _receiver_rx(tunnel: KernelTunnel, sender: str) -> int:
+def _receiver_rx(tunnel: KernelTunnel, sender: Side) -> int:
     peer = tunnel.guest_peer() if sender == "host" else tunnel.host_peer()
     return peer.rx_bytes
 
 
 @pytest.mark.parametrize("sender", ["host", "guest"])
-def test_persistent_keepalive_interval(tunnel: KernelTunnel, sender: str) -> None:
+def test_persistent_keepalive_interval(tunnel: KernelTunnel, sender: Side) -> None:
     # The sender pings, so that it is the sender that last received data: its own keepalives
     # then stand in for the passive keepalive, and the receiver has nothing to send.
     tunnel.handshake(from_host=sender == "host")

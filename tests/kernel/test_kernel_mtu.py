@@ -21,6 +21,8 @@ from tests.kernel.lab import (
     HOST_TUNNEL,
     Family,
     KernelTunnel,
+    PingResult,
+    Side,
     TunnelFactory,
     TunnelOptions,
 )
@@ -32,18 +34,13 @@ ICMP_OVERHEAD: Final = 28
 """IPv4 header + ICMP echo header: ping -s N sends an N + 28 byte IPv4 packet."""
 
 
-def _ping_df(tunnel: KernelTunnel, from_side: str, payload: int) -> str:
-    """ping -M do with `payload` bytes from one side to the other (IPv4 inside); the output
-    and the exit status in words."""
-    argv = ("-c", "2", "-W", "2", "-i", "0.2", "-s", str(payload), "-M", "do")
-    if from_side == "host":
-        proc = tunnel.ns.run("ping", *argv, GUEST_TUNNEL[4], check=False)
-        return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
-    result = tunnel.guest.run(f"ping {' '.join(argv)} {HOST_TUNNEL[4]} 2>&1", check=False)
-    return f"exit {result.status}\n{result.stdout}"
+def _ping_df(tunnel: KernelTunnel, sender: Side, payload: int) -> PingResult:
+    """ping -M do -s PAYLOAD from one side to the other (IPv4 inside)."""
+    dest = GUEST_TUNNEL[4] if sender == "host" else HOST_TUNNEL[4]
+    return tunnel.ping(sender, dest, "-s", str(payload), "-M", "do", count=2)
 
 
-def _mtu(tunnel: KernelTunnel, side: str) -> int:
+def _mtu(tunnel: KernelTunnel, side: Side) -> int:
     if side == "host":
         out = tunnel.ns.run("cat", f"/sys/class/net/{tunnel.host_if}/mtu").stdout
     else:
@@ -51,7 +48,7 @@ def _mtu(tunnel: KernelTunnel, side: str) -> int:
     return int(out)
 
 
-def _set_mtu(tunnel: KernelTunnel, side: str, mtu: int) -> None:
+def _set_mtu(tunnel: KernelTunnel, side: Side, mtu: int) -> None:
     if side == "host":
         tunnel.ns.run("ip", "link", "set", tunnel.host_if, "mtu", str(mtu))
     else:
@@ -61,19 +58,21 @@ def _set_mtu(tunnel: KernelTunnel, side: str, mtu: int) -> None:
 def test_tunnel_mtu_both_ways(tunnel: KernelTunnel) -> None:
     assert _mtu(tunnel, "host") == _mtu(tunnel, "guest") == MTU
     tunnel.handshake()
-    for side in ("host", "guest"):
+    sides: tuple[Side, ...] = ("host", "guest")
+    for side in sides:
         fits = _ping_df(tunnel, side, MTU - ICMP_OVERHEAD)
-        assert fits.startswith("exit 0"), f"{side}: {fits}"
+        assert fits.status == 0, f"{side}: {fits}"
         too_big = _ping_df(tunnel, side, MTU - ICMP_OVERHEAD + 1)
-        assert f"message too long, mtu={MTU}" in too_big, f"{side}: {too_big}"
+        assert f"message too long, mtu={MTU}" in too_big.output, f"{side}: {too_big}"
 
 
 @pytest.mark.parametrize("outer", [4, 6], ids=["outer4", "outer6"])
 def test_inner_packet_above_receiver_mtu(tunnel_factory: TunnelFactory, outer: Family) -> None:
     tunnel = tunnel_factory(TunnelOptions(outer=outer))
     tunnel.handshake()
-    for sender, receiver in (("host", "guest"), ("guest", "host")):
+    directions: tuple[tuple[Side, Side], ...] = (("host", "guest"), ("guest", "host"))
+    for sender, receiver in directions:
         _set_mtu(tunnel, sender, 1500)
         result = _ping_df(tunnel, sender, 1500 - ICMP_OVERHEAD)
-        assert result.startswith("exit 0"), f"{sender} -> {receiver}: {result}"
+        assert result.status == 0, f"{sender} -> {receiver}: {result}"
         _set_mtu(tunnel, sender, MTU)

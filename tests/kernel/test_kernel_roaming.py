@@ -50,8 +50,8 @@ def test_host_address_change_followed_by_kernel(
     tunnel.ns.run("ip", "addr", "del", f"{HOST_UNDERLAY[outer]}/{prefix}", "dev", tap)
     tunnel.ns.run("ip", "addr", "add", f"{NEW_HOST_UNDERLAY[outer]}/{prefix}", "dev", tap, *nodad)
 
-    result = tunnel.host_ping(GUEST_TUNNEL[4])
-    assert "exit 0" in result, f"{result}\n{tunnel.daemon.log()[-2000:]}"
+    result = tunnel.ping("host", GUEST_TUNNEL[4])
+    assert result.status == 0, f"{result}\n{tunnel.daemon.log()[-2000:]}"
     assert tunnel.guest_peer().endpoint == host_port(NEW_HOST_UNDERLAY[outer], HOST_PORT)
 
 
@@ -63,9 +63,9 @@ def test_host_port_change_followed_by_kernel(tunnel_factory: TunnelFactory, oute
     wg(tunnel.ns, "set", tunnel.host_if, "listen-port", str(NEW_PORT))
     assert tunnel.host_dump().listen_port == NEW_PORT
 
-    assert "exit 0" in tunnel.host_ping(GUEST_TUNNEL[4])
+    assert tunnel.ping("host", GUEST_TUNNEL[4]).status == 0
     assert tunnel.guest_peer().endpoint == host_port(HOST_UNDERLAY[outer], NEW_PORT)
-    assert tunnel.guest_ping(HOST_TUNNEL[4]).status == 0
+    assert tunnel.ping("guest", HOST_TUNNEL[4]).status == 0
 
 
 def test_guest_port_change_followed_by_wgpyd(tunnel_factory: TunnelFactory) -> None:
@@ -74,11 +74,11 @@ def test_guest_port_change_followed_by_wgpyd(tunnel_factory: TunnelFactory) -> N
     assert tunnel.host_peer().endpoint == host_port(GUEST_UNDERLAY[4], GUEST_PORT)
 
     tunnel.guest.run(f"wg set {GUEST_IF} listen-port {NEW_PORT}")
-    assert tunnel.guest_ping(HOST_TUNNEL[4]).status == 0
+    assert tunnel.ping("guest", HOST_TUNNEL[4]).status == 0
 
     wait_for(
         lambda: tunnel.host_peer().endpoint == host_port(GUEST_UNDERLAY[4], NEW_PORT),
         5,
         what="wgpyd's endpoint for the guest to follow its new port",
     )
-    assert "exit 0" in tunnel.host_ping(GUEST_TUNNEL[4])
+    assert tunnel.ping("host", GUEST_TUNNEL[4]).status == 0

@@ -25,6 +25,7 @@ from tests.kernel.lab import (
     HOST_UNDERLAY,
     Family,
     KernelTunnel,
+    Side,
     TunnelFactory,
     TunnelOptions,
     host_port,
@@ -48,7 +49,7 @@ INITIATION_SIZE: Final = 148
 @pytest.mark.parametrize("daemon", DAEMONS)
 @pytest.mark.parametrize("initiator", ["host", "guest"])
 def test_handshake_initiated_by_either_side(
-    tunnel_factory: TunnelFactory, initiator: str, daemon: str
+    tunnel_factory: TunnelFactory, initiator: Side, daemon: str
 ) -> None:
     """Only the initiator knows the other's endpoint; the responder must learn it from the
     initiation and answer there, and traffic must then flow both ways on that session."""
@@ -66,8 +67,8 @@ def test_handshake_initiated_by_either_side(
     assert host_peer.latest_handshake > 0 and guest_peer.latest_handshake > 0
     assert host_peer.endpoint == host_port(GUEST_UNDERLAY[4], GUEST_PORT)
     assert guest_peer.endpoint == host_port(HOST_UNDERLAY[4], HOST_PORT)
-    assert tunnel.guest_ping(HOST_TUNNEL[4]).status == 0
-    assert "exit 0" in tunnel.host_ping(GUEST_TUNNEL[4])
+    assert tunnel.ping("guest", HOST_TUNNEL[4]).status == 0
+    assert tunnel.ping("host", GUEST_TUNNEL[4]).status == 0
 
 
 def _counters_agree(tunnel: KernelTunnel) -> bool:
@@ -76,10 +77,10 @@ def _counters_agree(tunnel: KernelTunnel) -> bool:
 
 
 def _ping_tcp_udp_both_ways(tunnel: KernelTunnel, inner: Family) -> None:
-    guest_ping = tunnel.guest_ping(HOST_TUNNEL[inner])
-    assert guest_ping.status == 0, guest_ping.stdout
-    host_ping = tunnel.host_ping(GUEST_TUNNEL[inner])
-    assert "exit 0" in host_ping, host_ping
+    from_guest = tunnel.ping("guest", HOST_TUNNEL[inner])
+    assert from_guest.status == 0, from_guest
+    from_host = tunnel.ping("host", GUEST_TUNNEL[inner])
+    assert from_host.status == 0, from_host
     sent, received = tcp_host_to_guest(tunnel, inner)
     assert sent == received, "TCP host -> guest: the guest received other bytes"
     sent, received = tcp_guest_to_host(tunnel, inner)
@@ -111,18 +112,18 @@ def test_preshared_key(tunnel_factory: TunnelFactory) -> None:
 
 
 @pytest.mark.parametrize("initiator", ["host", "guest"])
-def test_mismatched_preshared_key(tunnel_factory: TunnelFactory, initiator: str) -> None:
+def test_mismatched_preshared_key(tunnel_factory: TunnelFactory, initiator: Side) -> None:
     """The responder cannot tell (the initiation does not depend on the PSK); the initiator
     fails to open the response and no session forms on either side."""
     tunnel = tunnel_factory(TunnelOptions(host_psk=genpsk(), guest_psk=genpsk()))
     if initiator == "host":
-        assert "exit 0" not in tunnel.host_ping(GUEST_TUNNEL[4], count=2, wait=1)
+        assert tunnel.ping("host", GUEST_TUNNEL[4], count=2, wait=1).status != 0
         failed = (tunnel.guest_public, "handshake_failed")
         wait_for(lambda: tunnel.drops()[failed] >= 1, 5, what=f"wgpyd to count {failed}")
         dmesg = tunnel.guest_dmesg()
         assert "Sending handshake response" in dmesg
     else:
-        assert tunnel.guest_ping(HOST_TUNNEL[4], count=2, wait=1).status != 0
+        assert tunnel.ping("guest", HOST_TUNNEL[4], count=2, wait=1).status != 0
         wait_for(
             lambda: "Invalid handshake response from" in tunnel.guest_dmesg(),
             5,

@@ -115,7 +115,7 @@ def udp_host_to_guest(tunnel: KernelTunnel, family: Family) -> tuple[bytes, byte
         "rm -f /tmp/udp.rx\n"
         f"timeout 20 ncat -u -l {GUEST_TUNNEL[family]} {UDP_PORT} >/tmp/udp.rx 2>/dev/null"
         " </dev/null &\n"
-        # ncat listens once this is printed by ss-less busybox netstat
+        # wait until ncat listens (busybox netstat: the guest has no ss)
         f"for i in $(seq 50); do netstat -lnu | grep -q ':{UDP_PORT} ' && exit 0; sleep 0.1; done;"
         " exit 1"
     )
