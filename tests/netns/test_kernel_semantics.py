@@ -395,3 +395,24 @@ def test_routing_loop_between_two_interfaces_dies_out(netns_factory: Callable[[]
     after = wg_dump(n0, inner_a).peers[pubs[3]].tx_bytes
     # the kernel: ~50 kB for these ten pings (Debian's 6.1 in QEMU); netns.sh allows 70 kB
     assert after - before < 70000
+
+
+def test_icmp_unreachable_to_a_local_sender_comes_from_its_own_address(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    """On the kernel (Debian's 6.1 in QEMU) a local ping to an address no peer has prints
+    "From 10.77.0.1 icmp_seq=1 Destination Host Unreachable" (and ENOKEY from sendmsg, which
+    a TUN cannot give): the error comes from the interface's own address."""
+    ns = netns_factory()
+    ifname = unique_ifname()
+    start_wg_daemon(ns, ifname, WGPYD)
+    wg(ns, "set", ifname, "private-key", str(write_secret(ns, "key", genkey())))
+    ns.run("ip", "addr", "add", "10.77.0.1/24", "dev", ifname)
+    ns.run("ip", "-6", "addr", "add", "fd77::1/64", "dev", ifname, "nodad")
+    ns.run("ip", "link", "set", ifname, "up")
+    v4 = ns.run("ping", "-c", "1", "-W", "1", "10.77.0.5", check=False)
+    assert "From 10.77.0.1 icmp_seq=1 Destination Host Unreachable" in v4.stdout, v4.stdout
+    v6 = ns.run("ping", "-c", "1", "-W", "1", "fd77::5", check=False)
+    assert "From fd77::1 icmp_seq=1 Destination unreachable: Address unreachable" in v6.stdout, (
+        v6.stdout
+    )
