@@ -66,7 +66,7 @@ def q(*words: str) -> str:
 
 @dataclass
 class KernelLab:
-    """The session's host namespace, tap and guest."""
+    """The host namespace, its tap and the guest, shared by all kernel tests."""
 
     ns: Netns
     tap: str
@@ -78,15 +78,17 @@ class KernelLab:
         for family in (4, 6):
             self._forwarding_host(family, False)
         self.ns.run("ip", "link", "set", self.tap, "mtu", "1500", "up")
-        self.ns.run("ip", "addr", "add", f"{HOST_UNDERLAY[4]}/24", "dev", self.tap)
-        self.ns.run("ip", "-6", "addr", "add", f"{HOST_UNDERLAY[6]}/64", "dev", self.tap, "nodad")
+        address4 = f"{HOST_UNDERLAY[4]}/{UNDERLAY_PREFIX[4]}"
+        address6 = f"{HOST_UNDERLAY[6]}/{UNDERLAY_PREFIX[6]}"
+        self.ns.run("ip", "addr", "add", address4, "dev", self.tap)
+        self.ns.run("ip", "addr", "add", address6, "dev", self.tap, "nodad")
         self.guest.run(
             f"ip link del {GUEST_IF} 2>/dev/null\n"
             "ip addr flush dev eth0\n"
             "sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0\n"
             "ip link set eth0 mtu 1500 up\n"
-            f"ip addr add {GUEST_UNDERLAY[4]}/24 dev eth0\n"
-            f"ip -6 addr add {GUEST_UNDERLAY[6]}/64 dev eth0 nodad\n"
+            f"ip addr add {GUEST_UNDERLAY[4]}/{UNDERLAY_PREFIX[4]} dev eth0\n"
+            f"ip addr add {GUEST_UNDERLAY[6]}/{UNDERLAY_PREFIX[6]} dev eth0 nodad\n"
             "dmesg -c >/dev/null\n"
             # the virtio NIC's carrier comes up some time after the link is set up
             "for i in $(seq 100); do [ $(cat /sys/class/net/eth0/carrier) = 1 ] && exit 0;"
@@ -126,8 +128,6 @@ class TunnelOptions:
     guest_knows_endpoint: bool = True
     host_psk: str | None = None
     guest_psk: str | None = None
-    host_keepalive: int | None = None
-    guest_keepalive: int | None = None
 
     @classmethod
     def with_psk(cls, outer: Family = 4) -> TunnelOptions:
@@ -214,33 +214,19 @@ class KernelTunnel:
             what=f"a ping from the {side} to be answered",
         )
 
-    def wait_host_endpoint(self, expected: str, timeout: float = 10.0) -> None:
-        wait_for(
-            lambda: self.guest_peer().endpoint == expected,
-            timeout,
-            interval=0.2,
-            what=f"the guest's endpoint for the host to become {expected}",
-        )
-
 
 TunnelFactory = Callable[..., KernelTunnel]
 """The `tunnel_factory` fixture: `(options=None, command=WGPYD) -> KernelTunnel`."""
 
 
 def _peer_args(
-    public_key: str,
-    allowed: str,
-    endpoint: str | None,
-    psk_file: str | None,
-    keepalive: int | None,
+    public_key: str, allowed: str, endpoint: str | None, psk_file: str | None
 ) -> list[str]:
     argv = ["peer", public_key, "allowed-ips", allowed]
     if endpoint is not None:
         argv += ["endpoint", endpoint]
     if psk_file is not None:
         argv += ["preshared-key", psk_file]
-    if keepalive is not None:
-        argv += ["persistent-keepalive", str(keepalive)]
     return argv
 
 
@@ -259,11 +245,10 @@ def configure_host(
         f"{GUEST_TUNNEL[4]}/32,{GUEST_TUNNEL[6]}/128",
         endpoint if options.host_knows_endpoint else None,
         psk_file,
-        options.host_keepalive,
     )
     wg(ns, *argv)
-    ns.run("ip", "addr", "add", f"{HOST_TUNNEL[4]}/24", "dev", ifname)
-    ns.run("ip", "-6", "addr", "add", f"{HOST_TUNNEL[6]}/64", "dev", ifname, "nodad")
+    ns.run("ip", "addr", "add", f"{HOST_TUNNEL[4]}/{TUNNEL_PREFIX[4]}", "dev", ifname)
+    ns.run("ip", "addr", "add", f"{HOST_TUNNEL[6]}/{TUNNEL_PREFIX[6]}", "dev", ifname, "nodad")
     ns.run("ip", "link", "set", ifname, "up")
 
 
@@ -278,7 +263,6 @@ def configure_guest(
         f"{HOST_TUNNEL[4]}/32,{HOST_TUNNEL[6]}/128",
         endpoint if options.guest_knows_endpoint else None,
         psk_file,
-        options.guest_keepalive,
     )
     lines = [
         "set -e",
@@ -290,8 +274,8 @@ def configure_guest(
         lines.append(f"echo {q(options.guest_psk)} >/tmp/wg0.psk")
     lines += [
         q(*argv),
-        f"ip addr add {GUEST_TUNNEL[4]}/24 dev {GUEST_IF}",
-        f"ip -6 addr add {GUEST_TUNNEL[6]}/64 dev {GUEST_IF} nodad",
+        f"ip addr add {GUEST_TUNNEL[4]}/{TUNNEL_PREFIX[4]} dev {GUEST_IF}",
+        f"ip addr add {GUEST_TUNNEL[6]}/{TUNNEL_PREFIX[6]} dev {GUEST_IF} nodad",
         f"ip link set {GUEST_IF} up",
     ]
     guest.run("\n".join(lines))
