@@ -42,6 +42,8 @@ class DropReason(enum.StrEnum):
     DISALLOWED_SOURCE = "disallowed_source"
     TUN_WRITE_FAILED = "tun_write_failed"
     SEND_FAILED = "send_failed"
+    HANDSHAKE_QUEUE_FULL = "handshake_queue_full"
+    UNRECOGNISED = "unrecognised"
 
 
 DROP_REASON_HELP: dict[DropReason, str] = {
@@ -112,6 +114,15 @@ DROP_REASON_HELP: dict[DropReason, str] = {
     ),
     DropReason.SEND_FAILED: (
         "The adapter could not send a datagram (no socket, unreachable network...)."
+    ),
+    DropReason.HANDSHAKE_QUEUE_FULL: (
+        "Kernel module only: a handshake message dropped unexamined because the interface's"
+        " queue of incoming handshakes was full (a flood), or the kernel's random number"
+        " generator was not yet ready at boot."
+    ),
+    DropReason.UNRECOGNISED: (
+        "Kernel module only: a wireguard log line that no entry of wgpy.kernelmsg.MESSAGES"
+        " knows; counted with its text so that nothing is ignored silently."
     ),
 }
 
