@@ -84,11 +84,18 @@ fetch_unpacked() {
     [[ -f "$dest/.unpacked" ]] && return 0
     log "downloading and unpacking $pkg into $dest (not installing it)"
     tmp="$(mktemp -d)"
-    # apt-get download runs as the _apt user when it can: let it write into the temp dir.
-    chmod 0777 -- "$tmp"
-    if ! (cd -- "$tmp" && quietly apt-get download "$pkg"); then
-        rm -rf -- "$tmp"
-        return 1
+    # apt-get download runs as the _apt user when it can: let that user write into the temp dir.
+    if [[ $(id -u) -eq 0 ]] && id -u _apt >/dev/null 2>&1; then
+        chown _apt -- "$tmp"
+    fi
+    if ! (cd -- "$tmp" && apt-get download "$pkg" >/dev/null 2>&1); then
+        # stale package lists name a version the mirror no longer has
+        log "apt-get download $pkg failed; updating the package lists and retrying"
+        quietly apt-get update
+        if ! (cd -- "$tmp" && quietly apt-get download "$pkg"); then
+            rm -rf -- "$tmp"
+            return 1
+        fi
     fi
     rm -rf -- "$dest"
     mkdir -p -- "$dest"
