@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import sys
 
 from wgpy import __version__, crypto
@@ -57,27 +58,38 @@ def _interfaces() -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from wgpy.io.uapi_client import uapi_get, wgpy_stats
-    from wgpy.tools.show import parse_get, parse_stats, print_view, to_json
+    from wgpy.io.uapi_client import interface_get, wgpy_stats
+    from wgpy.tools.show import kernel_info, parse_get, parse_stats, print_view, to_json
 
     names = [args.interface] if args.interface else _interfaces()
     views = []
     for name in names:
         try:
-            view = parse_get(name, uapi_get(name))
-        except (FileNotFoundError, ConnectionRefusedError):
+            # a userspace daemon's socket, or a kernel interface over netlink
+            pairs, is_kernel = interface_get(name)
+        except OSError as error:
             if not args.interface:
                 continue  # a stale or vanished socket, as `wg show` skips them
-            sys.stderr.write(f"wgpy: Unable to access interface {name}: No such device\n")
-            return 1
-        except OSError as error:
             sys.stderr.write(
                 f"wgpy: Unable to access interface {name}: {error.strerror or error}\n"
             )
             return 1
-        stats = wgpy_stats(name)
-        if stats is not None:
-            parse_stats(view, stats)
+        view = parse_get(name, pairs)
+        if is_kernel:
+            from wgpy.io.kernel_wg import link_statistics
+            from wgpy.tools.watch import read_state
+
+            state = read_state(name)
+            counters: dict[str, int] = {}
+            with contextlib.suppress(OSError):
+                counters = link_statistics(name)
+            view.kernel = kernel_info(state, counters)
+            if state is not None:
+                parse_stats(view, state)
+        else:
+            stats = wgpy_stats(name)
+            if stats is not None:
+                parse_stats(view, stats)
         views.append(view)
     if args.json:
         import json
@@ -116,6 +128,28 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from wgpy.tools.watch import WatchOptions, run_watch
+
+    json_log = None
+    if args.log_format == "json":
+        json_log = open(args.log_file, "a", buffering=1) if args.log_file else sys.stdout  # noqa: SIM115
+    try:
+        return run_watch(
+            WatchOptions(
+                args.interface,
+                enable_debug=args.enable_debug,
+                unthrottle=args.unthrottle,
+                json_log=json_log,
+                metrics=args.metrics,
+                duration=args.duration,
+            )
+        )
+    finally:
+        if json_log is not None and json_log is not sys.stdout:
+            json_log.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wgpy", description="WireGuard in Python with explainable AllowedIPs."
@@ -147,6 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("-c", "--count", type=int, help="stop after this many packets")
     cap.add_argument("-t", "--duration", type=float, help="stop after this many seconds")
     cap.set_defaults(func=cmd_capture)
+    watch = sub.add_parser(
+        "watch",
+        help="attribute a kernel WireGuard interface's drops to peers and reasons "
+        "(reads the module's debug messages; `wgpy show IF` shows the counts)",
+    )
+    watch.add_argument("interface", help="a kernel WireGuard interface in this namespace")
+    watch.add_argument(
+        "--enable-debug",
+        action="store_true",
+        help="turn the wireguard module's dynamic debug on (restored on exit)",
+    )
+    watch.add_argument(
+        "--unthrottle",
+        action="store_true",
+        help="lift the kernel's message rate limit (net.core.message_cost=0; restored on exit)",
+    )
+    watch.add_argument("--log-format", choices=("text", "json"), default="text")
+    watch.add_argument("--log-file", metavar="PATH", help="write the JSON log there")
+    watch.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics")
+    watch.add_argument("--duration", type=float, help=argparse.SUPPRESS)
+    watch.set_defaults(func=cmd_watch)
     from wgpy.tools.aip_cli import add_parsers  # explain, lint, calc
 
     add_parsers(sub)

@@ -103,20 +103,3 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", str(path), "sideways", "10.1.1.1"]) == 2
     assert main(["explain", "wgpy-no-such-if", "to", "10.1.1.1"]) == 2
     assert "Unable to access interface wgpy-no-such-if" in capsys.readouterr().err
-
-
-def test_interface_without_socket_is_read_with_wg_showconf(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A kernel interface has no UAPI socket: explain reads it as `wg showconf` prints it.
-    (No kernel module here, so a stand-in `wg` prints the showconf text.)"""
-    fake = tmp_path / "wg"
-    fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'showconf wgk0' ] || exit 1\ncat <<'X'\n{CONF}X\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    assert main(["explain", "wgk0", "to", "10.100.5.7", "--json", "--no-route"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["verdict"] == "sent" and result["interface"] == "wgk0"
-    assert result["peer"] == B_PUB
-    assert main(["explain", "wgk1", "to", "10.100.5.7"]) == 2
-    assert "Unable to access interface wgk1" in capsys.readouterr().err

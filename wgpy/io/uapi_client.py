@@ -51,6 +51,18 @@ def uapi_get(ifname: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def interface_get(ifname: str) -> tuple[list[tuple[str, str]], bool]:
+    """The ``get`` pairs of a userspace daemon's interface (its UAPI socket) or, when there
+    is no socket, of a kernel WireGuard interface (generic netlink); and whether it was the
+    kernel's. Raises OSError (ENODEV when neither has it)."""
+    try:
+        return uapi_get(ifname), False
+    except (FileNotFoundError, ConnectionRefusedError):
+        from wgpy.io.kernel_wg import kernel_get
+
+        return kernel_get(ifname), True
+
+
 def wgpy_stats(ifname: str) -> dict[str, object] | None:
     """wgpyd's drop counters; None when the daemon is not wgpyd (it closes or errors)."""
     import json

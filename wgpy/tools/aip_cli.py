@@ -45,20 +45,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if _is_config(args.target):
             source = Source.from_config(load(args.target))
         else:
-            from wgpy.io.uapi_client import uapi_get
+            from wgpy.io.uapi_client import interface_get
 
             try:
-                source = Source.from_uapi(args.target, uapi_get(args.target))
-            except (FileNotFoundError, ConnectionRefusedError):
-                # No userspace socket: a kernel interface, read the way `wg` reads it.
-                kernel = _from_wg_showconf(args.target)
-                if kernel is None:
-                    return _error(f"Unable to access interface {args.target}: No such device")
-                source = kernel
+                # a userspace daemon's socket, or a kernel interface over netlink
+                pairs, _ = interface_get(args.target)
             except OSError as error:
                 return _error(
                     f"Unable to access interface {args.target}: {error.strerror or error}"
                 )
+            source = Source.from_uapi(args.target, pairs)
         if direction == "to":
             if source.kind == "interface" and not args.no_route:
                 route = _route(args.target, address)
@@ -73,27 +69,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_text(result, source))
     return 0 if result["verdict"] in ("sent", "delivered") else 1
-
-
-def _from_wg_showconf(ifname: str) -> Any:
-    """The table of an interface `wg` can read (the kernel's, over netlink), or None."""
-    import dataclasses
-    import shutil
-    import subprocess
-
-    from wgpy.config import parse_config
-    from wgpy.tools.explain import Source
-
-    wg = shutil.which("wg")
-    if wg is None:
-        return None
-    result = subprocess.run(
-        [wg, "showconf", ifname], capture_output=True, text=True, timeout=30, check=False
-    )
-    if result.returncode != 0:
-        return None
-    config = parse_config(result.stdout, f"wg showconf {ifname}")
-    return dataclasses.replace(Source.from_config(config), kind="interface", name=ifname)
 
 
 def _route(ifname: str, address: str) -> Any:
@@ -124,15 +99,62 @@ def cmd_lint(args: argparse.Namespace) -> int:
     configs = []
     for path in args.configs:
         try:
-            configs.append(load(path))
+            if _is_config(path):
+                configs.append(load(path))
+            else:
+                configs.append(_config_of_interface(path))
         except ConfigError as error:
             return _error(str(error))
+        except OSError as error:
+            return _error(f"Unable to access interface {path}: {error.strerror or error}")
     findings = lint(configs)
     if args.json:
         sys.stdout.write(json.dumps([f.to_json() for f in findings], indent=2) + "\n")
     else:
         sys.stdout.write(render_text(findings))
     return exit_status(findings)
+
+
+def _config_of_interface(ifname: str) -> Any:
+    """A live interface (userspace daemon or kernel) as the config ``wg showconf`` prints."""
+    import base64
+
+    from wgpy.config import parse_config
+    from wgpy.io.uapi_client import interface_get
+
+    pairs, _ = interface_get(ifname)
+    lines = ["[Interface]"]
+    allowed: list[str] = []
+
+    def flush_allowed() -> None:
+        if allowed:
+            lines.append(f"AllowedIPs = {', '.join(allowed)}")
+            allowed.clear()
+
+    for key, value in pairs:
+        if key == "private_key":
+            lines.append(f"PrivateKey = {base64.b64encode(bytes.fromhex(value)).decode()}")
+        elif key == "listen_port":
+            lines.append(f"ListenPort = {value}")
+        elif key == "fwmark" and value != "0":
+            lines.append(f"FwMark = {value}")
+        elif key == "public_key":
+            flush_allowed()
+            lines += [
+                "",
+                "[Peer]",
+                f"PublicKey = {base64.b64encode(bytes.fromhex(value)).decode()}",
+            ]
+        elif key == "preshared_key":
+            lines.append(f"PresharedKey = {base64.b64encode(bytes.fromhex(value)).decode()}")
+        elif key == "endpoint":
+            lines.append(f"Endpoint = {value}")
+        elif key == "persistent_keepalive_interval" and value != "0":
+            lines.append(f"PersistentKeepalive = {value}")
+        elif key == "allowed_ip":
+            allowed.append(value)
+    flush_allowed()
+    return parse_config("\n".join(lines) + "\n", f"{ifname} (live interface)")
 
 
 def cmd_calc(args: argparse.Namespace) -> int:
@@ -174,7 +196,9 @@ def add_parsers(sub: Any) -> None:
         description="Exit 0 clean, 1 findings, 2 could not read. Several configs (a hub and "
         "its spokes) are also checked against each other.",
     )
-    lint_parser.add_argument("configs", nargs="+", metavar="CONF")
+    lint_parser.add_argument(
+        "configs", nargs="+", metavar="CONF|IF", help="wg-quick files or live interfaces"
+    )
     lint_parser.add_argument("--json", action="store_true", help="machine-readable output")
     lint_parser.set_defaults(func=cmd_lint)
 

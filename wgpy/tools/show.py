@@ -38,6 +38,8 @@ class InterfaceView:
     drops: dict[tuple[str | None, str], int] | None = None
     #: disallowed_source drops: (sending peer, peer holding the source or None) → count.
     owners: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    #: A kernel interface: its link counters, and what a `wgpy watch` knows (None: userspace).
+    kernel: dict[str, Any] | None = None
 
 
 def _b64(hex_key: str) -> str:
@@ -149,6 +151,38 @@ def render_text(view: InterfaceView, now: float | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _print_kernel(view: InterfaceView, console: Console) -> None:
+    assert view.kernel is not None
+    counters = view.kernel.get("link_counters") or {}
+    moved = ", ".join(
+        f"{name} {value}"
+        for name, value in counters.items()
+        if value and ("error" in name or "dropped" in name)
+    )
+    console.print(f"  kernel interface counters (exact): {moved or 'no errors, no drops'}")
+    if not view.kernel.get("watch"):
+        console.print(
+            f"  (drop reasons: no `wgpy watch {view.name}` is running; start one to see why "
+            "the kernel drops packets, by peer and reason)",
+            markup=False,
+        )
+        return
+    if view.kernel.get("lower_bound"):
+        console.print(
+            "  counts below are lower bounds (≥): the kernel rate-limits its messages "
+            "(wgpy watch --unthrottle lifts that)",
+            markup=False,
+        )
+    for entry in view.kernel.get("unattributed", []):
+        console.print(
+            f"  {entry['count']} × {entry['reason']}: peer {entry['why']} (endpoint shared or "
+            "not known)",
+            markup=False,
+        )
+    for entry in view.kernel.get("unrecognised", []):
+        console.print(f"  {entry['count']} × unrecognised: {entry['text']}", markup=False)
+
+
 def drops_table(view: InterfaceView) -> Table:
     table = Table(title=f"{view.name}: packets not delivered, by peer and reason")
     table.add_column("peer", no_wrap=True, min_width=12)
@@ -166,12 +200,27 @@ def drops_table(view: InterfaceView) -> Table:
                 for owner, n in _owners_of(view, peer)
             )
             meaning += f" Sources held by: {held}." if held else ""
-        table.add_row(peer or "(interface)", reason, str(count), meaning)
+        shown = f"≥{count}" if view.kernel and view.kernel.get("lower_bound") else str(count)
+        table.add_row(peer or "(interface)", reason, shown, meaning)
     return table
 
 
+def kernel_info(state: dict[str, Any] | None, counters: dict[str, int]) -> dict[str, Any]:
+    """The ``kernel`` part of a view: the interface counters (exact) and, with a running
+    ``wgpy watch``, whether its attributed counts are lower bounds and what it could not
+    attribute."""
+    info: dict[str, Any] = {"link_counters": counters, "watch": state is not None}
+    if state is not None:
+        info["lower_bound"] = bool(state.get("lower_bound", True))
+        info["debug_callsites_on"] = state.get("debug_callsites_on")
+        info["unattributed"] = state.get("unattributed", [])
+        info["unrecognised"] = state.get("unrecognised", [])
+    return info
+
+
 def to_json(view: InterfaceView) -> dict[str, Any]:
-    return {
+    extra = {} if view.kernel is None else {"kernel": view.kernel}
+    return extra | {
         "interface": view.name,
         "public_key": view.public_key,
         "listen_port": view.listen_port,
@@ -197,8 +246,11 @@ def print_view(view: InterfaceView, *, as_json: bool, console: Console | None = 
         console.print_json(json.dumps(to_json(view)))
         return
     console.print(render_text(view), end="", markup=False, highlight=False, emoji=False)
+    if view.kernel is not None:
+        _print_kernel(view, console)
     if view.drops is None:
-        console.print("  (drop counters: not a wgpyd interface)", markup=False)
+        if view.kernel is None:
+            console.print("  (drop counters: not a wgpyd interface)", markup=False)
     elif not view.drops:
         console.print("  drops: none")
     else:
