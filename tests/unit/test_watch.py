@@ -1,0 +1,88 @@
+"""The pure part of `wgpy watch`: peer attribution and counting (wgpy.tools.watch.DropTally)."""
+
+from __future__ import annotations
+
+import base64
+
+from wgpy.kernelmsg import classify
+from wgpy.tools.watch import DropTally, PeerDirectory
+
+A = base64.b64encode(bytes([1]) * 32).decode()
+B = base64.b64encode(bytes([2]) * 32).decode()
+C = base64.b64encode(bytes([3]) * 32).decode()
+
+
+def _pairs(*peers: tuple[str, str | None, list[str]]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = [("listen_port", "51820")]
+    for key, endpoint, allowed in peers:
+        pairs.append(("public_key", base64.b64decode(key).hex()))
+        if endpoint:
+            pairs.append(("endpoint", endpoint))
+        pairs += [("allowed_ip", prefix) for prefix in allowed]
+    return pairs
+
+
+def _tally() -> DropTally:
+    tally = DropTally("wg0")
+    tally.update_peers(
+        PeerDirectory.from_pairs(
+            _pairs(
+                (A, "192.0.2.1:51820", ["10.0.0.1/32"]),
+                (B, "192.0.2.9:51820", ["10.0.0.2/32"]),
+                (C, "192.0.2.9:51820", ["10.0.0.3/32"]),  # shares B's endpoint (one NAT)
+            )
+        )
+    )
+    return tally
+
+
+def _line(text: str) -> str:
+    return f"wireguard: wg0: {text}"
+
+
+def test_disallowed_source_is_attributed_by_endpoint_and_owner_found() -> None:
+    tally = _tally()
+    message = classify(
+        _line("Packet has unallowed src IP (10.0.0.2) from peer 7 (192.0.2.1:51820)")
+    )
+    assert message is not None
+    event = tally.feed(message)
+    assert event is not None and event.peer == base64.b64decode(A)
+    assert event.owner == base64.b64decode(B) and event.inner is not None
+    assert event.inner.src == "10.0.0.2"
+    assert tally.counts[(A, "disallowed_source")] == 1
+    assert tally.owners[(A, B)] == 1
+    # the kernel's peer id is remembered: the same peer after roaming is still A
+    tally.update_peers(PeerDirectory.from_pairs(_pairs((A, "198.51.100.5:1", []))))
+    roamed = classify(_line("Packet has unallowed src IP (10.9.9.9) from peer 7 (203.0.113.1:9)"))
+    assert roamed is not None and tally.feed(roamed) is not None
+    assert tally.counts[(A, "disallowed_source")] == 2
+
+
+def test_shared_or_unknown_endpoints_are_not_guessed() -> None:
+    tally = _tally()
+    shared = classify(_line("Packet has incorrect size from peer 3 (192.0.2.9:51820)"))
+    unknown = classify(_line("Packet has incorrect size from peer 4 (203.0.113.7:4444)"))
+    assert shared is not None and unknown is not None
+    for message in (shared, unknown):
+        event = tally.feed(message)
+        assert event is not None and event.peer is None
+    assert tally.counts[(None, "bad_length")] == 2
+    assert tally.unattributed[("bad_length", "ambiguous")] == 1
+    assert tally.unattributed[("bad_length", "unknown")] == 1
+
+
+def test_interface_level_drops_and_not_drops() -> None:
+    tally = _tally()
+    no_peer = classify(_line("No peer has allowed IPs matching 10.200.0.77"))
+    keypair = classify(_line("Keypair 1 created for peer 7"))
+    odd = classify(_line("Something new the module says"))
+    assert no_peer is not None and keypair is not None and odd is not None
+    event = tally.feed(no_peer)
+    assert event is not None and event.peer is None and event.direction.value == "out"
+    assert event.inner is not None and event.inner.dst == "10.200.0.77"
+    assert tally.feed(keypair) is None and tally.not_drops == 1
+    assert tally.feed(odd) is not None
+    stats = tally.stats()
+    assert {"peer": None, "reason": "no_peer", "count": 1} in stats["drops"]
+    assert stats["unrecognised"] == [{"text": odd.text, "count": 1}]
