@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from typing import Any, Final
 
 import pytest
@@ -189,3 +190,41 @@ def test_show_says_when_no_watch_runs(tunnel: KernelTunnel) -> None:
     text = _wgpy(tunnel, "show", GUEST_IF).stdout
     assert f"no `wgpy watch {GUEST_IF}` is running" in text
     assert f"peer: {tunnel.host_public}" in text
+
+
+def test_rate_limited_counts_are_lower_bounds(tunnel: KernelTunnel) -> None:
+    """With the kernel's rate limit on (message_cost 5, burst 10), a burst of 40 packets from
+    a disallowed source leaves fewer lines than drops: the watch's count is at most the
+    truth, marked as a lower bound, while the interface counter has every one."""
+    tunnel.handshake()
+    _prepare_host_root(tunnel)
+    guest = tunnel.guest
+    guest.run("sysctl -qw net.core.message_cost=5 net.core.message_burst=10")
+    before = tunnel.guest_link_stats()["rx_frame_errors"]
+    watch = f"{WGPY} watch {GUEST_IF} --enable-debug"
+    guest.run_in_host_root(
+        f"setsid sh -c {shlex.quote(watch)} </dev/null >/tmp/watch.out 2>&1 &", timeout=30
+    )
+    wait_for(lambda: _show(tunnel)["kernel"]["watch"], 60, interval=0.5, what="the watch")
+    tunnel.ns.run("ip", "addr", "add", "10.100.0.77/24", "dev", tunnel.host_if)
+    tunnel.ns.run(
+        "ping", "-q", "-c", "40", "-i", "0.01", "-W", "1", "-I", "10.100.0.77", "10.100.0.2",
+        check=False,
+    )  # fmt: skip
+    wait_for(
+        lambda: tunnel.guest_link_stats()["rx_frame_errors"] - before >= 40,
+        20,
+        interval=0.5,
+        what="the kernel to count 40 frame errors",
+    )
+    time.sleep(1.5)  # a refresh of the watch's state
+    view = _show(tunnel)
+    counted = _drops(view).get((tunnel.host_public, "disallowed_source"), 0)
+    assert 1 <= counted < 40, view
+    assert view["kernel"]["lower_bound"] is True
+    assert view["kernel"]["link_counters"]["rx_frame_errors"] - before >= 40
+    text = _wgpy(tunnel, "show", GUEST_IF).stdout
+    assert f"≥{counted}" in text and "lower bounds" in text, text
+    state = json.loads(guest.run_in_host_root(f"cat /run/wgpy/watch-*-{GUEST_IF}.json").stdout)
+    guest.run(f"kill -TERM {int(state['pid'])}")
+    wait_for(lambda: not _show(tunnel)["kernel"]["watch"], 30, interval=0.5, what="watch end")
