@@ -31,14 +31,14 @@ PARTIAL_DEBUG: Final = "module wireguard -p\nfile drivers/net/wireguard/timers.c
 
 
 def _prepare_host_root(tunnel: KernelTunnel) -> None:
-    """The mounts wgpy needs inside the chroot: proc, sys, dev, a writable /run and /tmp."""
+    """The mounts wgpy needs inside the chroot: proc, sys, dev and a writable /run (not /tmp:
+    the checkout itself may live there)."""
     tunnel.guest.mount_host_root()
     mounts = (
         ("proc", "/host/proc", "-t proc proc"),
         ("sysfs", "/host/sys", "-t sysfs sys"),
         ("dev", "/host/dev", "--bind /dev"),
         ("run", "/host/run", "-t tmpfs run"),
-        ("tmp", "/host/tmp", "-t tmpfs tmp"),
     )
     script = "\n".join(
         f"grep -q ' {target} ' /proc/mounts || mount {how} {target}" for _, target, how in mounts
@@ -114,10 +114,10 @@ def test_watch_attributes_kernel_drops_to_peers_and_reasons(tunnel: KernelTunnel
 
     watch = (
         f"{WGPY} watch {GUEST_IF} --enable-debug --unthrottle --log-format json "
-        f"--log-file /tmp/watch.jsonl --metrics {GUEST_UNDERLAY[4]}:{METRICS_PORT}"
+        f"--log-file /run/watch.jsonl --metrics {GUEST_UNDERLAY[4]}:{METRICS_PORT}"
     )
     guest.run_in_host_root(
-        f"setsid sh -c {shlex.quote(watch)} </dev/null >/tmp/watch.out 2>&1 &", timeout=30
+        f"setsid sh -c {shlex.quote(watch)} </dev/null >/run/watch.out 2>&1 &", timeout=30
     )
     wait_for(lambda: _watch_state(tunnel) is not None, 60, interval=0.5, what="the watch")
 
@@ -159,7 +159,7 @@ def test_watch_attributes_kernel_drops_to_peers_and_reasons(tunnel: KernelTunnel
     # the JSON log has the inner addresses
     records = [
         json.loads(line)
-        for line in guest.run_in_host_root("cat /tmp/watch.jsonl").stdout.splitlines()
+        for line in guest.run_in_host_root("cat /run/watch.jsonl").stdout.splitlines()
     ]
     disallowed = [r for r in records if r.get("reason") == "disallowed_source"]
     assert disallowed and disallowed[0]["inner_src"] == "10.100.0.77"
@@ -211,7 +211,7 @@ def test_rate_limited_counts_are_lower_bounds(tunnel: KernelTunnel) -> None:
     before = tunnel.guest_link_stats()["rx_frame_errors"]
     watch = f"{WGPY} watch {GUEST_IF} --enable-debug"
     guest.run_in_host_root(
-        f"setsid sh -c {shlex.quote(watch)} </dev/null >/tmp/watch.out 2>&1 &", timeout=30
+        f"setsid sh -c {shlex.quote(watch)} </dev/null >/run/watch.out 2>&1 &", timeout=30
     )
     wait_for(lambda: _watch_state(tunnel) is not None, 60, interval=0.5, what="the watch")
     tunnel.ns.run("ip", "addr", "add", "10.100.0.77/24", "dev", tunnel.host_if)
