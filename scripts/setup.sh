@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything wgpy's development and tests need, on a Debian machine, as root.
 #
-#   sudo bash scripts/setup.sh
+#   bash scripts/setup.sh          (as root, or: sudo bash scripts/setup.sh)
 #
 # Idempotent: installs only the Debian packages that are missing, creates .venv only if it is
 # missing, and re-runs `pip install -e '.[dev,fuzz,bench]'` only when pyproject.toml changed since the last
@@ -16,6 +16,9 @@ cd -- "$ROOT"
 DEB_PACKAGES=(
     wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump tshark ncat procps nftables
     qemu-system-x86
+    # `python3 -m venv` needs ensurepip, which Debian ships apart; pytricia (the bench extra, an
+    # anchor of `python -m bench` and of tests/test_bench_smoke.py) has no wheel: it is compiled
+    python3-venv build-essential python3-dev
 )
 
 # Unpacked with dpkg-deb -x into .cache/kernel/ for tests/kernel/, never installed: the kernel
