@@ -119,9 +119,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
         sys.stderr.write("wgpy capture: give IFNAME and -w FILE, or -r FILE\n")
         return 2
     try:
+        sock = capture.connect(args.interface)
+    except capture.CaptureError as error:
+        sys.stderr.write(f"wgpy: {error}\n")
+        return 1
+    try:
         with open(args.write, "wb") as out:
-            packets = capture.record(args.interface, out, count=args.count, duration=args.duration)
+            packets = capture.record(
+                args.interface, out, count=args.count, duration=args.duration, sock=sock
+            )
     except OSError as error:
+        sock.close()
         sys.stderr.write(f"wgpy: capture on {args.interface}: {error.strerror or error}\n")
         return 1
     sys.stderr.write(f"{packets} packets written to {args.write}\n")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "parse_endpoint",
     "parse_key",
     "parse_prefix",
+    "suggest_key",
 ]
 
 #: canonical spelling of every key wg-quick understands, by section; keyed by lower case
@@ -71,6 +73,26 @@ PEER_KEYS = {
 }
 LIST_KEYS = frozenset({"AllowedIPs", "Address", "DNS"})
 HOOK_KEYS = ("PreUp", "PostUp", "PreDown", "PostDown")
+
+
+def suggest_key(key: str, interface: bool) -> str | None:
+    """The known key an unknown ``key`` was probably meant to be (``Allowed IPs``,
+    ``allowed_ips``, ``AllowedIP`` -> ``AllowedIPs``), or None; ``interface`` picks the section.
+    """
+    known = INTERFACE_KEYS if interface else PEER_KEYS
+    squeezed = re.sub(r"[\s_-]+", "", key).lower()
+    if squeezed in known:
+        return known[squeezed]
+    close = difflib.get_close_matches(squeezed, list(known), n=1, cutoff=0.75)
+    return known[close[0]] if close else None
+
+
+def unknown_key_message(key: str, interface: bool) -> str:
+    """``unknown key 'Allowed IPs' (did you mean AllowedIPs?)``."""
+    suggestion = suggest_key(key, interface)
+    hint = f" (did you mean {suggestion}?)" if suggestion else ""
+    return f"unknown key {key!r}{hint}"
+
 
 _NAME_COMMENT = re.compile(r"^\s*#+\s*name\s*[=:]\s*(\S.*?)\s*$", re.IGNORECASE)
 _SECTION = re.compile(r"^\s*\[\s*([A-Za-z]+)\s*\]\s*$")
@@ -203,8 +225,19 @@ class Config:
         """The AllowedIPs table ``wg setconf`` would build: peers keyed by public key, inserted
         in file order (so a prefix on two peers ends up with the later one).
 
-        Raises ConfigError for a missing or invalid public key or a malformed prefix.
+        Raises ConfigError for a missing or invalid public key, a malformed prefix, or an
+        unknown key that looks like a misspelt known one (``Allowed IPs``): a table built
+        without its values would answer for a file wg refuses. Other unknown keys are left to
+        ``wgpy lint``.
         """
+        sections: list[_Section] = [*([self.interface] if self.interface else []), *self.peers]
+        for section in sections:
+            interface = isinstance(section, InterfaceSection)
+            for entry in section.unknown:
+                if suggest_key(entry.key, interface) is not None:
+                    raise entry.value.error(
+                        unknown_key_message(entry.key, interface) + ": wg would refuse this file"
+                    )
         table: AllowedIPs[str] = AllowedIPs()
         for peer in self.peers:
             key = peer_key(peer)
@@ -212,13 +245,24 @@ class Config:
                 table.insert(parse_prefix(value), key)
         return table
 
+    def peer_name_lists(self) -> dict[str, list[str]]:
+        """Public key -> the distinct ``# Name =`` names of its [Peer] sections, in file order.
+
+        Sections sharing a public key are one peer to ``wg setconf`` (the later one's values
+        merge into the earlier one's), so a key may have several names.
+        """
+        names: dict[str, list[str]] = {}
+        for peer in self.peers:
+            if peer.name and peer.public_key is not None:
+                held = names.setdefault(peer.public_key.text, [])
+                if peer.name not in held:
+                    held.append(peer.name)
+        return names
+
     def peer_names(self) -> dict[str, str]:
-        """Public key -> name from ``# Name =`` comments."""
-        return {
-            peer.public_key.text: peer.name
-            for peer in self.peers
-            if peer.name and peer.public_key is not None
-        }
+        """Public key -> name from ``# Name =`` comments; the names of sections that share a
+        key joined as ``alice / bob``."""
+        return {key: " / ".join(names) for key, names in self.peer_name_lists().items()}
 
 
 def peer_key(peer: PeerSection) -> str:

@@ -152,3 +152,25 @@ def test_everything_excluded_and_bad_prefix(capsys: pytest.CaptureFixture[str]) 
     assert difference(parse_prefixes(["10.0.0.0/8"]), parse_prefixes(["0.0.0.0/0"])) == []
     assert main(["calc", "10.0.0.0/33"]) == 2
     assert "invalid prefix '10.0.0.0/33'" in capsys.readouterr().err
+
+
+def test_host_bits_warn_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calc", "10.0.0.1/8"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "AllowedIPs = 10.0.0.0/8\n"
+    assert "10.0.0.1/8 has host bits set; using 10.0.0.0/8" in captured.err
+    assert main(["calc", "10.0.0.0/8", "fd00::1", "-x", "10.0.0.1/16"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("host bits") == 1 and "10.0.0.1/16 has host bits set" in err
+    warnings: list[str] = []
+    parse_prefixes(["192.168.1.1/24, 10.0.0.0/8, 10.0.0.1"], warnings)
+    assert warnings == ["192.168.1.1/24 has host bits set; using 192.168.1.0/24"]
+
+
+def test_nothing_left_says_so_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calc", "10.0.0.0/8", "--exclude", "0.0.0.0/0"]) == 1
+    captured = capsys.readouterr()
+    assert "AllowedIPs = " not in captured.out
+    assert "nothing is left" in captured.err
+    assert main(["calc", "10.0.0.0/8", "--exclude", "0.0.0.0/0", "--json"]) == 1
+    assert capsys.readouterr().out == "[]\n"

@@ -13,6 +13,7 @@ from wgpy.config import (
     parse_config,
     parse_endpoint,
     parse_prefix,
+    suggest_key,
 )
 
 TEXT = """\
@@ -137,3 +138,32 @@ def test_parser_raises_only_config_errors(text: str) -> None:
         config.table()
     except ConfigError as error:
         assert str(error).startswith("f.conf:")
+
+
+@pytest.mark.parametrize(
+    ("key", "interface", "expected"),
+    [
+        ("Allowed IPs", False, "AllowedIPs"),
+        ("allowed_ips", False, "AllowedIPs"),
+        ("AllowedIP", False, "AllowedIPs"),
+        ("Public-Key", False, "PublicKey"),
+        ("PersistentKeepAlive ", False, "PersistentKeepalive"),
+        ("Listen Port", True, "ListenPort"),
+        ("PrivteKey", True, "PrivateKey"),
+        ("Colour", False, None),
+    ],
+)
+def test_suggest_key(key: str, interface: bool, expected: str | None) -> None:
+    assert suggest_key(key, interface) == expected
+
+
+def test_table_refuses_unknown_keys_with_a_suggestion() -> None:
+    text = (
+        "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\n[Peer]\n"
+        "PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nAllowed IPs = 10.0.0.2/32\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "wg0.conf").table()
+    assert str(caught.value).startswith(
+        "wg0.conf:6: unknown key 'Allowed IPs' (did you mean AllowedIPs?)"
+    )

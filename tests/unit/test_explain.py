@@ -103,3 +103,40 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", str(path), "sideways", "10.1.1.1"]) == 2
     assert main(["explain", "wgpy-no-such-if", "to", "10.1.1.1"]) == 2
     assert "Unable to access interface wgpy-no-such-if" in capsys.readouterr().err
+
+
+def test_duplicate_key_sections_are_one_peer_with_both_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # wg setconf merges [Peer] sections with the same key: one peer holding both sections'
+    # prefixes; explain names it by both names instead of the last section's alone
+    conf = (
+        iface()
+        + f"\n[Peer]\n# Name = alice\nPublicKey = {A_PUB}\nAllowedIPs = 10.1.0.0/24\n"
+        + f"\n[Peer]\n# Name = bob\nPublicKey = {A_PUB}\nAllowedIPs = 10.2.0.0/24\n"
+        + f"\n[Peer]\n# Name = carol\nPublicKey = {B_PUB}\nAllowedIPs = 10.3.0.0/24\n"
+    )
+    source = Source.from_config(parse_config(conf, "dup.conf"))
+    result = explain_to(source, "10.1.0.5")
+    assert result["peer"] == A_PUB and result["peer_name"] == "alice / bob"
+    assert any("named alice and bob have the same PublicKey" in r for r in result["reasons"])
+    for name in ("alice", "bob"):
+        assert explain_from(source, "10.1.0.5", name)["verdict"] == "delivered"
+        assert explain_from(source, "10.2.0.5", name)["verdict"] == "delivered"
+    dropped = explain_from(source, "10.3.0.5", "alice")
+    assert dropped["verdict"] == "dropped" and dropped["owner_name"] == "carol"
+    path = tmp_path / "dup.conf"
+    path.write_text(conf)
+    assert main(["explain", str(path), "to", "10.1.0.5"]) == 0
+    out = capsys.readouterr().out
+    assert f"SENT to peer alice / bob ({A_PUB}) via 10.1.0.0/24" in out
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typo.conf"
+    path.write_text(iface() + f"\n[Peer]\nPublicKey = {A_PUB}\nAllowed IPs = 10.1.0.0/24\n")
+    assert main(["explain", str(path), "to", "10.1.0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "typo.conf:8: unknown key 'Allowed IPs' (did you mean AllowedIPs?)" in err

@@ -275,3 +275,16 @@ def test_cli_unreadable_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     binary.write_bytes(b"[Interface]\n\xff\xfe\n")
     assert main(["lint", str(binary)]) == 2
     assert f"{binary}:2: not UTF-8" in capsys.readouterr().err
+
+
+def test_unknown_key_did_you_mean() -> None:
+    text = (
+        iface("Listen_Port = 51821\n")
+        + f"\n[Peer]\nPublicKey = {A_PUB}\nAllowed IPs = 10.0.0.2/32\n"
+    )
+    texts = [str(f) for f in findings(text) if f.code == "unknown-key"]
+    assert len(texts) == 2, texts
+    assert "x.conf:5: error: unknown key 'Listen_Port' (did you mean ListenPort?)" in texts[0]
+    assert "x.conf:9: error: unknown key 'Allowed IPs' (did you mean AllowedIPs?)" in texts[1]
+    misplaced = iface("AllowedIPs = 10.0.0.0/8\n")
+    assert any("it belongs in a [Peer] section" in str(f) for f in findings(misplaced))

@@ -4,7 +4,7 @@ Exit statuses (for scripts):
 
 * explain: 0 sent / delivered, 1 not sent / dropped, 2 could not read (file, interface, address)
 * lint: 0 clean (info only), 1 warnings or errors, 2 a file could not be read or parsed
-* calc: 0, or 2 for a malformed prefix
+* calc: 0, 1 when nothing is left (EXCLUDE covers all of INCLUDE), 2 for a malformed prefix
 
 No traceback for a bad file: every ConfigError prints as ``FILE:LINE: message``.
 """
@@ -160,16 +160,25 @@ def _config_of_interface(ifname: str) -> Any:
 def cmd_calc(args: argparse.Namespace) -> int:
     from wgpy.tools.calc import difference, parse_prefixes, to_allowed_ips
 
+    warnings: list[str] = []
     try:
-        include = parse_prefixes(args.include)
-        exclude = parse_prefixes(args.exclude or [])
+        include = parse_prefixes(args.include, warnings)
+        exclude = parse_prefixes(args.exclude or [], warnings)
     except ValueError as error:
         return _error(f"calc: {error}")
+    for warning in warnings:
+        sys.stderr.write(f"wgpy: calc: warning: {warning}\n")
     result = difference(include, exclude)
     if args.json:
         sys.stdout.write(json.dumps([str(p) for p in result]) + "\n")
-    else:
+    elif result:
         sys.stdout.write(f"AllowedIPs = {to_allowed_ips(result)}\n")
+    if not result:
+        sys.stderr.write(
+            "wgpy: calc: nothing is left: the excluded prefixes cover every included address "
+            "(an empty AllowedIPs sends nothing to the peer and accepts nothing from it)\n"
+        )
+        return 1
     return 0
 
 
@@ -203,7 +212,9 @@ def add_parsers(sub: Any) -> None:
     lint_parser.set_defaults(func=cmd_lint)
 
     calc = sub.add_parser(
-        "calc", help="minimal AllowedIPs covering INCLUDE minus EXCLUDE (IPv4 and IPv6)"
+        "calc",
+        help="minimal AllowedIPs covering INCLUDE minus EXCLUDE (IPv4 and IPv6)",
+        description="Exit 0 with a result, 1 when nothing is left, 2 for a malformed prefix.",
     )
     calc.add_argument("include", nargs="+", metavar="INCLUDE")
     calc.add_argument("--exclude", "-x", nargs="+", metavar="EXCLUDE", default=[])

@@ -18,8 +18,11 @@ __all__ = ["difference", "parse_prefixes", "to_allowed_ips"]
 _WIDTH = {4: 32, 6: 128}
 
 
-def parse_prefixes(texts: list[str]) -> list[Prefix]:
-    """Prefixes from text (commas allowed, host bits masked); ValueError names the bad one."""
+def parse_prefixes(texts: list[str], warnings: list[str] | None = None) -> list[Prefix]:
+    """Prefixes from text (commas allowed, host bits masked); ValueError names the bad one.
+
+    Each prefix given with host bits set (``10.0.0.1/8``) adds a sentence to ``warnings``.
+    """
     out: list[Prefix] = []
     for text in texts:
         for part in text.split(","):
@@ -27,9 +30,15 @@ def parse_prefixes(texts: list[str]) -> list[Prefix]:
             if not part:
                 continue
             try:
-                out.append(ip_network(part, strict=False))
+                prefix = ip_network(part, strict=False)
             except ValueError:
                 raise ValueError(f"invalid prefix {part!r}") from None
+            if warnings is not None and "/" in part and str(prefix) != part:
+                try:
+                    ip_network(part, strict=True)
+                except ValueError:
+                    warnings.append(f"{part} has host bits set; using {prefix}")
+            out.append(prefix)
     return out
 
 

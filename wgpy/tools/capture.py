@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 import sys
 import time
 from typing import BinaryIO, TextIO
 
+from wgpy.daemon import socket_path
 from wgpy.io.uapi_client import open_capture
 from wgpy.packet import inner_info
 from wgpy.tools import pcapng
 
 
+class CaptureError(OSError):
+    """The interface's capture stream cannot be opened; the text names the interface."""
+
+
+def connect(ifname: str) -> socket.socket:
+    """The live stream of wgpyd's interface ``ifname``; CaptureError names the interface."""
+    try:
+        return open_capture(ifname)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise CaptureError(
+            f"Unable to access interface {ifname}: no wgpyd socket {socket_path(ifname)} "
+            "(capture needs a running wgpyd for the interface; `wgpy show` lists them)"
+        ) from None
+    except OSError as error:
+        raise CaptureError(
+            f"Unable to access interface {ifname}: {error.strerror or error}"
+        ) from None
+
+
 def record(
-    ifname: str, out: BinaryIO, *, count: int | None = None, duration: float | None = None
+    ifname: str,
+    out: BinaryIO,
+    *,
+    count: int | None = None,
+    duration: float | None = None,
+    sock: socket.socket | None = None,
 ) -> int:
     """Copy the live stream to ``out`` until ``count`` packets, ``duration`` seconds or Ctrl-C.
 
-    Returns the number of packets written. Only whole blocks are written.
+    ``sock`` is a stream from :func:`connect` (default: connect now). Returns the number of
+    packets written. Only whole blocks are written.
     """
-    sock = open_capture(ifname)
+    if sock is None:
+        sock = connect(ifname)
     deadline = None if duration is None else time.monotonic() + duration
     buffer = b""
     packets = 0

@@ -37,6 +37,8 @@ class Source:
     peers: list[str] = field(default_factory=list)  # public keys, in order
     names: dict[str, str] = field(default_factory=dict)  # public key -> name
     endpoints: dict[str, str | None] = field(default_factory=dict)
+    # public key -> every name of its sections, when [Peer] sections share a key (merged by wg)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> Source:
@@ -52,7 +54,8 @@ class Source:
                 endpoints[key] = peer.endpoint.text
             else:
                 endpoints.setdefault(key, None)
-        return cls("config", config.filename, table, peers, config.peer_names(), endpoints)
+        aliases = {k: v for k, v in config.peer_name_lists().items() if len(v) > 1}
+        return cls("config", config.filename, table, peers, config.peer_names(), endpoints, aliases)
 
     @classmethod
     def from_uapi(cls, ifname: str, pairs: list[tuple[str, str]]) -> Source:
@@ -73,6 +76,16 @@ class Source:
             {p.public_key: p.endpoint for p in view.peers},
         )
 
+    def merged_note(self, key: str) -> str | None:
+        """A reason line when ``key``'s [Peer] sections have several names (one peer to wg)."""
+        names = self.aliases.get(key)
+        if not names:
+            return None
+        return (
+            f"the [Peer] sections named {' and '.join(names)} have the same PublicKey: "
+            "wg merges them into one peer holding all their AllowedIPs (wgpy lint flags this)"
+        )
+
     def label(self, key: str | None) -> str | None:
         if key is None:
             return None
@@ -83,7 +96,7 @@ class Source:
         """A peer given by public key, by ``# Name``, or by an unambiguous key prefix."""
         if text in self.peers:
             return text
-        by_name = [k for k, n in self.names.items() if n == text]
+        by_name = [k for k, n in self.names.items() if n == text or text in self.aliases.get(k, ())]
         if len(by_name) == 1:
             return by_name[0]
         if len(by_name) > 1:
@@ -145,6 +158,9 @@ def explain_to(source: Source, address: str, route: RouteInfo | None = None) -> 
             )
         if source.endpoints.get(key, "") is None:
             reasons.append("the peer has no endpoint yet: the packet waits for one")
+        note = source.merged_note(key)
+        if note:
+            reasons.append(note)
     if route is not None:
         result["route"] = route.to_json()
         into = route.device == source.name
@@ -204,6 +220,10 @@ def explain_from(source: Source, address: str, peer: str) -> dict[str, Any]:
                 reasons.append(
                     f"{source.label(key)}'s own {', '.join(str(p) for p in own)} is less specific"
                 )
+    for who in dict.fromkeys([key, *([result["owner"]] if result["owner"] else [])]):
+        note = source.merged_note(who)
+        if note:
+            reasons.append(note)
     result["verdict"] = "delivered" if delivered else "dropped"
     result["reasons"] = reasons
     return result

@@ -37,6 +37,7 @@ from wgpy.config import (
     parse_int,
     parse_key,
     parse_prefix,
+    unknown_key_message,
 )
 from wgpy.tools.calc import difference
 
@@ -110,8 +111,11 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
         out.add(config, WARNING, "no-interface", "no [Interface] section")
     else:
         for entry in iface.unknown:
-            hint = " (it belongs in a [Peer] section)" if entry.key.lower() in _PEER_ONLY else ""
-            out.add(entry.value, ERROR, "unknown-key", f"unknown key {entry.key!r}{hint}")
+            if entry.key.lower() in _PEER_ONLY:
+                text = f"unknown key {entry.key!r} (it belongs in a [Peer] section)"
+            else:
+                text = unknown_key_message(entry.key, interface=True)
+            out.add(entry.value, ERROR, "unknown-key", text)
         if iface.private_key is not None:
             raw = out.check(iface.private_key, ERROR, "invalid-key", parse_key)
             if raw is not None:
@@ -143,8 +147,11 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
     prefix_lines: list[tuple[Prefix, Value, str, PeerSection]] = []
     for peer in config.peers:
         for entry in peer.unknown:
-            hint = " (it belongs in [Interface])" if entry.key.lower() in _IFACE_ONLY else ""
-            out.add(entry.value, ERROR, "unknown-key", f"unknown key {entry.key!r}{hint}")
+            if entry.key.lower() in _IFACE_ONLY:
+                text = f"unknown key {entry.key!r} (it belongs in [Interface])"
+            else:
+                text = unknown_key_message(entry.key, interface=False)
+            out.add(entry.value, ERROR, "unknown-key", text)
         key_value = peer.public_key
         key: str | None = None
         if key_value is None:
