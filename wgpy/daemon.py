@@ -6,12 +6,18 @@ background copy of itself that inherits both (``WG_TUN_FD``, ``WG_UAPI_FD``) and
 milliseconds to start, so the parent waits (up to :data:`READY_TIMEOUT` seconds) until the child
 reports through a pipe (``WGPY_READY_FD``) that it serves the socket: whatever runs after
 ``wgpyd`` returns — ``wg setconf`` in wg-quick — finds the daemon ready, not still importing.
+A child that fails before serving (the metrics endpoint cannot listen) sends its error through
+the same pipe; the parent prints it and exits 1.
+
+The process is named ``wgpyd`` (``comm`` through prctl, and ``argv[0]`` of the background copy),
+so ``pgrep -x wgpyd``, ``pidof wgpyd`` and ``ps`` find it by that name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -20,7 +26,6 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Final, TextIO
 
 from wgpy import __version__
@@ -45,7 +50,31 @@ _VALUE_OPTIONS: Final = {
     "--metrics": ENV_METRICS,
 }
 
+#: The process name (at most 15 bytes, the kernel's TASK_COMM_LEN - 1).
+PROCESS_NAME: Final = "wgpyd"
+_PR_SET_NAME: Final = 15
+#: The first byte the background copy writes on the readiness pipe: ready, or an error follows.
+_READY: Final = b"1"
+_FAILED: Final = b"E"
+
 log = logging.getLogger("wgpy")
+
+
+def set_process_name(name: str = PROCESS_NAME) -> None:
+    """Set this process's ``comm`` (what pgrep, top and systemd show); best effort."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def _background_argv0() -> str:
+    """``argv[0]`` for the background copy: a path named ``wgpyd`` in the interpreter's own
+    directory. Python finds its prefix (a venv's pyvenv.cfg, or the stdlib) from the directory
+    of a path argv[0]; a bare ``wgpyd`` would make it search PATH and lose its site-packages."""
+    executable = sys.executable
+    if sys.prefix == sys.base_prefix:
+        executable = os.path.realpath(executable)  # an installation: where the real binary is
+    return os.path.join(os.path.dirname(executable), PROCESS_NAME)
 
 
 def usage() -> str:
@@ -128,42 +157,78 @@ def _warm_up() -> None:
     crypto.public_key(bytes(range(1, 33)))
 
 
-def _ready_notifier() -> Callable[[], None] | None:
-    """In the background copy: a callback that tells the waiting parent we serve."""
-    ready_fd = _inherited_fd(ENV_READY_FD)
-    os.environ.pop(ENV_READY_FD, None)
-    if ready_fd is None:
-        return None
+class Readiness:
+    """In the background copy: tells the waiting parent that we serve, or why we could not.
+    Without a parent waiting (``-f``) a failure goes to stderr instead."""
 
-    def notify() -> None:
-        with contextlib.suppress(OSError):
-            os.write(ready_fd, b"1")
-        with contextlib.suppress(OSError):
-            os.close(ready_fd)
+    def __init__(self) -> None:
+        self._fd = _inherited_fd(ENV_READY_FD)
+        os.environ.pop(ENV_READY_FD, None)
 
-    return notify
+    def _send(self, data: bytes) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, data)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def ready(self) -> None:
+        self._send(_READY)
+
+    def failed(self, message: str) -> None:
+        if self._fd is None:
+            sys.stderr.write(f"{message}\n")
+        self._send(_FAILED + message.encode(errors="replace")[:4000])
 
 
 def _wait_ready(read_fd: int) -> bool:
     """Parent side: True once the child reported ready or the wait timed out (the child may
-    still come up), False if it exited first (the pipe closed without a byte)."""
+    still come up), False if it failed or exited first (printing its error, if it sent one)."""
     readable, _, _ = select.select([read_fd], [], [], READY_TIMEOUT)
     if not readable:
         sys.stderr.write(f"wgpyd: the daemon is not ready after {READY_TIMEOUT:.0f} s\n")
         return True
     try:
-        return os.read(read_fd, 1) == b"1"
+        data = os.read(read_fd, 4096)
     except OSError:
         return False
+    if data.startswith(_READY):
+        return True
+    if data.startswith(_FAILED):
+        sys.stderr.write(f"{data[1:].decode(errors='replace')}\n")
+    else:
+        sys.stderr.write("wgpyd: the daemon exited during startup\n")
+    return False
 
 
-def serve(
-    ifname: str, tun_fd: int, uapi: socket.socket, on_ready: Callable[[], None] | None = None
-) -> int:
+def _metrics_error(address: str, error: Exception) -> str:
+    return (
+        f"wgpyd: metrics endpoint {address}: {error} (it listens in the daemon's network namespace)"
+    )
+
+
+def _release(path: str, inode: int | None, tun_fd: int, uapi: socket.socket) -> None:
+    """Remove the UAPI socket (only if it is still the one at `inode`) and close the TUN."""
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        if inode is not None and stat.S_ISSOCK(info.st_mode) and info.st_ino == inode:
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.close(tun_fd)
+    uapi.close()
+
+
+def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | None = None) -> int:
     """Run the device in this process until the interface or its socket goes away."""
     from wgpy.io.runner import DeviceRunner
 
     path = socket_path(ifname)
+    try:
+        inode: int | None = os.stat(path).st_ino
+    except OSError:
+        inode = None
     device = Device()
     with contextlib.suppress(OSError):
         device.mtu = tun.link_state(tun_fd).mtu
@@ -180,22 +245,28 @@ def serve(
         try:
             start_server(metrics_address, registry)
         except (OSError, ValueError) as error:
-            log.error("Metrics endpoint %s: %s", metrics_address, error)
-            collector = None
+            message = _metrics_error(metrics_address, error)
+            log.error("%s", message)
+            if readiness is not None:
+                readiness.failed(message)
+            else:
+                sys.stderr.write(f"{message}\n")
+            _release(path, inode, tun_fd, uapi)
+            return 1
     runner = DeviceRunner(
-        device, ifname, tun_fd, uapi, path, json_log=json_log, metrics=collector, on_ready=on_ready
+        device,
+        ifname,
+        tun_fd,
+        uapi,
+        path,
+        json_log=json_log,
+        metrics=collector,
+        on_ready=None if readiness is None else readiness.ready,
     )
     try:
         asyncio.run(runner.run())
     finally:
-        with contextlib.suppress(OSError):
-            info = os.stat(path)
-            # Only remove the socket if it is still the one we created.
-            if stat.S_ISSOCK(info.st_mode) and info.st_ino == runner.uapi_inode:
-                os.unlink(path)
-        with contextlib.suppress(OSError):
-            os.close(tun_fd)
-        uapi.close()
+        _release(path, runner.uapi_inode, tun_fd, uapi)
     return 0
 
 
@@ -224,6 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     requested = positional[0]
     level = _log_level()
     _setup_logging(requested, level)
+    set_process_name()
+
+    # Fail before creating anything when the metrics endpoint cannot listen (the background
+    # copy binds it for real and reports a failure through the readiness pipe).
+    metrics_address = os.environ.get(ENV_METRICS)
+    if metrics_address and _inherited_fd(ENV_TUN_FD) is None:
+        from wgpy.tools.metrics import check_address
+
+        try:
+            check_address(metrics_address)
+        except (OSError, ValueError) as error:
+            message = _metrics_error(metrics_address, error)
+            log.error("%s", message)
+            sys.stderr.write(f"{message}\n")
+            return 1
 
     if foreground:
         _warm_up()
@@ -253,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if foreground:
         log.info("Starting wgpyd version %s", __version__)
-        return serve(ifname, tun_fd, uapi, _ready_notifier())
+        return serve(ifname, tun_fd, uapi, Readiness())
 
     env = dict(os.environ)
     env[ENV_FOREGROUND] = "1"
@@ -263,11 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     os.set_inheritable(uapi.fileno(), True)
     ready_read, ready_write = os.pipe()
     env[ENV_READY_FD] = str(ready_write)
-    quiet = level is None or "LOG_LEVEL" not in os.environ
+    # The background copy keeps the caller's stdout and stderr only when it logs there (as
+    # wireguard-go's does with LOG_LEVEL set); otherwise `wgpyd IF | tail` would wait for it.
+    quiet = level is None or "LOG_LEVEL" not in os.environ or bool(os.environ.get(ENV_LOG_FILE))
     output = subprocess.DEVNULL if quiet else None
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "wgpy.daemon", ifname],
+            [_background_argv0(), "-m", "wgpy.daemon", ifname],
+            executable=sys.executable,
             env=env,
             pass_fds=(tun_fd, uapi.fileno(), ready_write),
             stdin=subprocess.DEVNULL,
@@ -282,7 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.close(ready_write)
     if not _wait_ready(ready_read):
-        sys.stderr.write("wgpyd: the daemon exited during startup\n")
         with contextlib.suppress(OSError):
             os.unlink(socket_path(ifname))  # the child never got to remove it
         return 1

@@ -566,6 +566,102 @@ def test_daemon_bad_usage(netns_factory: Callable[[], Netns], args: Sequence[str
     assert not list(WG_RUN_DIR.glob("a.sock")) and not list(WG_RUN_DIR.glob("b.sock"))
 
 
+def _listener(ns: Netns, port: int) -> None:
+    """A TCP listener on 127.0.0.1:`port` inside `ns` (until the namespace closes)."""
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.socket()\n"
+        f"s.bind(('127.0.0.1', {port}))\n"
+        "s.listen()\n"
+        "print('listening', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = ns.popen(sys.executable, "-c", code, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"listening"
+
+
+@pytest.mark.parametrize("foreground", [False, True], ids=["background", "foreground"])
+def test_daemon_metrics_port_taken_fails(
+    netns_factory: Callable[[], Netns], foreground: bool
+) -> None:
+    """A metrics endpoint that cannot listen is an error (exit 1, said on stderr), not a
+    daemon silently running without metrics; nothing is left behind. The port is taken in the
+    daemon's own network namespace, where the endpoint lives."""
+    ns = netns_factory()
+    port = 9586  # this namespace's own port space
+    _listener(ns, port)
+    ifname = unique_ifname("wgd")
+    argv = [_wgpyd_script(), *(["-f"] if foreground else []), ifname]
+    result = ns.run(*argv, check=False, timeout=20, env={"WGPY_METRICS": f"127.0.0.1:{port}"})
+    assert result.returncode == 1, result
+    assert f"metrics endpoint 127.0.0.1:{port}" in result.stderr, result
+    assert "Address already in use" in result.stderr, result
+    assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
+    assert not _link_exists(ns, ifname)
+    assert not _daemon_pids(ns, ifname)
+
+    # a free port: the daemon starts and serves /metrics there, in its namespace
+    ifname = unique_ifname("wgd")
+    result = ns.run(_wgpyd_script(), ifname, check=False, timeout=20,
+                    env={"WGPY_METRICS": f"127.0.0.1:{port + 1}"})  # fmt: skip
+    assert result.returncode == 0, result
+    ns.add_cleanup(lambda: (WG_RUN_DIR / f"{ifname}.sock").unlink(missing_ok=True))
+    url = f"http://127.0.0.1:{port + 1}/metrics"
+    fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
+    scraped = ns.run(sys.executable, "-c", fetch, timeout=20).stdout
+    assert "wireguard_sent_bytes_total" in scraped, scraped
+
+
+def test_daemon_is_found_by_its_name(netns_factory: Callable[[], Netns]) -> None:
+    """`pgrep -x wgpyd` (comm) and `pidof wgpyd` (argv[0]) find the background daemon."""
+    ns = netns_factory()
+    ifname = unique_ifname("wgd")
+    pid = _start_background(ns, ifname)
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "wgpyd"
+    pgrep = subprocess.run(["pgrep", "-x", "wgpyd"], capture_output=True, text=True, check=False)
+    assert str(pid) in pgrep.stdout.split(), pgrep
+    pidof = subprocess.run(["pidof", "wgpyd"], capture_output=True, text=True, check=False)
+    assert str(pid) in pidof.stdout.split(), pidof
+    # and it still runs from the same installation as the caller (its venv's site-packages)
+    assert Path(f"/proc/{pid}/exe").resolve() == Path(sys.executable).resolve()
+    os.kill(pid, signal.SIGTERM)
+    _assert_gone(ns, ifname, pid, "SIGTERM")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        "",
+        "LOG_LEVEL=verbose WGPY_LOG_FILE={log}",
+        "LOG_LEVEL=verbose WGPY_LOG_FORMAT=json WGPY_LOG_FILE={log}",
+    ],
+    ids=["no-log", "log-file", "json-log-file"],
+)
+def test_daemon_does_not_hold_the_callers_output(
+    netns_factory: Callable[[], Netns], env: str
+) -> None:
+    """`wgpyd IF | cat` returns as soon as the parent does when the background copy does not
+    log to stdout (it logs to a file, or does not log): it must not keep the pipe open."""
+    ns = netns_factory()
+    ifname = unique_ifname("wgd")
+    log_path = ns.workdir / f"{ifname}.log"
+    script = f"{env.format(log=log_path)} {_wgpyd_script()} {ifname} 2>&1 | cat"
+    started = time.monotonic()
+    result = ns.run("sh", "-c", script, check=False, timeout=20)
+    elapsed = time.monotonic() - started
+    ns.add_cleanup(lambda: (WG_RUN_DIR / f"{ifname}.sock").unlink(missing_ok=True))
+    assert result.returncode == 0, result
+    assert elapsed < 5, f"`wgpyd {ifname} | cat` took {elapsed:.1f} s"
+    (pid,) = _daemon_pids(ns, ifname)
+    if "json" in env:  # the event log, opened at startup (no events yet)
+        assert log_path.exists()
+    elif "LOG_LEVEL" in env:  # the text log went to the file instead
+        assert "Device started" in log_path.read_text()
+    os.kill(pid, signal.SIGTERM)
+    _assert_gone(ns, ifname, pid, "SIGTERM")
+
+
 # ---------------------------------------------------------------------------------------------
 # 7. ICMP destination unreachable
 

@@ -7,6 +7,7 @@ device's live dictionaries.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -89,9 +90,28 @@ def make_registry(interface: str) -> tuple[CollectorRegistry, DeviceCollector]:
     return registry, collector
 
 
+def parse_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [addr]:port; no host is 127.0.0.1) as (host, port); ValueError."""
+    host, _, port = address.rpartition(":")
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} out of range")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+def check_address(address: str) -> None:
+    """Raise OSError or ValueError unless the metrics server could listen on `address` now
+    (bound the way its server binds, with SO_REUSEADDR, then released)."""
+    host, port = parse_address(address)
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(sockaddr)
+
+
 def start_server(address: str, registry: CollectorRegistry) -> None:
     """Serve /metrics on HOST:PORT (IPv6 as [addr]:port) in a background thread."""
     from prometheus_client import start_http_server
 
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
+    host, port = parse_address(address)
+    start_http_server(port, addr=host, registry=registry)
