@@ -43,10 +43,10 @@ def cmd_pubkey(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(_: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from wgpy.demo import run_demo
 
-    return run_demo()
+    return run_demo(keep=args.keep)
 
 
 def _interfaces() -> list[str]:
@@ -164,9 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wgpy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("demo", help="two namespaces, a wgpyd tunnel, pings (needs root)").set_defaults(
-        func=cmd_demo
+    demo = sub.add_parser(
+        "demo",
+        help="a wgpyd tunnel between two namespaces, an AllowedIPs mistake, its drops "
+        "explained and fixed (needs root)",
     )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the namespaces and daemons running and print how to explore and remove them",
+    )
+    demo.set_defaults(func=cmd_demo)
     sub.add_parser("genkey", help="print a new private key (like `wg genkey`)").set_defaults(
         func=cmd_genkey
     )

@@ -1,7 +1,10 @@
-"""``wgpy demo``: two network namespaces, a wgpyd tunnel between them, pings, and what happened.
+"""``wgpy demo``: a WireGuard tunnel between two network namespaces, one deliberate AllowedIPs
+mistake, the packets it drops, what ``wgpy show`` and ``wgpy explain`` say about them, and the fix.
 
-Needs root and iproute2 (``ip``) and ``ping``; needs no configuration. Everything it creates
-(namespaces, veth, daemons) is removed on exit, also on Ctrl-C.
+Needs root, iproute2 (``ip``) and ``ping``; needs no configuration and takes a few seconds.
+Everything it creates (namespaces, veth, daemons) is removed on exit, also on Ctrl-C, unless
+``--keep`` is given: then it is left running and the commands to explore and remove it are
+printed.
 """
 
 from __future__ import annotations
@@ -11,19 +14,23 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from wgpy import crypto
 from wgpy.daemon import socket_path
-from wgpy.io.uapi_client import uapi_get, uapi_set
+from wgpy.io.uapi_client import uapi_set
 
 LISTEN_PORT = 51820
+WRONG = "10.88.0.2"  # what alice's config says bob's inner address is: the mistake
+INDENT = "    "
 
 
 @dataclass
@@ -31,17 +38,18 @@ class Side:
     name: str
     netns: str
     ifname: str
-    outer4: str
-    outer6: str
-    tunnel4: str
-    tunnel6: str
+    outer: str  # on the veth: where the encrypted UDP datagrams go
+    inner: str  # on the tunnel interface: what programs use
     private_key: bytes = field(default_factory=crypto.generate_private_key)
     process: subprocess.Popen[bytes] | None = None
-    log_path: str = ""
 
     @property
     def public_key(self) -> bytes:
         return crypto.public_key(self.private_key)
+
+    @property
+    def key(self) -> str:
+        return b64(self.public_key)
 
 
 def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -52,33 +60,52 @@ def _in(side: Side, *argv: str, check: bool = True) -> subprocess.CompletedProce
     return _run(["ip", "netns", "exec", side.netns, *argv], check=check)
 
 
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def wgpy_command() -> str:
+    """How to call wgpy from a shell: the ``wgpy`` script beside this Python, else ``-m``."""
+    script = Path(sys.executable).with_name("wgpy")
+    if script.exists():
+        return str(script)
+    return f"{shlex.quote(sys.executable)} -m wgpy.cli"
+
+
 class Demo:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, keep: bool = False) -> None:
         self.out = out
+        self.keep = keep
         tag = secrets.token_hex(2)
         self.tmp = tempfile.mkdtemp(prefix="wgpy-demo-")
-        self.a = Side(
-            "alice",
-            f"wgpy-demo-a-{tag}",
-            f"wgdemoa{tag}",
-            "192.0.2.1",
-            "fd00:192::1",
-            "10.88.0.1",
-            "fd00:88::1",
-        )
-        self.b = Side(
-            "bob",
-            f"wgpy-demo-b-{tag}",
-            f"wgdemob{tag}",
-            "192.0.2.2",
-            "fd00:192::2",
-            "10.88.0.2",
-            "fd00:88::2",
-        )
+        self.a = Side("alice", f"wgpy-demo-a-{tag}", f"wgdemoa{tag}", "192.0.2.1", "10.88.0.1")
+        self.b = Side("bob", f"wgpy-demo-b-{tag}", f"wgdemob{tag}", "192.0.2.2", "10.88.0.3")
+        self.wgpy = wgpy_command()
+        self.step = 0
 
-    def say(self, text: str) -> None:
+    # ------------------------------------------------------------------------------ output
+
+    def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+    def head(self, text: str) -> None:
+        self.step += 1
+        self.say(f"\n[{self.step}] {text}")
+
+    def para(self, text: str) -> None:
+        for line in text.splitlines():
+            self.say(INDENT + line if line else "")
+
+    def shell(self, side: Side, shown: str, argv: list[str]) -> str:
+        """Run wgpy in ``side``'s namespace, printing the command as a user would type it."""
+        self.say(f"{INDENT}$ {shown}")
+        result = _in(side, sys.executable, "-m", "wgpy.cli", *argv, check=False)
+        text = (result.stdout + result.stderr).rstrip("\n")
+        self.para("\n".join("  " + line for line in text.splitlines()))
+        return text
+
+    # ------------------------------------------------------------------------------- setup
 
     def setup(self) -> None:
         a, b = self.a, self.b
@@ -87,129 +114,213 @@ class Demo:
             _in(side, "ip", "link", "set", "lo", "up")
         _run(
             [
-                "ip",
-                "link",
-                "add",
-                "wgpydemo0",
-                "netns",
-                a.netns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "wgpydemo1",
-                "netns",
-                b.netns,
+                *("ip", "link", "add", "wgpydemo0", "netns", a.netns, "type", "veth"),
+                *("peer", "name", "wgpydemo1", "netns", b.netns),
             ]
         )
         for side, veth in ((a, "wgpydemo0"), (b, "wgpydemo1")):
-            _in(side, "ip", "addr", "add", f"{side.outer4}/24", "dev", veth)
-            _in(side, "ip", "addr", "add", f"{side.outer6}/64", "dev", veth, "nodad")
+            _in(side, "ip", "addr", "add", f"{side.outer}/24", "dev", veth)
             _in(side, "ip", "link", "set", veth, "up")
-        self.say(
-            f"[1] namespaces {a.netns} and {b.netns} joined by a veth pair "
-            f"({a.outer4} <-> {b.outer4}, {a.outer6} <-> {b.outer6})"
-        )
         for side in (a, b):
-            side.log_path = os.path.join(self.tmp, f"{side.name}.log")
-            with open(side.log_path, "wb") as log:
+            with open(os.path.join(self.tmp, f"{side.name}.log"), "wb") as log:
                 side.process = subprocess.Popen(
                     [
-                        "ip",
-                        "netns",
-                        "exec",
-                        side.netns,
-                        sys.executable,
-                        "-m",
-                        "wgpy.daemon",
-                        "-f",
-                        side.ifname,
+                        *("ip", "netns", "exec", side.netns),
+                        *(sys.executable, "-m", "wgpy.daemon", "-f", side.ifname),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     env={**os.environ, "LOG_LEVEL": "verbose"},
+                    start_new_session=True,  # with --keep they outlive the demo
                 )
         deadline = time.monotonic() + 15
         while not all(os.path.exists(socket_path(s.ifname)) for s in (a, b)):
             if time.monotonic() > deadline or any(
                 s.process is not None and s.process.poll() is not None for s in (a, b)
             ):
-                raise RuntimeError("wgpyd did not start; see " + self.tmp)
+                raise RuntimeError("wgpyd did not start; its logs are in " + self.tmp)
             time.sleep(0.05)
-        self.say(f"[2] wgpyd running in each namespace: {a.ifname}, {b.ifname}")
-        for side, other, endpoint in (
-            (a, b, f"{b.outer4}:{LISTEN_PORT}"),
-            (b, a, f"[{a.outer6}]:{LISTEN_PORT}"),
-        ):
+        # the mistake: alice gives bob 10.88.0.2, but bob's inner address is 10.88.0.3
+        for side, other, allowed in ((a, b, WRONG), (b, a, a.inner)):
             uapi_set(
                 side.ifname,
                 [
                     f"private_key={side.private_key.hex()}",
                     f"listen_port={LISTEN_PORT}",
                     f"public_key={other.public_key.hex()}",
-                    f"endpoint={endpoint}",
+                    f"endpoint={other.outer}:{LISTEN_PORT}",
                     "replace_allowed_ips=true",
-                    f"allowed_ip={other.tunnel4}/32",
-                    f"allowed_ip={other.tunnel6}/128",
+                    f"allowed_ip={allowed}/32",
                 ],
             )
-            _in(side, "ip", "addr", "add", f"{side.tunnel4}/24", "dev", side.ifname)
-            _in(side, "ip", "-6", "addr", "add", f"{side.tunnel6}/64", "dev", side.ifname, "nodad")
+            _in(side, "ip", "addr", "add", f"{side.inner}/24", "dev", side.ifname)
             _in(side, "ip", "link", "set", side.ifname, "up")
-        self.say(
-            f"[3] configured over the UAPI socket: {a.name} {b64(a.public_key)} "
-            f"<-> {b.name} {b64(b.public_key)}"
-        )
-        self.say(f"    {a.name} reaches {b.name} over IPv4, {b.name} reaches {a.name} over IPv6")
 
     def ping(self, side: Side, target: str, count: int = 3) -> tuple[int, int, str]:
-        result = _in(side, "ping", "-c", str(count), "-i", "0.2", "-W", "2", target, check=False)
+        wait = "2" if count > 1 else "1"
+        result = _in(side, "ping", "-c", str(count), "-i", "0.2", "-W", wait, target, check=False)
         match = re.search(r"(\d+) packets transmitted, (\d+) received", result.stdout)
-        rtt = re.search(r"= [\d.]+/([\d.]+)/", result.stdout)
         sent, received = (int(match[1]), int(match[2])) if match else (count, 0)
-        return sent, received, (rtt[1] + " ms" if rtt else "-")
+        if "Destination Host Unreachable" in result.stdout:
+            return sent, received, "unreachable"
+        rtt = re.search(r"= [\d.]+/([\d.]+)/", result.stdout)
+        return sent, received, (f"avg rtt {rtt[1]} ms" if rtt else "")
+
+    # --------------------------------------------------------------------------------- run
 
     def run(self) -> int:
+        a, b = self.a, self.b
+        self.say(
+            "wgpy demo: a WireGuard tunnel, one AllowedIPs mistake, and what wgpy says about it"
+        )
+        self.head("Two machines and the network between them")
+        self.para(
+            "WireGuard is a VPN: it carries IP packets between machines inside encrypted UDP "
+            "datagrams.\n"
+            f"Two network namespaces stand in for two machines, {a.name} and {b.name}, joined "
+            f"by a\nvirtual cable. Their OUTER addresses on it are {a.outer} ({a.name}) and "
+            f"{b.outer} ({b.name}):\nWireGuard's encrypted UDP datagrams (port {LISTEN_PORT}) "
+            "travel between these."
+        )
+        started = time.monotonic()
         self.setup()
-        ok = True
-        for label, side, target in (
-            ("IPv4", self.a, self.b.tunnel4),
-            ("IPv6", self.a, self.b.tunnel6),
-            ("IPv4", self.b, self.a.tunnel4),
-            ("IPv6", self.b, self.a.tunnel6),
-        ):
-            sent, received, rtt = self.ping(side, target)
-            ok = ok and received == sent
-            self.say(
-                f"[4] ping {label} {side.name} -> {target}: {received}/{sent} replies, "
-                f"avg rtt {rtt}"
-            )
-        result = _in(self.a, "ping", "-c", "1", "-W", "2", "10.88.0.99", check=False)
-        unreachable = "Destination Host Unreachable" in result.stdout
-        ok = ok and unreachable
-        self.say(
-            "[5] ping 10.88.0.99, which no peer has in its AllowedIPs: "
+        self.head("A tunnel: wgpyd on each machine")
+        self.para(
+            f"Each runs wgpyd, which creates a tunnel interface ({a.ifname} on {a.name}, "
+            f"{b.ifname} on {b.name})\nwith an INNER address: {a.inner} for {a.name}, "
+            f"{b.inner} for {b.name}. Programs use inner addresses: a\n"
+            f"ping from {a.name} to {b.inner} enters {a.name}'s tunnel interface, is encrypted, "
+            f"and leaves as a\nUDP datagram from {a.outer} to {b.outer}; {b.name}'s wgpyd "
+            "decrypts it and hands the inner packet on.\n"
+            f"(wgpyd started in {time.monotonic() - started:.1f} s.)"
+        )
+        self.head("AllowedIPs, and the mistake")
+        self.para(
+            "Each side knows the other as a peer: a public key, an endpoint (outer address and "
+            "port) and\nAllowedIPs, the inner addresses that belong to that peer. AllowedIPs "
+            "works both ways:\n"
+            "  - sending: a packet to one of them is encrypted for that peer (to no peer: "
+            "dropped);\n"
+            "  - receiving: a packet decrypted with that peer's key is accepted only if its "
+            "inner source\n"
+            "    is one of them (anything else is dropped, even though it decrypted fine).\n"
+            f"The mistake: {a.name}'s config says {b.name} is {WRONG}, but {b.name}'s inner "
+            f"address is {b.inner}.\n"
+            f"  {a.name}: [Peer] {b.name}  PublicKey = {b.key}\n"
+            f"                Endpoint = {b.outer}:{LISTEN_PORT}  AllowedIPs = {WRONG}/32   "
+            f"<- should be {b.inner}/32\n"
+            f"  {b.name}:   [Peer] {a.name}  PublicKey = {a.key}\n"
+            f"                Endpoint = {a.outer}:{LISTEN_PORT}  AllowedIPs = {a.inner}/32"
+        )
+
+        self.head("What the mistake does to traffic")
+        sent, received, _ = self.ping(b, a.inner)
+        broken_in = received == 0
+        self.para(
+            f"{b.name} pings {a.name} ({a.inner}): {received}/{sent} replies. The handshake "
+            f"works and {a.name} decrypts\n{b.name}'s packets, but their inner source "
+            f"{b.inner} is not in {b.name}'s AllowedIPs on {a.name}:\n"
+            f"{a.name} drops every one (reason disallowed_source)."
+        )
+        sent, received, note = self.ping(a, b.inner, count=1)
+        broken_out = received == 0
+        self.para(
+            f"{a.name} pings {b.name} ({b.inner}): "
             + (
-                "Destination Host Unreachable, answered by wgpy (ICMP type 3 code 1)"
-                if unreachable
-                else "no ICMP unreachable came back"
+                "Destination Host Unreachable. No peer of "
+                f"{a.name} has {b.inner} in its AllowedIPs,\nso wgpyd does not know whom to "
+                "encrypt for: it drops the packet (reason no_peer) and answers\nwith ICMP "
+                "unreachable, as the kernel module does."
+                if note == "unreachable"
+                else f"{received}/{sent} replies, no ICMP unreachable came back."
             )
         )
-        for side in (self.a, self.b):
-            self.say(f"[6] {side.ifname} ({side.name}):")
-            peer_lines = summarise(uapi_get(side.ifname))
-            for line in peer_lines:
-                self.say("      " + line)
-        self.say(
-            "[7] "
-            + (
-                "tunnel works both ways over IPv4 and IPv6"
-                if ok
-                else "some pings failed: daemon logs are in " + self.tmp
-            )
+        self.para(
+            "The kernel module and wireguard-go drop such packets silently or as bare error "
+            "counts. wgpy\nsays which peer, which reason, which addresses:"
         )
+        self.head(f"`wgpy show` on {a.name}: the drops, per peer and reason")
+        shown = self.shell(a, f"wgpy show {a.ifname}", ["show", a.ifname])
+        self.head(f"`wgpy explain` on {a.name}: why {b.inner} from {b.name} is dropped")
+        via = b.key[:8]
+        self.para(f"(a peer is named by its public key or its start, here {via})")
+        explained = self.shell(
+            a,
+            f"wgpy explain {a.ifname} from {b.inner} via {via}",
+            ["explain", a.ifname, "from", b.inner, "via", via],
+        )
+        self.shell(
+            a,
+            f"wgpy explain {a.ifname} to {b.inner}",
+            ["explain", a.ifname, "to", b.inner],
+        )
+
+        self.head(f"The fix: {b.name}'s AllowedIPs on {a.name} becomes {b.inner}/32")
+        self.para(
+            f"$ wg set {a.ifname} peer {b.key} allowed-ips {b.inner}/32\n"
+            "(the demo sends the same request to wgpyd's UAPI socket, as `wg` does)"
+        )
+        uapi_set(
+            a.ifname,
+            [
+                f"public_key={b.public_key.hex()}",
+                "update_only=true",
+                "replace_allowed_ips=true",
+                f"allowed_ip={b.inner}/32",
+            ],
+        )
+        fixed = self.shell(
+            a,
+            f"wgpy explain {a.ifname} from {b.inner} via {via}",
+            ["explain", a.ifname, "from", b.inner, "via", via],
+        )
+        results = []
+        for side, other in ((b, a), (a, b)):
+            sent, received, rtt = self.ping(side, other.inner)
+            results.append(received == sent)
+            self.para(
+                f"{side.name} pings {other.name} ({other.inner}): {received}/{sent} replies, {rtt}"
+            )
+        works = all(results)
+        ok = (
+            broken_in
+            and broken_out
+            and "disallowed_source" in shown
+            and "DROPPED" in explained
+            and "DELIVERED" in fixed
+            and works
+        )
+        self.head(
+            "Done: the tunnel works both ways"
+            if ok
+            else "Something did not go as described: the daemons' logs are in " + self.tmp
+        )
+        if self.keep:
+            self.print_keep()
+        else:
+            self.para("Everything is removed now. `wgpy demo --keep` leaves it running to explore.")
         return 0 if ok else 1
+
+    def print_keep(self) -> None:
+        a, b = self.a, self.b
+        wgpy = self.wgpy
+        pids = " ".join(str(s.process.pid) for s in (a, b) if s.process is not None)
+        self.para(
+            "Left running (--keep). To explore:\n"
+            f"  {wgpy} show {a.ifname}\n"
+            f"  {wgpy} show {b.ifname}\n"
+            f"  ip netns exec {a.netns} {wgpy} explain {a.ifname} to {b.inner}\n"
+            f"  {wgpy} capture {a.ifname} -w demo.pcapng -t 10     "
+            "# meanwhile, ping in another shell:\n"
+            f"  ip netns exec {b.netns} ping {a.inner}\n"
+            f"  ip netns exec {a.netns} ping {b.inner}\n"
+            f"  wg show {a.ifname}                                 "
+            "# the standard wg tool works too\n"
+            f"The daemons' logs are in {self.tmp}. To remove it all (SIGTERM makes a wgpyd "
+            "delete its\ninterface and socket; each namespace goes with its last process):\n"
+            f"  kill {pids}; ip netns del {a.netns}; ip netns del {b.netns}; rm -rf {self.tmp}"
+        )
 
     def cleanup(self) -> None:
         for side in (self.a, self.b):
@@ -222,32 +333,9 @@ class Demo:
             _run(["ip", "netns", "del", side.netns], check=False)
             with contextlib.suppress(OSError):
                 os.unlink(socket_path(side.ifname))
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode()
-
-
-def summarise(pairs: list[tuple[str, str]]) -> list[str]:
-    lines = []
-    for key, value in pairs:
-        if key == "listen_port":
-            lines.append(f"listening port: {value}")
-        elif key == "public_key":
-            lines.append(f"peer {b64(bytes.fromhex(value))}")
-        elif key == "endpoint":
-            lines.append(f"  endpoint: {value}")
-        elif key == "allowed_ip":
-            lines.append(f"  allowed ip: {value}")
-        elif key in ("rx_bytes", "tx_bytes"):
-            lines.append(f"  {key.replace('_', ' ')}: {value}")
-        elif key == "last_handshake_time_sec" and value != "0":
-            lines.append(f"  latest handshake: {int(time.time()) - int(value)} s ago")
-    return lines
-
-
-def run_demo(out: TextIO = sys.stdout) -> int:
+def run_demo(out: TextIO = sys.stdout, keep: bool = False) -> int:
     if os.geteuid() != 0:
         out.write("wgpy demo needs root (network namespaces and TUN devices)\n")
         return 2
@@ -255,14 +343,20 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         if shutil.which(tool) is None:
             out.write(f"wgpy demo needs `{tool}` (Debian: iproute2, iputils-ping)\n")
             return 2
-    demo = Demo(out)
+    demo = Demo(out, keep=keep)
+    status = 1
+    finished = False  # run() returned: with --keep, everything is left as printed
     try:
-        return demo.run()
+        status = demo.run()
+        finished = True
     except KeyboardInterrupt:
         out.write("interrupted, cleaning up\n")
-        return 130
+        status = 130
     except (RuntimeError, subprocess.SubprocessError, OSError) as error:
         out.write(f"demo failed: {error}\n")
-        return 1
     finally:
-        demo.cleanup()
+        if not (keep and finished):
+            demo.cleanup()
+            if status == 0:
+                shutil.rmtree(demo.tmp, ignore_errors=True)
+    return status

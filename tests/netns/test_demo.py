@@ -1,10 +1,14 @@
-"""The README's first command: `wgpy demo` builds its namespaces, pings both ways over IPv4 and
-IPv6 through two wgpyd, shows the ICMP unreachable, and cleans up after itself."""
+"""The README's first command: `wgpy demo` builds two namespaces with a wgpyd tunnel, makes an
+AllowedIPs mistake, shows the drops (`wgpy show`), the explanation (`wgpy explain`) and the fix,
+in under 15 s, and cleans up after itself; `--keep` leaves it running with the commands to
+explore and remove it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.netns.harness import require_netns
@@ -17,18 +21,103 @@ def _netns() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def test_demo_runs_and_cleans_up() -> None:
+def _demo(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "wgpy.cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result, time.monotonic() - started
+
+
+def _section(out: str, number: int) -> str:
+    match = re.search(rf"^\[{number}\] .*?(?=^\[{number + 1}\] |\Z)", out, re.M | re.S)
+    assert match, out
+    return match[0]
+
+
+def test_demo_shows_the_mistake_the_drops_the_explanation_and_the_fix() -> None:
     require_netns()
     before = _netns()
-    result = subprocess.run(
-        [sys.executable, "-m", "wgpy.cli", "demo"], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result, elapsed = _demo()
     out = result.stdout
-    for line in ("ping IPv4 alice", "ping IPv6 alice", "ping IPv4 bob", "ping IPv6 bob"):
-        assert f"{line}" in out and "3/3 replies" in out, out
-    assert out.count("3/3 replies") == 4, out
-    assert "Destination Host Unreachable, answered by wgpy" in out, out
-    assert "[7] tunnel works both ways over IPv4 and IPv6" in out, out
+    assert result.returncode == 0, out + result.stderr
+    assert elapsed < 15, f"the demo took {elapsed:.1f} s"
+    # plain words: inner and outer addresses, what AllowedIPs does, the mistake
+    assert "OUTER addresses on it are 192.0.2.1 (alice) and 192.0.2.2 (bob)" in out
+    assert "INNER address: 10.88.0.1 for alice, 10.88.0.3 for bob" in out
+    assert "AllowedIPs works both ways" in out
+    assert "AllowedIPs = 10.88.0.2/32   <- should be 10.88.0.3/32" in out
+    assert "over IPv6" not in out  # the old line that named no side of the tunnel
+    bob_key = re.search(r"alice: \[Peer\] bob  PublicKey = (\S+)", out)
+    assert bob_key, out
+    # the packets the mistake drops
+    traffic = _section(out, 4)
+    assert "bob pings alice (10.88.0.1): 0/3 replies" in traffic
+    assert "alice pings bob (10.88.0.3): Destination Host Unreachable" in traffic
+    # the drop table names the peer and the reason, with the address
+    show = _section(out, 5)
+    assert "$ wgpy show wgdemoa" in show
+    drops = show.split("packets not delivered", 1)[-1]
+    assert bob_key[1] in drops and "disallowed_source" in drops and "no_peer" in drops, show
+    if "from:" in drops:  # the table lists the addresses dropped most
+        assert "10.88.0.3" in drops, show
+    # explain's answer before the fix, the fix, explain and pings after it
+    explain = _section(out, 6)
+    assert "from 10.88.0.3 via peer " + bob_key[1] in explain
+    assert ": DROPPED" in explain and ": NOT SENT" in explain
+    fix = _section(out, 7)
+    assert "allowed-ips 10.88.0.3/32" in fix and ": DELIVERED" in fix
+    assert "bob pings alice (10.88.0.1): 3/3 replies" in fix
+    assert "alice pings bob (10.88.0.3): 3/3 replies" in fix
+    assert "[8] Done: the tunnel works both ways" in out
+    assert "wgpy demo --keep" in out
+    # nothing left behind
     assert not {ns for ns in _netns() - before if ns.startswith("wgpy-demo-")}
     assert not list(WG_RUN_DIR.glob("wgdemo*.sock"))
+
+
+def test_demo_keep_leaves_it_running_and_says_how_to_remove_it() -> None:
+    require_netns()
+    before = _netns()
+    result, _ = _demo("--keep")
+    out = result.stdout
+    cleanup = re.search(r"^\s*(kill [\d ]+; ip netns del .*)$", out, re.M)
+    try:
+        assert result.returncode == 0, out + result.stderr
+        assert cleanup, out
+        left = {ns for ns in _netns() - before if ns.startswith("wgpy-demo-")}
+        assert len(left) == 2, out
+        sockets = list(WG_RUN_DIR.glob("wgdemo*.sock"))
+        names = [s.stem for s in sockets if s.stem in out]
+        assert len(names) == 2, (sockets, out)
+        # the printed commands work: show and a ping inside the namespaces
+        ns_a = next(ns for ns in left if "-a-" in ns)
+        show = subprocess.run(
+            [sys.executable, "-m", "wgpy.cli", "show", *[n for n in names if "wgdemoa" in n]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert show.returncode == 0 and "allowed ips: 10.88.0.3/32" in show.stdout, show
+        assert f"ip netns exec {ns_a} ping 10.88.0.3" in out
+        ping = subprocess.run(
+            ["ip", "netns", "exec", ns_a, "ping", "-c", "1", "-W", "2", "10.88.0.3"],
+            capture_output=True,
+            text=True,
+        )
+        assert ping.returncode == 0, ping.stdout
+    finally:
+        if cleanup:
+            subprocess.run(["sh", "-c", cleanup[1]], timeout=30)
+        else:  # never leave a failed run's namespaces behind
+            for ns in _netns() - before:
+                if ns.startswith("wgpy-demo-"):
+                    subprocess.run(["ip", "netns", "del", ns])
+    deadline = time.monotonic() + 10
+    while list(WG_RUN_DIR.glob("wgdemo*.sock")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(WG_RUN_DIR.glob("wgdemo*.sock")), "the printed clean-up left daemons"
+    assert not {ns for ns in _netns() - before if ns.startswith("wgpy-demo-")}
