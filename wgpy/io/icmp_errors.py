@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import socket
 import struct
 from typing import Final
@@ -52,6 +53,8 @@ CTA_PROTO_ICMPV6_ID: Final = 7
 CTA_PROTO_ICMPV6_TYPE: Final = 8
 CTA_PROTO_ICMPV6_CODE: Final = 9
 IPS_SRC_NAT: Final = 1 << 4
+#: Present once the conntrack module is loaded (any namespace).
+CONNTRACK_LOADED: Final = "/proc/sys/net/netfilter/nf_conntrack_max"
 
 _NLMSGHDR: Final = struct.Struct("=IHHII")
 #: echo request -> echo reply, the only ICMP queries that get errors and have conntrack entries
@@ -147,24 +150,30 @@ def _source_if_snat(attrs: dict[int, bytes], family: int) -> bytes | None:
     return ip.get(CTA_IP_V6_SRC if family == socket.AF_INET6 else CTA_IP_V4_SRC)
 
 
-def send_unreachable(tun_fd: int, packet: bytes) -> bool:
-    """Answer ``packet`` (no peer has its destination) with ICMP destination unreachable from
-    the stack of the namespace the TUN lives in. True if sent (or if no error is due)."""
-    family = socket.AF_INET6 if packet[0] >> 4 == 6 else socket.AF_INET
+def _pre_nat_source(tun_fd: int, packet: bytes) -> bytes | None:
+    """The packet's source before SNAT, asked of conntrack in the interface's namespace; None
+    without connection tracking (then nothing was NATed, and asking would autoload modules)."""
+    if not os.path.exists(CONNTRACK_LOADED):
+        return None
     try:
         netlink, _ = tun.device_socket(
             tun_fd, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER
         )
     except OSError:
-        source = None
-    else:
-        with netlink:
-            netlink.settimeout(0.5)
-            try:
-                source = original_source(netlink, packet)
-            except OSError:
-                source = None
-    message = icmp_unreachable_message(packet, source)
+        return None
+    with netlink:
+        netlink.settimeout(0.5)
+        try:
+            return original_source(netlink, packet)
+        except OSError:
+            return None
+
+
+def send_unreachable(tun_fd: int, packet: bytes) -> bool:
+    """Answer ``packet`` (no peer has its destination) with ICMP destination unreachable from
+    the stack of the namespace the TUN lives in. True if sent (or if no error is due)."""
+    family = socket.AF_INET6 if packet[0] >> 4 == 6 else socket.AF_INET
+    message = icmp_unreachable_message(packet, _pre_nat_source(tun_fd, packet))
     if message is None:
         return True
     _, destination, icmp = message
