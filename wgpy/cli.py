@@ -99,7 +99,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     for index, view in enumerate(views):
         if index:
             sys.stdout.write("\n")
-        print_view(view, as_json=False)
+        print_view(view, as_json=False, wide=args.wide)
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from wgpy.tools import events
+
+    try:
+        sock = events.connect(args.interface, follow=args.follow, as_json=args.json)
+        events.copy(args.interface, sock, sys.stdout, follow=args.follow)
+    except events.EventsError as error:
+        sys.stderr.write(f"wgpy: {error}\n")
+        return 1
+    except BrokenPipeError:  # `wgpy events IF --follow | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     return 0
 
 
@@ -187,7 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="like `wg show`, plus drop counters by peer and reason")
     show.add_argument("interface", nargs="?", help="interface (default: all userspace ones)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument(
+        "--wide",
+        action="store_true",
+        help="the drops as one wide table (default: a compact layout that fits 80 columns)",
+    )
     show.set_defaults(func=cmd_show)
+    events = sub.add_parser(
+        "events",
+        help="a running wgpyd's recent events (drops with reason and addresses, handshakes...)",
+    )
+    events.add_argument("interface", help="a wgpyd interface")
+    events.add_argument(
+        "-f", "--follow", action="store_true", help="then print new events until Ctrl-C"
+    )
+    events.add_argument(
+        "--json", action="store_true", help="JSON lines (the --log-format json records)"
+    )
+    events.set_defaults(func=cmd_events)
     cap = sub.add_parser(
         "capture", help="record inner packets with verdicts and drop reasons to pcapng"
     )

@@ -41,6 +41,7 @@ from wgpy.packet import icmp_unreachable, inner_info, may_answer_unreachable
 from wgpy.peer import MAX_STAGED_PACKETS, NO_PRESHARED_KEY, Endpoint, Keypair, Peer
 from wgpy.ratelimiter import RateLimiter
 from wgpy.replay import REJECT_AFTER_MESSAGES
+from wgpy.tally import AddressTally
 from wgpy.timers import (
     INITIATIONS_MIN_INTERVAL,
     KEEPALIVE_TIMEOUT,
@@ -153,6 +154,8 @@ class Device:
         #: Datagrams that authenticated as coming from a peer (handshake or data), so far:
         #: adapters compare it around ``receive_datagram`` to learn only from those.
         self.authenticated_received = 0
+        #: The inner addresses most dropped, per key of ``drop_counts`` (bounded per key).
+        self.drop_addresses: dict[tuple[bytes | None, DropReason], AddressTally] = {}
         #: ``disallowed_source`` drops by (sending peer, peer holding the source or None).
         self.disallowed_owners: collections.Counter[tuple[bytes, bytes | None]] = (
             collections.Counter()
@@ -239,16 +242,23 @@ class Device:
         detail: str = "",
     ) -> None:
         public = None if peer is None else peer.public_key
-        self.drop_counts[(public, reason)] += 1
+        key = (public, reason)
+        self.drop_counts[key] += 1
         if self.tap is not None and packet:
             self.tap(direction, Verdict.DROPPED, public, packet, reason)
+        inner = None if packet is None else inner_info(packet)
+        if inner is not None:
+            tally = self.drop_addresses.get(key)
+            if tally is None:
+                tally = self.drop_addresses[key] = AddressTally()
+            tally.add(inner.src, inner.dst)
         self._emit(
             PacketDropped(
                 reason,
                 direction,
                 public,
                 endpoint=None if endpoint is None else (endpoint[0], endpoint[1]),
-                inner=None if packet is None else inner_info(packet),
+                inner=inner,
                 owner=None if owner is None else owner.public_key,
                 size=size,
                 detail=detail,

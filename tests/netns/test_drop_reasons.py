@@ -248,10 +248,18 @@ def test_disallowed_source(bench: Bench) -> None:
     assert sorted(entry["owners"], key=str) == sorted(
         [{"owner": None, "count": 2}, {"owner": other, "count": 2}], key=str
     )
+    assert sorted(entry["sources"], key=str) == sorted(
+        [
+            {"address": "10.100.0.99", "count": 2, "error": 0},
+            {"address": "10.100.0.3", "count": 2, "error": 0},
+        ],
+        key=str,
+    )
     table = bench.a.run(
-        sys.executable, "-m", "wgpy.cli", "show", bench.dut.ifname, env={"COLUMNS": "200"}
+        sys.executable, "-m", "wgpy.cli", "show", bench.dut.ifname, env={"COLUMNS": "80"}
     ).stdout
-    assert "Sources held by" in table and "no peer ×2" in table, table
+    flat = " ".join(table.split())
+    assert "sources held by:" in flat and "no peer ×2" in flat and other in flat, table
     # The spoofed packets never reached the kernel: only the 3 genuine echoes were answered.
     bench.core.pump(0.3)
     assert echo_replies(bench.core) == 3
@@ -607,10 +615,17 @@ def test_no_output_contains_a_secret(netns_factory: Callable[[], Netns]) -> None
 
     outputs["metrics"] = wait_for(metrics, 5, what="drop metrics").encode()
     for node in (topo.a, topo.b):
-        for argv in (("show", node.ifname, "--json"), ("show", node.ifname)):
+        commands: list[tuple[str, ...]] = [
+            ("show", node.ifname, "--json"),
+            ("show", node.ifname),
+            ("show", node.ifname, "--wide"),
+            ("events", node.ifname),
+            ("events", node.ifname, "--json"),
+        ]
+        for argv in commands:
             shown = node.ns.run(sys.executable, "-m", "wgpy.cli", *argv).stdout
             outputs[" ".join(("wgpy", *argv))] = shown.encode()
-            assert node.public_key in shown
+            assert node.public_key in shown or argv[0] == "events"
     packets = capture.stop(8)
     assert len(packets) >= 8
     outputs["capture file"] = capture.path.read_bytes()

@@ -8,6 +8,7 @@ datagrams is answered as one batch.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import json
@@ -17,6 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TextIO
 
 from wgpy.device import Device
@@ -38,8 +40,9 @@ from wgpy.events import (
 from wgpy.io import icmp_errors, rtnl, tun, udp
 from wgpy.io.timer import DeviceTimer
 from wgpy.packet import icmp_unreachable
+from wgpy.tally import TopCounter
 from wgpy.tools import pcapng
-from wgpy.tools.eventlog import JsonEventLog
+from wgpy.tools.eventlog import JsonEventLog, event_record, lost_record
 from wgpy.uapi import UapiConnection
 
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are served
@@ -53,6 +56,9 @@ _LINK_POLL_SECONDS: Final = 1.0
 #: daemon does not receive (a socket there would keep that namespace alive).
 _MOVED_LINK_POLL_SECONDS: Final = 0.1
 _MAX_PACKET: Final = 65535
+#: Events kept for ``wgpy-events=1`` (``wgpy events IF``), the newest last.
+RECENT_EVENTS: Final = 256
+_EVENTS_BUFFER_LIMIT: Final = 1 << 20
 
 log = logging.getLogger("wgpy")
 
@@ -85,6 +91,32 @@ def describe(event: Event) -> str:
     if isinstance(event, KeepaliveReceived):
         return f"{short_key(event.peer)} - Receiving keepalive packet"
     return repr(event)
+
+
+def render_event(event: Event, interface: str, wall_time: float, *, as_json: bool) -> str:
+    """One line of ``wgpy events``: the JSON log's record, or the time and :func:`describe`."""
+    if as_json:
+        return json.dumps(event_record(event, interface, wall_time), separators=(",", ":"))
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(wall_time))
+    return f"{stamp} {describe(event)}"
+
+
+@dataclass
+class _Follower:
+    """A ``wgpy events --follow`` client and the events it missed while it read too slowly."""
+
+    writer: asyncio.StreamWriter
+    as_json: bool
+    lost: int = 0
+
+
+def _top_json(counter: TopCounter[str]) -> list[dict[str, object]]:
+    """The most dropped addresses: ``count`` is exact when ``error`` is 0, else an upper
+    bound over by at most ``error`` (see wgpy.tally)."""
+    return [
+        {"address": counted.item, "count": counted.count, "error": counted.error}
+        for counted in counter.top()
+    ]
 
 
 class DeviceRunner:
@@ -138,6 +170,11 @@ class DeviceRunner:
         self._metrics = metrics
         self._on_ready = on_ready
         self._captures: list[asyncio.StreamWriter] = []
+        #: (wall time, event) of the latest events, for ``wgpy-events=1``; rendered on request
+        self._recent: collections.deque[tuple[float, Event]] = collections.deque(
+            maxlen=RECENT_EVENTS
+        )
+        self._followers: list[_Follower] = []
         self.capture_records_lost = 0
         self._netlink: socket.socket | None = None
 
@@ -330,21 +367,62 @@ class DeviceRunner:
                 device.report_tun_write_failure(packet, error.strerror or str(error))
         for packet in device.unreachable_packets():
             self._answer_unreachable(packet)
-        json_log = self._json_log
-        if json_log is not None and self._json_stream is not None:
-            now, wall = time.monotonic(), time.time()
-            for event in device.events():
+        self._drain_events()
+        self._schedule_timer()
+
+    def _drain_events(self) -> None:
+        """Events to the log, the ring of recent ones and the ``wgpy events`` followers."""
+        events = self.device.events()
+        first = next(events, None)
+        if first is None:
+            return
+        now, wall = time.monotonic(), time.time()
+        json_log, stream = self._json_log, self._json_stream
+        if json_log is None or stream is None:
+            json_log = stream = None
+        debug = stream is None and log.isEnabledFor(logging.DEBUG)
+        recent, followers = self._recent, self._followers
+        event: Event | None = first
+        while event is not None:
+            recent.append((wall, event))
+            if json_log is not None and stream is not None:
                 line = json_log.render(event, now, wall)
                 if line is not None:
-                    self._json_stream.write(line + "\n")
-            self._json_stream.flush()
-        elif log.isEnabledFor(logging.DEBUG):
-            for event in device.events():
+                    stream.write(line + "\n")
+            elif debug:
                 log.debug("%s", describe(event))
-        else:
-            for _ in device.events():
-                pass
-        self._schedule_timer()
+            if followers:
+                self._to_followers(event, wall)
+            event = next(events, None)
+        if stream is not None:
+            stream.flush()
+
+    def _to_followers(self, event: Event, wall: float) -> None:
+        lines: dict[bool, bytes] = {}
+        for follower in self._followers:
+            transport = follower.writer.transport
+            if transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > _EVENTS_BUFFER_LIMIT:
+                follower.lost += 1  # a reader too slow must not make the daemon grow
+                continue
+            as_json = follower.as_json
+            if follower.lost:
+                follower.writer.write(self._lost_line(follower.lost, wall, as_json=as_json))
+                follower.lost = 0
+            line = lines.get(as_json)
+            if line is None:
+                line = lines[as_json] = (
+                    render_event(event, self.ifname, wall, as_json=as_json) + "\n"
+                ).encode()
+            follower.writer.write(line)
+
+    def _lost_line(self, count: int, wall: float, *, as_json: bool) -> bytes:
+        if as_json:
+            record = lost_record(self.ifname, wall, count)
+            return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(wall))
+        return f"{stamp} {count} events not shown (the reader was too slow)\n".encode()
 
     def _answer_unreachable(self, packet: bytes) -> None:
         if icmp_errors.send_unreachable(self.tun_fd, packet):
@@ -434,7 +512,10 @@ class DeviceRunner:
     async def _serve_extension(
         self, data: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """``wgpy-stats=1``: drop counters as JSON; ``wgpy-capture=1``: a pcapng stream."""
+        """``wgpy-stats=1``: drop counters as JSON; ``wgpy-capture=1``: a pcapng stream;
+        ``wgpy-events=1``: the recent events, one line each (``format=json``: JSON records,
+        else text), then ``errno=0``; with ``follow=1`` new events after it until the client
+        goes."""
         while b"\n\n" not in data and len(data) < 4096:
             more = await reader.read(4096)
             if not more:
@@ -456,15 +537,57 @@ class DeviceRunner:
                 self._captures.remove(writer)
                 if not self._captures:
                     self.device.tap = None
+        elif operation == b"wgpy-events=1":
+            await self._serve_events(data, reader, writer)
         else:
             writer.write(b"errno=-22\n\n")
             await writer.drain()
 
+    async def _serve_events(
+        self, data: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        options = dict(
+            line.partition(b"=")[::2] for line in data.split(b"\n\n", 1)[0].split(b"\n")[1:]
+        )
+        as_json = options.pop(b"format", b"text")
+        follow = options.pop(b"follow", b"0")
+        if options or as_json not in (b"text", b"json") or follow not in (b"0", b"1"):
+            writer.write(b"errno=-22\n\n")
+            await writer.drain()
+            return
+        json_lines = as_json == b"json"
+        for wall, event in self._recent:
+            writer.write(
+                (render_event(event, self.ifname, wall, as_json=json_lines) + "\n").encode()
+            )
+        writer.write(b"errno=0\n\n")  # the recent ones are out; with follow, new ones follow
+        if follow == b"0":
+            await writer.drain()
+            return
+        follower = _Follower(writer, json_lines)
+        self._followers.append(follower)
+        try:
+            await writer.drain()
+            await reader.read()  # until the client goes away
+        except asyncio.CancelledError:
+            pass  # the daemon is shutting down: end the stream quietly
+        finally:
+            self._followers.remove(follower)
+
     def stats_json(self) -> str:
-        drops = [
-            {"peer": key_b64(peer), "reason": reason.value, "count": count}
-            for (peer, reason), count in self.device.drop_counts.items()
-        ]
+        addresses = self.device.drop_addresses
+        drops = []
+        for key, count in self.device.drop_counts.items():
+            entry: dict[str, object] = {
+                "peer": key_b64(key[0]),
+                "reason": key[1].value,
+                "count": count,
+            }
+            tally = addresses.get(key)
+            if tally is not None:
+                entry["sources"] = _top_json(tally.sources)
+                entry["destinations"] = _top_json(tally.destinations)
+            drops.append(entry)
         owners = [
             {"peer": key_b64(peer), "owner": key_b64(owner), "count": count}
             for (peer, owner), count in self.device.disallowed_owners.items()
@@ -617,6 +740,8 @@ class DeviceRunner:
             watcher.cancel()
             for capture in list(self._captures):
                 capture.close()
+            for follower in list(self._followers):
+                follower.writer.close()
             server.close()
             loop.remove_reader(self.tun_fd)
             if self._netlink is not None:

@@ -87,6 +87,22 @@ def open_capture(ifname: str) -> socket.socket:
     return sock
 
 
+def open_events(ifname: str, *, follow: bool, as_json: bool) -> socket.socket:
+    """Ask wgpyd for its recent events, one line each (JSON records with ``as_json``), then
+    ``errno=0`` and an empty line; with ``follow``, every new event after that until the
+    socket is closed."""
+    path = os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        form = "json" if as_json else "text"
+        sock.sendall(f"wgpy-events=1\nfollow={int(follow)}\nformat={form}\n\n".encode())
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def uapi_set(ifname: str, lines: list[str]) -> None:
     response = _exchange(ifname, "set=1\n" + "".join(f"{line}\n" for line in lines) + "\n")
     code = _errno(response)

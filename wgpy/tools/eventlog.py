@@ -23,10 +23,14 @@ def event_name(event: Event) -> str:
     return _CAMEL.sub("_", type(event).__name__).lower()
 
 
+def _iso_time(wall_time: float) -> str:
+    return datetime.fromtimestamp(wall_time, UTC).isoformat(timespec="milliseconds")
+
+
 def event_record(event: Event, interface: str, wall_time: float) -> dict[str, Any]:
     """A flat JSON-ready dict: time, interface, event, and the event's public fields."""
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(wall_time, UTC).isoformat(timespec="milliseconds"),
+        "time": _iso_time(wall_time),
         "interface": interface,
         "event": event_name(event),
     }
@@ -48,6 +52,16 @@ def event_record(event: Event, interface: str, wall_time: float) -> dict[str, An
             continue
         record[field.name] = value
     return record
+
+
+def lost_record(interface: str, wall_time: float, count: int) -> dict[str, Any]:
+    """The record that stands for ``count`` events a reader of a stream missed (too slow)."""
+    return {
+        "time": _iso_time(wall_time),
+        "interface": interface,
+        "event": "events_lost",
+        "count": count,
+    }
 
 
 class LineRateLimiter:

@@ -1,13 +1,20 @@
-"""``wgpy show``: what ``wg show`` prints, plus wgpy's drop counters per peer and reason."""
+"""``wgpy show``: what ``wg show`` prints, plus wgpy's drop counters per peer and reason.
+
+The drops read at 80 columns, in a pager, in ``watch`` and in logs: one line per peer and
+reason with its count, the addresses dropped most under it, and what each reason means once,
+below (:func:`render_drops`). ``--wide`` gives one rich table at whatever width it needs.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -26,6 +33,19 @@ class PeerView:
     persistent_keepalive: int = 0
 
 
+@dataclass(frozen=True)
+class AddressCount:
+    """An inner address among the most dropped for a (peer, reason): its true count lies in
+    ``[count - error, count]`` (``error`` 0: exact; see wgpy.tally)."""
+
+    address: str
+    count: int
+    error: int = 0
+
+
+DropKey = tuple[str | None, str]
+
+
 @dataclass
 class InterfaceView:
     name: str
@@ -38,6 +58,9 @@ class InterfaceView:
     drops: dict[tuple[str | None, str], int] | None = None
     #: disallowed_source drops: (sending peer, peer holding the source or None) → count.
     owners: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    #: The inner source and destination addresses dropped most, per (peer, reason).
+    sources: dict[DropKey, list[AddressCount]] = field(default_factory=dict)
+    destinations: dict[DropKey, list[AddressCount]] = field(default_factory=dict)
     #: A kernel interface: its link counters, and what a `wgpy watch` knows (None: userspace).
     kernel: dict[str, Any] | None = None
 
@@ -81,11 +104,21 @@ def parse_get(name: str, pairs: list[tuple[str, str]]) -> InterfaceView:
     return view
 
 
+def _addresses(entries: list[dict[str, Any]]) -> list[AddressCount]:
+    return [
+        AddressCount(str(e["address"]), int(e["count"]), int(e.get("error", 0))) for e in entries
+    ]
+
+
 def parse_stats(view: InterfaceView, stats: dict[str, Any]) -> None:
-    view.drops = {
-        (entry.get("peer"), str(entry["reason"])): int(entry["count"])
-        for entry in stats.get("drops", [])
-    }
+    view.drops = {}
+    for entry in stats.get("drops", []):
+        key = (entry.get("peer"), str(entry["reason"]))
+        view.drops[key] = int(entry["count"])
+        if entry.get("sources"):
+            view.sources[key] = _addresses(entry["sources"])
+        if entry.get("destinations"):
+            view.destinations[key] = _addresses(entry["destinations"])
     view.owners = {
         (str(entry["peer"]), entry.get("owner")): int(entry["count"])
         for entry in stats.get("disallowed_owners", [])
@@ -110,6 +143,15 @@ def ago(seconds: int) -> str:
     if seconds:
         parts.append(f"{seconds} second{'s' if seconds != 1 else ''}")
     return ", ".join(parts)
+
+
+def handshake_age(seconds: int) -> str:
+    """``latest handshake:`` as wg says it: ``Now``, ``… ago``, or that the clock went back."""
+    if seconds == 0:
+        return "Now"
+    if seconds < 0:
+        return "(System clock wound backward; connection problems may ensue.)"
+    return f"{ago(seconds)} ago"
 
 
 def human_bytes(count: int) -> str:
@@ -140,7 +182,7 @@ def render_text(view: InterfaceView, now: float | None = None) -> str:
             lines.append(f"  endpoint: {peer.endpoint}")
         lines.append(f"  allowed ips: {', '.join(peer.allowed_ips) or '(none)'}")
         if peer.latest_handshake:
-            lines.append(f"  latest handshake: {ago(int(now) - peer.latest_handshake)} ago")
+            lines.append(f"  latest handshake: {handshake_age(int(now) - peer.latest_handshake)}")
         if peer.rx_bytes or peer.tx_bytes:
             lines.append(
                 f"  transfer: {human_bytes(peer.rx_bytes)} received, "
@@ -183,26 +225,111 @@ def _print_kernel(view: InterfaceView, console: Console) -> None:
         console.print(f"  {entry['count']} × unrecognised: {entry['text']}", markup=False)
 
 
+def _sorted_drops(view: InterfaceView) -> list[tuple[DropKey, int]]:
+    """(interface) first, then peers by key; within each, the largest count first."""
+    return sorted((view.drops or {}).items(), key=lambda item: (item[0][0] or "", -item[1]))
+
+
+def _count(view: InterfaceView, count: int) -> str:
+    lower_bound = view.kernel is not None and view.kernel.get("lower_bound")
+    return f"≥{count}" if lower_bound else str(count)
+
+
+def _counted(entry: AddressCount) -> str:
+    return f"{entry.address} {'≤' if entry.error else '×'}{entry.count}"
+
+
+def _owner_items(view: InterfaceView, peer: str | None) -> list[str]:
+    return [f"{'no peer' if o is None else o} ×{n}" for o, n in _owners_of(view, peer)]
+
+
+def _details(view: InterfaceView, key: DropKey) -> list[tuple[str, list[str]]]:
+    """What is known beyond the count: (label, items) for addresses and source owners."""
+    found = [
+        ("from", [_counted(e) for e in view.sources.get(key, [])]),
+        ("to", [_counted(e) for e in view.destinations.get(key, [])]),
+    ]
+    if key[1] == "disallowed_source":
+        found.append(("sources held by", _owner_items(view, key[0])))
+    return [(label, items) for label, items in found if items]
+
+
+def _fill_items(label: str, items: list[str], width: int, indent: int) -> list[str]:
+    """``label item, item, ...`` in lines of at most ``width`` columns, never splitting an
+    item (a public key, an address); continuation lines are indented two more."""
+    lines: list[str] = []
+    line = " " * indent + label
+    for index, item in enumerate(items):
+        text = item + ("," if index < len(items) - 1 else "")
+        if line.strip() and len(line) + 1 + len(text) > width and line.strip() != label:
+            lines.append(line)
+            line = " " * (indent + 2) + text
+        else:
+            line += " " + text
+    lines.append(line)
+    return lines
+
+
+def render_drops(view: InterfaceView, width: int = 80) -> str:
+    """The drops for a terminal, a pager or a log: per peer, one line per reason with its
+    count and the addresses dropped most under it, then what each reason met means, wrapped
+    to ``width`` columns."""
+    width = max(width, 40)
+    lines = [f"{view.name}: packets not delivered, by peer and reason"]
+    current: object = ()
+    for key, count in _sorted_drops(view):
+        peer, reason = key
+        if peer != current:
+            current = peer
+            lines.append("  (interface)" if peer is None else f"  peer {peer}")
+        lines.append(f"    {reason} ×{_count(view, count)}")
+        for label, items in _details(view, key):
+            lines.extend(_fill_items(label + ":", items, width, 6))
+    meanings = {reason.value: text for reason, text in DROP_REASON_HELP.items()}
+    reasons = sorted({reason for _, reason in view.drops or {}} & meanings.keys())
+    if reasons:
+        lines.append("")
+        lines.append("what the reasons mean (docs/drop-reasons.md):")
+    for reason in reasons:
+        lines.extend(
+            textwrap.wrap(
+                f"{reason}: {meanings[reason]}",
+                width,
+                initial_indent="  ",
+                subsequent_indent="    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
 def drops_table(view: InterfaceView) -> Table:
+    """The drops as one table (``--wide``): print it at :func:`table_width` columns."""
     table = Table(title=f"{view.name}: packets not delivered, by peer and reason")
-    table.add_column("peer", no_wrap=True, min_width=12)
+    table.add_column("peer", no_wrap=True)
     table.add_column("reason", no_wrap=True)
     table.add_column("count", justify="right", no_wrap=True)
-    table.add_column("meaning", ratio=1)
+    table.add_column("meaning", no_wrap=True)
+    table.add_column("addresses", no_wrap=True)
     meanings = {reason.value: text for reason, text in DROP_REASON_HELP.items()}
-    for (peer, reason), count in sorted(
-        (view.drops or {}).items(), key=lambda item: (item[0][0] or "", -item[1])
-    ):
-        meaning = meanings.get(reason, "")
-        if reason == "disallowed_source":
-            held = ", ".join(
-                f"{'no peer' if owner is None else owner[:10] + '…'} ×{n}"
-                for owner, n in _owners_of(view, peer)
-            )
-            meaning += f" Sources held by: {held}." if held else ""
-        shown = f"≥{count}" if view.kernel and view.kernel.get("lower_bound") else str(count)
-        table.add_row(peer or "(interface)", reason, shown, meaning)
+    for key, count in _sorted_drops(view):
+        peer, reason = key
+        details = _details(view, key)
+        addresses = "\n".join(f"{label} {', '.join(items)}" for label, items in details)
+        table.add_row(
+            peer or "(interface)", reason, _count(view, count), meanings.get(reason, ""), addresses
+        )
     return table
+
+
+def table_width(table: Table) -> int:
+    """The columns ``table`` needs to show every cell on its lines, untruncated."""
+    width = 1  # the left border
+    for column in table.columns:
+        cells = [str(column.header), *(str(cell) for cell in column.cells)]
+        width += 3 + max(cell_len(line) for cell in cells for line in cell.splitlines() or [""])
+    return width
 
 
 def kernel_info(state: dict[str, Any] | None, counters: dict[str, int]) -> dict[str, Any]:
@@ -229,7 +356,13 @@ def to_json(view: InterfaceView) -> dict[str, Any]:
         "drops": None
         if view.drops is None
         else [
-            {"peer": peer, "reason": reason, "count": count}
+            {
+                "peer": peer,
+                "reason": reason,
+                "count": count,
+                "sources": [vars(e) for e in view.sources.get((peer, reason), [])],
+                "destinations": [vars(e) for e in view.destinations.get((peer, reason), [])],
+            }
             | (
                 {"owners": [{"owner": o, "count": n} for o, n in _owners_of(view, peer)]}
                 if reason == "disallowed_source"
@@ -240,7 +373,9 @@ def to_json(view: InterfaceView) -> dict[str, Any]:
     }
 
 
-def print_view(view: InterfaceView, *, as_json: bool, console: Console | None = None) -> None:
+def print_view(
+    view: InterfaceView, *, as_json: bool, console: Console | None = None, wide: bool = False
+) -> None:
     console = console or Console(emoji=False, highlight=False)
     if as_json:
         console.print_json(json.dumps(to_json(view)))
@@ -253,6 +388,24 @@ def print_view(view: InterfaceView, *, as_json: bool, console: Console | None = 
             console.print("  (drop counters: not a wgpyd interface)", markup=False)
     elif not view.drops:
         console.print("  drops: none")
+    elif wide:
+        console.print()
+        table = drops_table(view)
+        Console(
+            file=console.file,
+            width=max(table_width(table), console.width),
+            color_system=console.color_system,  # type: ignore[arg-type]
+            force_terminal=console.is_terminal,
+            emoji=False,
+            highlight=False,
+        ).print(table)
     else:
         console.print()
-        console.print(drops_table(view))
+        console.print(
+            render_drops(view, console.width),
+            end="",
+            markup=False,
+            highlight=False,
+            emoji=False,
+            soft_wrap=True,
+        )
