@@ -98,6 +98,13 @@ def test_wide_is_one_table_with_nothing_truncated() -> None:
     assert f"sources held by no peer ×1234000, {BOB} ×567" in text
 
 
+def test_kernel_lower_bounds_are_marked() -> None:
+    shown = view()
+    shown.kernel = {"link_counters": {}, "watch": True, "lower_bound": True}
+    text = printed(shown, 80)
+    assert "    disallowed_source ≥1234567\n" in text and "×≥" not in text, text
+
+
 def test_json_has_the_addresses_of_each_drop() -> None:
     data = json.loads(json.dumps(to_json(view())))
     (entry,) = [d for d in data["drops"] if d["peer"] == ALICE]

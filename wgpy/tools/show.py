@@ -282,7 +282,8 @@ def render_drops(view: InterfaceView, width: int = 80) -> str:
         if peer != current:
             current = peer
             lines.append("  (interface)" if peer is None else f"  peer {peer}")
-        lines.append(f"    {reason} ×{_count(view, count)}")
+        shown = _count(view, count)
+        lines.append(f"    {reason} {shown if shown.startswith('≥') else '×' + shown}")
         for label, items in _details(view, key):
             lines.extend(_fill_items(label + ":", items, width, 6))
     meanings = {reason.value: text for reason, text in DROP_REASON_HELP.items()}
