@@ -4,12 +4,15 @@ It answers ICMP echo (ping) on IPv4 and IPv6 and runs a UDP echo service, all on
 addresses, for peers that reach it with any WireGuard client (``wg-quick``, wireguard-go, the
 kernel module)::
 
-    python examples/echo_server.py --peer CLIENT_PUBLIC_KEY --allowed-ips 10.8.0.2/32,fd08::2/128
+    .venv/bin/python examples/echo_server.py --peer CLIENT_PUBLIC_KEY
 
-prints a JSON line with its public key and port, then serves until interrupted. The client's
-config then has ``[Peer] PublicKey = <that key>``, ``Endpoint = <host>:<port>`` and
-``AllowedIPs = 10.8.0.1/32, fd08::1/128``; ``ping 10.8.0.1`` and ``ncat -u 10.8.0.1 7`` work.
-On SIGINT/SIGTERM it prints a JSON summary: handshakes, packets answered, drops by reason.
+(any Python with wgpy's dependencies works from a checkout: the script finds the ``wgpy`` beside
+it). It prints a JSON line with its public key and port, then a wg-quick config for the client,
+ready to paste (without ``--peer`` it makes the client's key pair and the config holds the
+client's private key; the server's private key is never printed), and serves until
+interrupted: ``ping 10.8.0.1`` and ``ncat -u 10.8.0.1 7`` work from the client. On
+SIGINT/SIGTERM it prints a JSON summary: handshakes, packets answered, drops by reason. A bad
+argument or a port in use is one line on stderr and exit status 2 or 1.
 """
 
 from __future__ import annotations
@@ -19,16 +22,27 @@ import asyncio
 import ipaddress
 import json
 import signal
+import socket
 import struct
 import sys
 from collections import Counter
 from pathlib import Path
 
-from wgpy.aio import WireGuardEndpoint, open_endpoint
-from wgpy.device import Device
-from wgpy.events import Event, HandshakeCompleted, PacketDropped
-from wgpy.keys import decode_key, genkey, pubkey
-from wgpy.packet import internet_checksum
+try:
+    import wgpy  # noqa: F401
+except ModuleNotFoundError:  # run from a checkout without installing: use the wgpy beside us
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+try:
+    from wgpy.aio import WireGuardEndpoint, open_endpoint
+    from wgpy.device import Device
+    from wgpy.events import Event, HandshakeCompleted, PacketDropped
+    from wgpy.keys import decode_key, encode_key, genkey, pubkey
+    from wgpy.packet import internet_checksum
+except ModuleNotFoundError as error:  # wgpy's own dependencies (cryptography, ...)
+    sys.exit(
+        f"echo_server: {error} (wgpy's dependencies are missing from this Python: run it with "
+        "the checkout's .venv/bin/python, or `pip install -e .` first)"
+    )
 
 ICMP, UDP, ICMPV6 = 1, 17, 58
 
@@ -129,23 +143,171 @@ async def serve(
                 stats.answered += 1
 
 
+class UsageError(Exception):
+    """A bad argument: one line on stderr, exit status 2."""
+
+
+def _prefixes(text: str, option: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p]
+    except ValueError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def _addresses(text: str) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(a.strip())) for a in text.split(",") if a.strip()]
+    except ValueError as error:
+        raise UsageError(f"--address: {error}") from None
+
+
+def _key(text: str, what: str, tool: str = "wg pubkey") -> bytes:
+    try:
+        return decode_key(text)
+    except ValueError:
+        raise UsageError(
+            f"{what} is not a WireGuard key (44 base64 characters, as `{tool}` prints)"
+        ) from None
+
+
+def guess_host() -> str:
+    """This host's address on its default route (no packet is sent), or a placeholder."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            host: str = probe.getsockname()[0]
+            return host
+    except OSError:
+        return "SERVER_HOST"
+
+
+def client_config(
+    server_public: str,
+    endpoint: str,
+    server_addresses: list[str],
+    client_prefixes: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    client_private: str | None,
+) -> str:
+    """The wg-quick config of the client: its addresses are what the server allows from it."""
+    addresses = [
+        str(p)
+        if p.num_addresses == 1
+        else f"{next(p.hosts(), p.network_address)}/{p.max_prefixlen}"
+        for p in client_prefixes
+    ]
+    allowed = [f"{a}/{ipaddress.ip_address(a).max_prefixlen}" for a in server_addresses]
+    private = (
+        client_private
+        if client_private is not None
+        else "<the client's private key: the one whose public key you gave with --peer>"
+    )
+    return "\n".join(
+        [
+            "[Interface]",
+            f"PrivateKey = {private}",
+            f"Address = {', '.join(addresses)}",
+            "",
+            "[Peer]",
+            "# the Python echo server",
+            f"PublicKey = {server_public}",
+            f"Endpoint = {endpoint}",
+            f"AllowedIPs = {', '.join(allowed)}",
+        ]
+    )
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--private-key-file", type=Path, help="base64 key (default: a new one)")
-    parser.add_argument("--peer", required=True, help="the client's public key (base64)")
+    parser.add_argument(
+        "--peer",
+        help="the client's public key (base64); default: make a client key pair and put its "
+        "private key in the printed client config",
+    )
     parser.add_argument("--allowed-ips", default="10.8.0.2/32,fd08::2/128")
     parser.add_argument("--address", default="10.8.0.1,fd08::1", help="our tunnel addresses")
     parser.add_argument("--port", type=int, default=51820, help="UDP listen port (0: any)")
     parser.add_argument("--echo-port", type=int, default=7, help="UDP echo service port")
+    parser.add_argument(
+        "--public-host",
+        help="the address clients reach this host at, for the printed Endpoint "
+        "(default: this host's address on its default route)",
+    )
     args = parser.parse_args(argv)
+    try:
+        return await serve_until_stopped(args)
+    except UsageError as error:
+        print(f"echo_server: {error}", file=sys.stderr, flush=True)
+        return 2
 
-    private = args.private_key_file.read_text() if args.private_key_file else genkey()
-    device = Device(decode_key(private))
+
+async def serve_until_stopped(args: argparse.Namespace) -> int:
+    if args.private_key_file is not None:
+        try:
+            private = args.private_key_file.read_text()
+        except OSError as error:
+            raise UsageError(
+                f"--private-key-file {args.private_key_file}: {error.strerror or error}"
+            ) from None
+        except UnicodeDecodeError:
+            private = ""
+        private_raw = _key(private, f"--private-key-file {args.private_key_file}", "wg genkey")
+    else:
+        private_raw = decode_key(genkey())
+    client_private = None
+    if args.peer is None:
+        client_private = genkey()
+        peer_text = pubkey(client_private)
+    else:
+        peer_text = args.peer
+    peer_raw = _key(peer_text, "--peer")
+    client_prefixes = _prefixes(args.allowed_ips, "--allowed-ips")
+    addresses = _addresses(args.address)
+    if not addresses or not client_prefixes:
+        raise UsageError("--address and --allowed-ips need at least one address each")
+    if not 0 <= args.port <= 65535 or not 1 <= args.echo_port <= 65535:
+        raise UsageError("--port must be 0-65535 and --echo-port 1-65535")
+
+    device = Device(private_raw)
     stats = Stats()
-    endpoint = await open_endpoint(device, port=args.port, on_event=stats.on_event)
+    try:
+        endpoint = await open_endpoint(device, port=args.port, on_event=stats.on_event)
+    except OSError as error:
+        print(
+            f"echo_server: cannot listen on UDP port {args.port}: "
+            f"{error.strerror or error} (choose another with --port, or --port 0 for any)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     async with endpoint:
-        endpoint.add_peer(args.peer, allowed_ips=args.allowed_ips.split(","))
-        print(json.dumps({"public_key": pubkey(private), "port": endpoint.port}), flush=True)
+        try:
+            endpoint.add_peer(peer_raw, allowed_ips=[str(p) for p in client_prefixes])
+        except ValueError as error:
+            raise UsageError(f"--peer: {error}") from None
+        server_public = pubkey(encode_key(private_raw))
+        print(json.dumps({"public_key": server_public, "port": endpoint.port}), flush=True)
+        host = args.public_host or guess_host()
+        shown_host = f"[{host}]" if ":" in host else host
+        print(
+            "# wg-quick config for the client, e.g. /etc/wireguard/echo.conf, then "
+            "`wg-quick up echo`\n"
+            + (
+                "# (it holds the client's new private key: keep it to that machine)\n"
+                if client_private is not None
+                else ""
+            )
+            + client_config(
+                server_public,
+                f"{shown_host}:{endpoint.port}",
+                addresses,
+                client_prefixes,
+                client_private,
+            )
+            + f"\n# then from the client: ping {addresses[0]}; "
+            f"ncat -u {addresses[0]} {args.echo_port}\n",
+            flush=True,
+        )
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
 
@@ -155,12 +317,10 @@ async def main(argv: list[str] | None = None) -> int:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, request_stop)
-        server = asyncio.ensure_future(
-            serve(endpoint, args.address.split(","), args.echo_port, stats)
-        )
+        server = asyncio.ensure_future(serve(endpoint, addresses, args.echo_port, stats))
         await stop
         server.cancel()
-    peer = device.peers[decode_key(args.peer)]
+    peer = device.peers[peer_raw]
     summary = {
         "handshakes": stats.handshakes,
         "answered": stats.answered,
