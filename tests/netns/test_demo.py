@@ -21,6 +21,23 @@ def _netns() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
+def _tag(out: str) -> str:
+    """The random tag of this run's names (its interfaces are wgdemoa<tag> and wgdemob<tag>).
+
+    Only names with it are this run's: another demo (a parallel test run, someone's
+    `wgpy demo --keep`) may be up on the machine at the same time, under another tag."""
+    match = re.search(r"\bwgdemoa([0-9a-f]+)\b", out)
+    assert match, out
+    return match[1]
+
+
+def _left_behind(tag: str) -> tuple[set[str], list[Path]]:
+    """This run's namespaces and UAPI sockets that still exist."""
+    namespaces = {f"wgpy-demo-a-{tag}", f"wgpy-demo-b-{tag}"} & _netns()
+    sockets = [WG_RUN_DIR / f"wgdemo{side}{tag}.sock" for side in "ab"]
+    return namespaces, [s for s in sockets if s.exists()]
+
+
 def _demo(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(
@@ -40,7 +57,6 @@ def _section(out: str, number: int) -> str:
 
 def test_demo_shows_the_mistake_the_drops_the_explanation_and_the_fix() -> None:
     require_netns()
-    before = _netns()
     result, elapsed = _demo()
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
@@ -75,22 +91,20 @@ def test_demo_shows_the_mistake_the_drops_the_explanation_and_the_fix() -> None:
     assert "[8] Done: the tunnel works both ways" in out
     assert "wgpy demo --keep" in out
     # nothing left behind
-    assert not {ns for ns in _netns() - before if ns.startswith("wgpy-demo-")}
-    assert not list(WG_RUN_DIR.glob("wgdemo*.sock"))
+    assert _left_behind(_tag(out)) == (set(), [])
 
 
 def test_demo_keep_leaves_it_running_and_says_how_to_remove_it() -> None:
     require_netns()
-    before = _netns()
     result, _ = _demo("--keep")
     out = result.stdout
     cleanup = re.search(r"^\s*(kill [\d ]+; ip netns del .*)$", out, re.M)
+    tag = _tag(out)
     try:
         assert result.returncode == 0, out + result.stderr
         assert cleanup, out
-        left = {ns for ns in _netns() - before if ns.startswith("wgpy-demo-")}
+        left, sockets = _left_behind(tag)
         assert len(left) == 2, out
-        sockets = list(WG_RUN_DIR.glob("wgdemo*.sock"))
         names = [s.stem for s in sockets if s.stem in out]
         assert len(names) == 2, (sockets, out)
         # the printed commands work: show and a ping inside the namespaces
@@ -112,12 +126,11 @@ def test_demo_keep_leaves_it_running_and_says_how_to_remove_it() -> None:
     finally:
         if cleanup:
             subprocess.run(["sh", "-c", cleanup[1]], timeout=30)
-        else:  # never leave a failed run's namespaces behind
-            for ns in _netns() - before:
-                if ns.startswith("wgpy-demo-"):
-                    subprocess.run(["ip", "netns", "del", ns])
+        else:  # never leave a failed run's namespaces behind (only this run's)
+            for ns in _left_behind(tag)[0]:
+                subprocess.run(["ip", "netns", "del", ns])
     deadline = time.monotonic() + 10
-    while list(WG_RUN_DIR.glob("wgdemo*.sock")) and time.monotonic() < deadline:
+    while _left_behind(tag)[1] and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not list(WG_RUN_DIR.glob("wgdemo*.sock")), "the printed clean-up left daemons"
-    assert not {ns for ns in _netns() - before if ns.startswith("wgpy-demo-")}
+    assert not _left_behind(tag)[1], "the printed clean-up left daemons"
+    assert not _left_behind(tag)[0]
