@@ -553,17 +553,20 @@ def test_daemon_second_instance_fails(netns_factory: Callable[[], Netns]) -> Non
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("-f",), ("--foreground",), ("a", "b"), ("-f", "a", "b"), ("--bogus",)],
+    [(), ("-f",), ("--foreground",), ("A", "B"), ("-f", "A", "B"), ("--bogus",)],
     ids=["none", "only-f", "only-foreground", "two-names", "f-two-names", "bogus-option"],
 )
 def test_daemon_bad_usage(netns_factory: Callable[[], Netns], args: Sequence[str]) -> None:
     ns = netns_factory()
+    # names unique to this run: the socket directory is the machine's
+    names = {"A": unique_ifname("wgu"), "B": unique_ifname("wgu")}
+    args = [names.get(arg, arg) for arg in args]
     result = ns.run(_wgpyd_script(), *args, check=False, timeout=20)
     assert result.returncode == 1, result
     usage = result.stderr.splitlines()
     assert usage and usage[0] == "Usage: wgpyd [-f/--foreground] INTERFACE-NAME", result
     assert ns.run("ip", "-o", "link", "show").stdout.count("\n") == 1  # only lo
-    assert not list(WG_RUN_DIR.glob("a.sock")) and not list(WG_RUN_DIR.glob("b.sock"))
+    assert not any((WG_RUN_DIR / f"{name}.sock").exists() for name in names.values())
 
 
 def _listener(ns: Netns, port: int) -> None:
