@@ -129,6 +129,12 @@ done
 
 PYTHON="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
+    # Debian's python3 has no ensurepip without python3-venv (installed above); another
+    # interpreter (PYTHON=...) must bring its own
+    if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        log "$PYTHON has no venv/ensurepip module (Debian: apt-get install python3-venv)"
+        exit 1
+    fi
     log "creating .venv with $PYTHON"
     quietly "$PYTHON" -m venv .venv
 fi

@@ -56,6 +56,8 @@ def test_setup_installs_what_a_fresh_debian_lacks() -> None:
         assert needed in packages, needed
     text = (REPO / "scripts/setup.sh").read_text()
     assert "[dev,fuzz,bench]" in text  # the extras that need the compiler are installed here
+    # an interpreter without ensurepip is named before `python -m venv` fails half-way
+    assert "import ensurepip" in text
 
 
 def test_setup_packages_exist_in_debian() -> None:
