@@ -285,6 +285,17 @@ async def serve_until_stopped(args: argparse.Namespace) -> int:
             endpoint.add_peer(peer_raw, allowed_ips=[str(p) for p in client_prefixes])
         except ValueError as error:
             raise UsageError(f"--peer: {error}") from None
+        # the handlers before anything is printed: a caller that reads the output and then
+        # stops the server must get its summary, not a process killed by the signal
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+
+        def request_stop() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, request_stop)
         server_public = pubkey(encode_key(private_raw))
         print(json.dumps({"public_key": server_public, "port": endpoint.port}), flush=True)
         host = args.public_host or guess_host()
@@ -308,15 +319,6 @@ async def serve_until_stopped(args: argparse.Namespace) -> int:
             f"ncat -u {addresses[0]} {args.echo_port}\n",
             flush=True,
         )
-        loop = asyncio.get_running_loop()
-        stop = loop.create_future()
-
-        def request_stop() -> None:
-            if not stop.done():
-                stop.set_result(None)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, request_stop)
         server = asyncio.ensure_future(serve(endpoint, addresses, args.echo_port, stats))
         await stop
         server.cancel()
