@@ -117,12 +117,17 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 def _config_of_interface(ifname: str) -> Any:
     """A live interface (userspace daemon or kernel) as the config ``wg showconf`` prints."""
-    import base64
-
-    from wgpy.config import parse_config
     from wgpy.io.uapi_client import interface_get
 
     pairs, _ = interface_get(ifname)
+    return _config_of_pairs(ifname, pairs)
+
+
+def _config_of_pairs(ifname: str, pairs: list[tuple[str, str]]) -> Any:
+    import base64
+
+    from wgpy.config import parse_config
+
     lines = ["[Interface]"]
     allowed: list[str] = []
 
@@ -183,7 +188,7 @@ def cmd_calc(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    """Add explain, lint and calc to ``wgpy``'s subcommand parsers."""
+    """Add explain, lint, calc and doctor to ``wgpy``'s subcommand parsers."""
     explain = sub.add_parser(
         "explain",
         help="which peer gets an address, or whether a source from a peer is accepted, and why",
@@ -220,3 +225,7 @@ def add_parsers(sub: Any) -> None:
     calc.add_argument("--exclude", "-x", nargs="+", metavar="EXCLUDE", default=[])
     calc.add_argument("--json", action="store_true", help="a JSON list of prefixes")
     calc.set_defaults(func=cmd_calc)
+
+    from wgpy.tools.doctor_cli import add_parser as add_doctor
+
+    add_doctor(sub)

@@ -1,0 +1,200 @@
+"""wgpy.tools.doctor: facts in, ranked findings out (no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from wgpy import crypto
+from wgpy.config import parse_config
+from wgpy.tools.doctor import Facts, Finding, diagnose, exit_status, from_lint, render_text
+from wgpy.tools.lint import lint
+from wgpy.tools.routes import RouteInfo
+from wgpy.tools.show import AddressCount, InterfaceView, PeerView
+
+NOW = 1_800_000_000
+P1 = "A" * 43 + "="
+P2 = "B" * 43 + "="
+
+
+def _view(
+    *peers: PeerView, drops: dict[tuple[str | None, str], int] | None = None
+) -> InterfaceView:
+    view = InterfaceView("wg0", public_key="C" * 43 + "=", has_private_key=True)
+    view.peers = list(peers)
+    view.drops = drops
+    return view
+
+
+def _peer(key: str, *allowed: str, handshake: int = NOW - 30, **kw: object) -> PeerView:
+    base: dict[str, object] = {"endpoint": "192.0.2.1:51820", "tx_bytes": 1000, "rx_bytes": 900}
+    base.update(kw)
+    return PeerView(key, allowed_ips=list(allowed), latest_handshake=handshake, **base)  # type: ignore[arg-type]
+
+
+def _routes(view: InterfaceView, device: str = "wg0") -> dict[str, RouteInfo]:
+    from wgpy.tools.doctor import route_addresses
+
+    return {address: RouteInfo(device, "unicast", 254) for address in route_addresses(view)}
+
+
+def _codes(findings: list[Finding]) -> list[str]:
+    return [f.code for f in findings]
+
+
+def test_the_usual_layout_is_healthy() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32"), _peer(P2, "10.0.0.3/32", "fd00::3/128"), drops={})
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    assert {f.severity for f in findings} == {"info"}, findings
+    assert _codes(findings) == ["handshake-ok", "handshake-ok"]
+    assert exit_status(findings) == 0
+    assert render_text(findings).endswith("no problem found\n")
+
+
+def test_handshake_never_completed_names_the_endpoint_and_causes() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32", handshake=0, rx_bytes=0, tx_bytes=444), drops={})
+    (finding,) = [f for f in diagnose(Facts(view, NOW, routes=_routes(view))) if f.peer == P1]
+    assert (finding.severity, finding.code) == ("error", "handshake-never")
+    assert "192.0.2.1:51820" in finding.message
+    assert "endpoint tried: 192.0.2.1:51820" in finding.evidence
+    assert finding.fix is not None and finding.fix.index("port") < finding.fix.index("firewall")
+    assert finding.fix.index("firewall") < finding.fix.index("preshared")
+
+
+def test_no_attempt_and_no_endpoint_are_info() -> None:
+    view = _view(
+        _peer(P1, "10.0.0.2/32", handshake=0, tx_bytes=0, rx_bytes=0),
+        _peer(P2, "10.0.0.3/32", handshake=0, endpoint=None),
+        drops={},
+    )
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    assert _codes(findings) == ["handshake-not-tried", "handshake-waiting"]
+    assert exit_status(findings) == 0
+
+
+def test_stale_handshake_needs_traffic_during_the_watch() -> None:
+    old = NOW - 200
+    before = _view(_peer(P1, "10.0.0.2/32", handshake=old, tx_bytes=1000))
+    after = _view(_peer(P1, "10.0.0.2/32", handshake=old, tx_bytes=1500), drops={})
+    (stale,) = diagnose(Facts(after, NOW, before, 5.0, _routes(after)))
+    assert (stale.severity, stale.code) == ("error", "handshake-stale")
+    assert "in the last 5 s" in stale.evidence[-1]
+    rekey = _view(_peer(P1, "10.0.0.2/32", handshake=NOW - 150, tx_bytes=1500), drops={})
+    (warned,) = diagnose(Facts(rekey, NOW, before, 5.0, _routes(rekey)))
+    assert warned.severity == "warning"
+    # an idle tunnel with an old handshake is fine
+    idle = _view(_peer(P1, "10.0.0.2/32", handshake=old, tx_bytes=1000), drops={})
+    assert _codes(diagnose(Facts(idle, NOW, before, 5.0, _routes(idle)))) == ["handshake-ok"]
+
+
+def test_disallowed_source_gives_the_wg_set_and_wg_quick_fix() -> None:
+    view = _view(
+        _peer(P1, "10.0.0.2/32"), _peer(P2, "10.0.0.3/32"), drops={(P1, "disallowed_source"): 5}
+    )
+    view.sources[(P1, "disallowed_source")] = [
+        AddressCount("10.9.9.9", 4),
+        AddressCount("10.0.0.3", 1),
+    ]
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    first, second = [f for f in findings if f.code == "disallowed-source"]
+    assert first.severity == "error" and first.peer == P1
+    assert "10.9.9.9" in first.message
+    assert first.commands == [f"wg set wg0 peer {P1} allowed-ips 10.0.0.2/32,10.9.9.9/32"]
+    assert first.config[0].startswith("AllowedIPs = 10.0.0.2/32, 10.9.9.9/32")
+    assert first.fix is not None and "fix the source address" in first.fix
+    assert f"10.0.0.3 belongs to peer {P2} via 10.0.0.3/32" in second.evidence
+    assert second.fix is not None and f"takes it from peer {P2}" in second.fix
+    assert exit_status(findings) == 1
+
+
+def test_disallowed_source_already_fixed_is_info() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32", "10.9.9.9/32"), drops={(P1, "disallowed_source"): 1})
+    view.sources[(P1, "disallowed_source")] = [AddressCount("10.9.9.9", 1)]
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    assert "disallowed-source-fixed" in _codes(findings) and exit_status(findings) == 0
+
+
+def test_no_peer_names_the_destination_and_its_route() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32"), drops={(None, "no_peer"): 3})
+    view.destinations[(None, "no_peer")] = [AddressCount("10.0.0.77", 3)]
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    (finding,) = [f for f in findings if f.code == "no-peer"]
+    assert finding.severity == "warning" and finding.peer is None
+    assert "10.0.0.77" in finding.message and "routed into wg0" in finding.message
+    assert "ip route get 10.0.0.77: dev wg0" in finding.evidence
+
+
+def test_other_reasons_get_a_sentence() -> None:
+    view = _view(
+        _peer(P1, "10.0.0.2/32"),
+        drops={
+            (None, "handshake_failed"): 2,
+            (None, "invalid_mac1"): 7,
+            (P1, "replayed_counter"): 1,
+        },
+    )
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    codes = _codes(findings)
+    assert codes[:2] == ["drop-invalid_mac1", "drop-handshake_failed"]  # warnings, most first
+    assert "drop-replayed_counter" in codes
+    mac1 = findings[0]
+    assert "7 invalid_mac1 drops on the interface" in mac1.message and mac1.fix
+
+
+def test_prefix_routed_elsewhere_is_a_warning_with_ip_route_add() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32", "192.168.5.0/24", "0.0.0.0/0"), drops={})
+    routes = _routes(view)
+    routes["192.168.5.0"] = RouteInfo("eth0", "unicast", 254, "10.1.1.1")
+    findings = diagnose(Facts(view, NOW, routes=routes))
+    (finding,) = [f for f in findings if f.code == "not-routed"]
+    assert finding.peer == P1 and finding.commands == ["ip route add 192.168.5.0/24 dev wg0"]
+    assert "ip route get 192.168.5.0: via 10.1.1.1 dev eth0" in finding.evidence
+
+
+def test_not_in_this_namespace_and_not_wgpyd_are_info() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32"))
+    findings = diagnose(Facts(view, NOW))
+    assert _codes(findings) == ["handshake-ok", "routes-skipped", "no-drop-counters"]
+
+
+def _public(seed: int) -> str:
+    return base64.b64encode(crypto.public_key(crypto.clamp(bytes([seed]) * 32))).decode()
+
+
+def test_lint_findings_ranked_and_json() -> None:
+    text = (
+        "[Interface]\nPrivateKey = " + "E" * 43 + "=\n"
+        "[Peer]\nPublicKey = " + _public(1) + "\nAllowedIPs = 0.0.0.0/0\n"
+        "[Peer]\nPublicKey = " + _public(2) + "\nAllowedIPs = 10.0.0.0/8\nFooBar = 1\n"
+    )
+    findings = from_lint(lint([parse_config(text, "wg0.conf")]))
+    assert [f.severity for f in findings] == ["error", "warning"]
+    assert _codes(findings) == ["lint-unknown-key", "lint-half-default"]
+    assert findings[1].evidence == ["wg0.conf:5 [half-default]"]
+    assert json.loads(json.dumps([f.to_json() for f in findings]))[0]["severity"] == "error"
+    assert "E" * 43 not in render_text(findings)
+
+
+def test_cli_on_config_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wgpy.cli import main
+
+    private = base64.b64encode(crypto.clamp(bytes([7]) * 32)).decode()
+    psk = base64.b64encode(bytes([9]) * 32).decode()
+    good = tmp_path / "good.conf"
+    good.write_text(
+        f"[Interface]\nPrivateKey = {private}\nAddress = 10.0.0.1/24\n"
+        f"[Peer]\nPublicKey = {_public(1)}\nPresharedKey = {psk}\nAllowedIPs = 10.0.0.2/32\n"
+    )
+    assert main(["doctor", str(good)]) == 0
+    assert "no problem found" in capsys.readouterr().out
+    bad = tmp_path / "bad.conf"
+    bad.write_text(good.read_text() + "AllowedIPs = 0.0.0.0/0\nPresharedKey = nonsense\n")
+    assert main(["doctor", str(bad), "--json"]) == 1
+    out = capsys.readouterr().out
+    assert [f["code"] for f in json.loads(out)][-1] == "lint-half-default"
+    assert private not in out and psk not in out
+    assert main(["doctor", str(tmp_path / "missing.conf")]) == 2
+    assert main(["doctor", str(good), "wg0"]) == 2

@@ -1,0 +1,522 @@
+"""``wgpy doctor``: why a tunnel does not work, as findings ranked by severity.
+
+Pure: :func:`diagnose` turns gathered facts (an :class:`~wgpy.tools.show.InterfaceView` with
+wgpyd's drop counters, OS route lookups, lint findings) into :class:`Finding` s, each with its
+evidence and the change that fixes it (a ``wg set`` command and the wg-quick line). The
+command line (``wgpy doctor``, in :mod:`wgpy.tools.aip_cli`) gathers the facts.
+
+Checks, most important first: each peer's handshake (never completed, stale), the drops by
+reason with their top addresses, AllowedIPs that nothing routes into the interface, then the
+lint findings of the interface's configuration. Nothing here ever sees a private or
+preshared key: the view only says whether they are set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from wgpy.allowedips import AllowedIPs
+from wgpy.tools import lint as lint_mod
+from wgpy.tools.routes import RouteInfo
+from wgpy.tools.show import AddressCount, InterfaceView, PeerView, ago
+
+__all__ = ["Facts", "Finding", "diagnose", "exit_status", "from_lint", "render_text"]
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+REKEY_AFTER_TIME = 120
+REJECT_AFTER_TIME = 180
+_RANK = {ERROR: 0, WARNING: 1, INFO: 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing doctor found: what, the evidence, and how to fix it."""
+
+    severity: str
+    code: str
+    message: str
+    peer: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    fix: str | None = None
+    commands: list[str] = field(default_factory=list)  # ``wg set ...``, ``ip route ...``
+    config: list[str] = field(default_factory=list)  # the wg-quick line(s)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Facts:
+    """What doctor knows about one live interface."""
+
+    view: InterfaceView
+    now: float
+    #: the same interface ``watch`` seconds earlier (None without ``--watch``)
+    before: InterfaceView | None = None
+    watch: float = 0.0
+    #: route lookups by address (None: the interface is not in this namespace)
+    routes: dict[str, RouteInfo] | None = None
+    lint: list[lint_mod.Finding] = field(default_factory=list)
+
+
+def route_addresses(view: InterfaceView) -> list[str]:
+    """The addresses whose OS routes :func:`diagnose` wants: the first address of every peer
+    prefix (but /0) and the top destinations of no_peer drops."""
+    wanted: list[str] = []
+    for peer in view.peers:
+        for text in peer.allowed_ips:
+            network = ipaddress.ip_network(text, strict=False)
+            if network.prefixlen:
+                wanted.append(str(network.network_address))
+    for (_peer, reason), entries in view.destinations.items():
+        if reason == "no_peer":
+            wanted += [entry.address for entry in entries]
+    return list(dict.fromkeys(wanted))
+
+
+def _table(view: InterfaceView) -> AllowedIPs[str]:
+    table: AllowedIPs[str] = AllowedIPs()
+    for peer in view.peers:
+        for text in peer.allowed_ips:
+            table.insert(ipaddress.ip_network(text, strict=False), peer.public_key)
+    return table
+
+
+def _host(address: str) -> str:
+    return f"{address}/{32 if ipaddress.ip_address(address).version == 4 else 128}"
+
+
+def _allowed_fix(ifname: str, peer: PeerView, extra: str) -> tuple[list[str], list[str]]:
+    new = [*peer.allowed_ips, extra]
+    return (
+        [f"wg set {ifname} peer {peer.public_key} allowed-ips {','.join(new)}"],
+        [f"AllowedIPs = {', '.join(new)}   # in the [Peer] with PublicKey = {peer.public_key}"],
+    )
+
+
+# --- 1. handshakes ---------------------------------------------------------------------------
+
+
+def _handshakes(facts: Facts, out: list[Finding]) -> None:
+    view = facts.view
+    before = {p.public_key: p for p in facts.before.peers} if facts.before else {}
+    for peer in view.peers:
+        key = peer.public_key
+        earlier = before.get(key)
+        sent = peer.tx_bytes - earlier.tx_bytes if earlier else peer.tx_bytes
+        received = peer.rx_bytes - earlier.rx_bytes if earlier else peer.rx_bytes
+        window = f" in the last {facts.watch:g} s" if earlier else ""
+        traffic = f"sent {sent} bytes, received {received} bytes{window}"
+        if peer.latest_handshake == 0:
+            if peer.endpoint is None:
+                out.append(
+                    Finding(
+                        INFO,
+                        "handshake-waiting",
+                        f"peer {key} has no endpoint and has not connected yet: this side "
+                        "waits for it to start the handshake",
+                        key,
+                        [traffic],
+                        "if this side should connect, give the peer an endpoint",
+                        [f"wg set {view.name} peer {key} endpoint HOST:PORT"],
+                        ["Endpoint = HOST:PORT"],
+                    )
+                )
+            elif peer.tx_bytes == 0:
+                out.append(
+                    Finding(
+                        INFO,
+                        "handshake-not-tried",
+                        f"peer {key}: no handshake attempted yet (nothing was sent to it); send "
+                        "traffic or set a PersistentKeepalive, then run doctor again",
+                        key,
+                        [f"endpoint {peer.endpoint}", traffic],
+                        "send traffic through the tunnel (e.g. ping an address in its "
+                        "AllowedIPs), or keep the tunnel up",
+                        [f"wg set {view.name} peer {key} persistent-keepalive 25"],
+                        ["PersistentKeepalive = 25"],
+                    )
+                )
+            else:
+                out.append(
+                    Finding(
+                        ERROR,
+                        "handshake-never",
+                        f"peer {key}: the handshake never completed; handshake initiations "
+                        f"went to {peer.endpoint} and no response came back",
+                        key,
+                        [f"endpoint tried: {peer.endpoint}", traffic, "latest handshake: never"],
+                        "likely causes, in order: the endpoint address or port is wrong (it "
+                        "must be the peer's address and ListenPort); the peer does not have "
+                        f"this interface's public key {view.public_key} as a peer; a firewall "
+                        "drops the UDP packets; the preshared keys differ",
+                        [f"wg set {view.name} peer {key} endpoint HOST:PORT"],
+                        ["Endpoint = HOST:PORT   # the peer's address and ListenPort"],
+                    )
+                )
+            continue
+        age = max(0, int(facts.now) - peer.latest_handshake)
+        evidence = [f"latest handshake: {ago(age)} ago", traffic]
+        if peer.endpoint:
+            evidence.insert(0, f"endpoint {peer.endpoint}")
+        if earlier is not None and sent > 0 and age > REKEY_AFTER_TIME:
+            stale = age > REJECT_AFTER_TIME
+            out.append(
+                Finding(
+                    ERROR if stale else WARNING,
+                    "handshake-stale",
+                    f"peer {key}: traffic is being sent but the latest handshake is {ago(age)} "
+                    f"old (a session is renewed after {REKEY_AFTER_TIME} s and unusable after "
+                    f"{REJECT_AFTER_TIME} s): the peer no longer answers handshakes",
+                    key,
+                    evidence,
+                    "check that the peer is up and reachable at its endpoint and still has "
+                    "this interface's public key",
+                )
+            )
+        else:
+            out.append(Finding(INFO, "handshake-ok", f"peer {key}: handshake fine", key, evidence))
+
+
+# --- 2. drops --------------------------------------------------------------------------------
+
+#: reason -> (severity, what it means, what to change)
+_REASONS: dict[str, tuple[str, str, str]] = {
+    "handshake_failed": (
+        WARNING,
+        "handshake messages that could not be authenticated: a sender that does not have this "
+        "interface's right public key, is not one of its peers, or uses another preshared key",
+        "compare the keys on both sides: the sender's [Peer] PublicKey must be this "
+        "interface's public key, this interface must list the sender, and PresharedKey must "
+        "match",
+    ),
+    "invalid_mac1": (
+        WARNING,
+        "packets whose mac1 is wrong: the sender uses another public key for this interface",
+        "give the sender this interface's public key (its [Peer] PublicKey)",
+    ),
+    "decryption_failed": (
+        WARNING,
+        "data packets that did not decrypt under the session's keys (corrupted in transit, or "
+        "keys that no longer match)",
+        "if it keeps growing, restart the peer's tunnel; check the path for packet corruption",
+    ),
+    "replayed_counter": (
+        INFO,
+        "data packets seen twice or too late (a duplicating or heavily reordering path)",
+        "usually harmless; if many, look for a path that duplicates packets",
+    ),
+    "replayed_initiation": (
+        INFO,
+        "handshake initiations replayed or older than one already seen",
+        "harmless unless it grows: a replay or a peer whose clock went back",
+    ),
+    "cookie_required": (
+        INFO,
+        "handshake messages answered with a cookie because the interface is under load",
+        "nothing to change unless it persists: the peer retries with the cookie",
+    ),
+    "invalid_cookie": (
+        WARNING,
+        "cookie replies that did not decrypt: a forged or stale cookie reply",
+        "check for something on the path answering on the peer's behalf",
+    ),
+    "rate_limited": (
+        WARNING,
+        "handshake initiations refused by the rate limiter (a flood, or a peer in a loop)",
+        "find the source of the flood of handshake initiations",
+    ),
+    "handshake_timeout": (
+        ERROR,
+        "packets discarded after the handshake gave up (no response for about 90 s)",
+        "see the handshake finding for this peer: the endpoint or keys are wrong",
+    ),
+    "no_endpoint": (
+        ERROR,
+        "packets discarded because the peer has no endpoint to send a handshake to",
+        "give the peer an Endpoint, or let it connect first (PersistentKeepalive on its side)",
+    ),
+    "send_failed": (
+        WARNING,
+        "datagrams the OS refused to send (no route to the endpoint, or port unreachable)",
+        "check the route to the endpoint and that the peer listens on that port",
+    ),
+}
+
+
+def _drops(facts: Facts, out: list[Finding]) -> None:
+    view = facts.view
+    if view.drops is None:
+        return
+    peers = {peer.public_key: peer for peer in view.peers}
+    table = _table(view)
+    for (key, reason), count in sorted(view.drops.items(), key=lambda item: -item[1]):
+        if reason == "disallowed_source" and key in peers:
+            _disallowed(view, peers[key], count, view.sources.get((key, reason), []), table, out)
+        elif reason == "no_peer":
+            entries = view.destinations.get((key, reason), [])
+            _no_peer(facts, count, entries, table, out)
+        else:
+            severity, meaning, fix = _REASONS.get(
+                reason, (INFO, f"packets dropped as {reason}", "see docs/drop-reasons.md")
+            )
+            who = f"from peer {key}" if key else "on the interface"
+            out.append(
+                Finding(
+                    severity,
+                    f"drop-{reason}",
+                    f"{count} {reason} drops {who}: {meaning}",
+                    key,
+                    [f"{reason} ×{count} since the daemon started", *_top(view, (key, reason))],
+                    fix,
+                )
+            )
+
+
+def _top(view: InterfaceView, key: tuple[str | None, str]) -> list[str]:
+    lines = []
+    for label, entries in (("sources", view.sources), ("destinations", view.destinations)):
+        if entries.get(key):
+            lines.append(f"top {label}: " + ", ".join(_counted(e) for e in entries[key]))
+    return lines
+
+
+def _counted(entry: AddressCount) -> str:
+    return f"{entry.address} ×{entry.count}" + (f" (±{entry.error})" if entry.error else "")
+
+
+def _disallowed(
+    view: InterfaceView,
+    peer: PeerView,
+    count: int,
+    sources: list[AddressCount],
+    table: AllowedIPs[str],
+    out: list[Finding],
+) -> None:
+    key = peer.public_key
+    if not sources:
+        out.append(
+            Finding(
+                ERROR,
+                "disallowed-source",
+                f"{count} packets from peer {key} had an inner source outside its AllowedIPs",
+                key,
+                [f"disallowed_source ×{count}", f"AllowedIPs: {', '.join(peer.allowed_ips)}"],
+                "add the source to the peer's AllowedIPs or fix the source on the peer's side",
+            )
+        )
+        return
+    for entry in sources:
+        found = table.match(ipaddress.ip_address(entry.address))
+        evidence = [
+            f"disallowed_source ×{entry.count} with source {entry.address} from this peer",
+            f"its AllowedIPs: {', '.join(peer.allowed_ips) or '(none)'}",
+        ]
+        if found is not None and found[1] == key:
+            out.append(
+                Finding(
+                    INFO,
+                    "disallowed-source-fixed",
+                    f"peer {key} sent packets from {entry.address} that were dropped, but its "
+                    f"AllowedIPs now hold {entry.address} (via {found[0]})",
+                    key,
+                    evidence,
+                )
+            )
+            continue
+        if found is not None:
+            evidence.append(f"{entry.address} belongs to peer {found[1]} via {found[0]}")
+        commands, config = _allowed_fix(view.name, peer, _host(entry.address))
+        out.append(
+            Finding(
+                ERROR,
+                "disallowed-source",
+                f"peer {key} sends packets from {entry.address}, which its AllowedIPs on "
+                f"{view.name} do not contain: they are dropped",
+                key,
+                evidence,
+                f"add {_host(entry.address)} (or the right prefix) to the peer's AllowedIPs on "
+                f"{view.name}, or fix the source address on the peer's side"
+                + (f" (this takes it from peer {found[1]})" if found is not None else ""),
+                commands,
+                config,
+            )
+        )
+
+
+def _no_peer(
+    facts: Facts,
+    count: int,
+    destinations: list[AddressCount],
+    table: AllowedIPs[str],
+    out: list[Finding],
+) -> None:
+    name = facts.view.name
+    if not destinations:
+        destinations = [AddressCount("?", count)]
+    for entry in destinations:
+        evidence = [f"no_peer ×{entry.count} for destination {entry.address}"]
+        if entry.address != "?":
+            found = table.match(ipaddress.ip_address(entry.address))
+            if found is not None:
+                out.append(
+                    Finding(
+                        INFO,
+                        "no-peer-fixed",
+                        f"packets to {entry.address} were dropped (no peer), but peer "
+                        f"{found[1]} now holds it via {found[0]}",
+                        found[1],
+                        evidence,
+                    )
+                )
+                continue
+        route = (facts.routes or {}).get(entry.address)
+        routed = (
+            f"it is routed into {name} by the OS ({_route_text(route)})"
+            if route is not None
+            else "the OS routes it into the interface"
+        )
+        if route is not None:
+            evidence.append(f"ip route get {entry.address}: {_route_text(route)}")
+        out.append(
+            Finding(
+                WARNING,
+                "no-peer",
+                f"no peer's AllowedIPs on {name} contains {entry.address}; {routed}, so "
+                "those packets are dropped (the sender gets ICMP unreachable)",
+                None,
+                evidence,
+                f"add {entry.address} to the AllowedIPs of the peer that should receive it, or "
+                f"stop routing it into {name}",
+                [f"wg set {name} peer PEER allowed-ips CURRENT,{_host(entry.address)}"],
+                [f"AllowedIPs = CURRENT, {_host(entry.address)}   # in that peer's [Peer]"],
+            )
+        )
+
+
+def _route_text(route: RouteInfo) -> str:
+    if route.device is None:
+        return route.error or route.type
+    text = f"dev {route.device}"
+    if route.gateway:
+        text = f"via {route.gateway} {text}"
+    if route.table is not None and route.table != 254:
+        text += f" table {route.table}"
+    return text if route.type == "unicast" else f"{route.type} {text}"
+
+
+# --- 3. AllowedIPs vs routes -----------------------------------------------------------------
+
+
+def _routes(facts: Facts, out: list[Finding]) -> None:
+    view = facts.view
+    if facts.routes is None:
+        out.append(
+            Finding(
+                INFO,
+                "routes-skipped",
+                f"{view.name} is not in this network namespace: the route check was skipped "
+                "(run doctor inside its namespace, e.g. `ip netns exec NS wgpy doctor IF`)",
+            )
+        )
+        return
+    for peer in view.peers:
+        for text in peer.allowed_ips:
+            network = ipaddress.ip_network(text, strict=False)
+            if not network.prefixlen:
+                continue
+            address = str(network.network_address)
+            route = facts.routes.get(address)
+            if route is None or route.device == view.name or route.type == "local":
+                continue
+            out.append(
+                Finding(
+                    WARNING,
+                    "not-routed",
+                    f"nothing routes {network} (AllowedIPs of peer {peer.public_key}) into "
+                    f"{view.name}: the OS sends {address} to "
+                    f"{route.device or 'nowhere'}, so this peer never gets that traffic",
+                    peer.public_key,
+                    [f"ip route get {address}: {_route_text(route)}"],
+                    f"route the prefix into {view.name} (wg-quick does it unless Table = off)",
+                    [f"ip route add {network} dev {view.name}"],
+                    [f"PostUp = ip route add {network} dev %i   # only with Table = off"],
+                )
+            )
+
+
+# --- 4. lint ---------------------------------------------------------------------------------
+
+
+def from_lint(findings: list[lint_mod.Finding], *, live: bool = False) -> list[Finding]:
+    """Lint findings as doctor findings (their file and line as evidence)."""
+    result = []
+    for finding in findings:
+        where = finding.file if live or finding.line is None else f"{finding.file}:{finding.line}"
+        result.append(
+            Finding(
+                finding.severity,
+                f"lint-{finding.code}",
+                finding.message,
+                evidence=[f"{where} [{finding.code}]"],
+                fix="see `wgpy lint` and docs/troubleshooting.md",
+            )
+        )
+    return rank(result)
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    """Errors first, then warnings, then info; stable within a severity."""
+    return sorted(findings, key=lambda f: _RANK.get(f.severity, 3))
+
+
+def diagnose(facts: Facts) -> list[Finding]:
+    """Every finding about a live interface, ranked by severity (checks in priority order)."""
+    out: list[Finding] = []
+    checks: list[Callable[[Facts, list[Finding]], None]] = [_handshakes, _drops, _routes]
+    for check in checks:
+        check(facts, out)
+    if not facts.view.peers:
+        out.append(Finding(WARNING, "no-peers", f"{facts.view.name} has no peers"))
+    if not facts.view.has_private_key:
+        out.append(
+            Finding(
+                ERROR,
+                "no-private-key",
+                f"{facts.view.name} has no private key: no handshake can happen",
+                fix="set the interface's private key",
+                commands=[f"wg set {facts.view.name} private-key FILE"],
+                config=["PrivateKey = ...   # in [Interface]"],
+            )
+        )
+    if facts.view.drops is None:
+        out.append(
+            Finding(
+                INFO,
+                "no-drop-counters",
+                f"{facts.view.name} is not served by wgpyd: no drop counters to check",
+            )
+        )
+    out += from_lint(facts.lint, live=True)
+    return rank(out)
+
+
+def exit_status(findings: list[Finding]) -> int:
+    return 1 if any(f.severity in (ERROR, WARNING) for f in findings) else 0
+
+
+def render_text(findings: list[Finding]) -> str:
+    lines: list[str] = []
+    for finding in findings:
+        lines.append(f"{finding.severity}: {finding.message} [{finding.code}]")
+        lines += [f"    evidence: {item}" for item in finding.evidence]
+        if finding.fix:
+            lines.append(f"    fix: {finding.fix}")
+        lines += [f"      $ {command}" for command in finding.commands]
+        lines += [f"      wg-quick: {line}" for line in finding.config]
+    if not any(f.severity in (ERROR, WARNING) for f in findings):
+        lines.append("no problem found")
+    return "".join(f"{line}\n" for line in lines)

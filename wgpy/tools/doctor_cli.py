@@ -1,0 +1,135 @@
+"""``wgpy doctor IF [--json] [--watch SECONDS]`` and ``wgpy doctor CONF...``: gather the facts
+(UAPI get, wgpy-stats drops, OS routes, lint) and print :mod:`wgpy.tools.doctor`'s findings.
+
+Exit 0: nothing above info; 1: problems found; 2: the interface or a file could not be read.
+No private or preshared key is ever printed: the output is checked for them before it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from typing import Any
+
+from wgpy.config import ConfigError, load
+from wgpy.tools.doctor import Facts, Finding, diagnose, exit_status, from_lint, render_text
+from wgpy.tools.show import InterfaceView
+
+
+def _error(text: str) -> int:
+    sys.stderr.write(f"wgpy: {text}\n")
+    return 2
+
+
+def _gather(ifname: str) -> tuple[InterfaceView, list[tuple[str, str]]]:
+    from wgpy.io.uapi_client import interface_get, wgpy_stats
+    from wgpy.tools.show import parse_get, parse_stats
+
+    pairs, kernel = interface_get(ifname)
+    view = parse_get(ifname, pairs)
+    if not kernel:
+        stats = wgpy_stats(ifname)
+        if stats is not None:
+            parse_stats(view, stats)
+    return view, pairs
+
+
+def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
+    found = set()
+    for key, value in pairs:
+        if key in ("private_key", "preshared_key") and value.strip("0"):
+            found |= {value, base64.b64encode(bytes.fromhex(value)).decode()}
+    return found
+
+
+def _routes(view: InterfaceView) -> dict[str, Any] | None:
+    from wgpy.tools.doctor import route_addresses
+    from wgpy.tools.routes import interface_exists, route_get
+
+    try:
+        if not interface_exists(view.name):
+            return None
+        return {address: route_get(address) for address in route_addresses(view)}
+    except OSError as error:
+        sys.stderr.write(f"wgpy: note: route lookup failed: {error}; route check skipped\n")
+        return None
+
+
+def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | int:
+    from wgpy.tools.aip_cli import _config_of_pairs
+    from wgpy.tools.lint import lint
+
+    try:
+        before = None
+        if watch > 0:
+            before, _ = _gather(ifname)
+            time.sleep(watch)
+        view, pairs = _gather(ifname)
+    except OSError as error:
+        return _error(f"Unable to access interface {ifname}: {error.strerror or error}")
+    try:
+        lint_findings = lint([_config_of_pairs(ifname, pairs)])
+    except ConfigError as error:
+        sys.stderr.write(f"wgpy: note: lint skipped: {error}\n")
+        lint_findings = []
+    facts = Facts(view, time.time(), before, watch, _routes(view), lint_findings)
+    return diagnose(facts), _secrets(pairs)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from wgpy.tools.aip_cli import _is_config
+
+    targets: list[str] = args.targets
+    secrets: set[str] = set()
+    if all(_is_config(t) for t in targets):
+        try:
+            configs = [load(path) for path in targets]
+        except ConfigError as error:
+            return _error(str(error))
+        from wgpy.tools.lint import lint
+
+        findings = from_lint(lint(configs))
+        for config in configs:
+            iface = config.interface
+            if iface is not None and iface.private_key is not None:
+                secrets.add(iface.private_key.text)
+            secrets |= {p.preshared_key.text for p in config.peers if p.preshared_key}
+    elif len(targets) == 1:
+        result = _interface(targets[0], args.watch)
+        if isinstance(result, int):
+            return result
+        findings, secrets = result
+    else:
+        return _error("doctor: give one interface, or wg-quick files (not both)")
+    if args.json:
+        text = json.dumps([f.to_json() for f in findings], indent=2) + "\n"
+    else:
+        text = render_text(findings)
+    for secret in secrets:
+        text = text.replace(secret, "(hidden)")
+    sys.stdout.write(text)
+    return exit_status(findings)
+
+
+def add_parser(sub: Any) -> None:
+    doctor = sub.add_parser(
+        "doctor",
+        help="why a tunnel does not work: findings ranked by severity, each with its fix",
+        description="wgpy doctor IF [--watch SECONDS]  |  wgpy doctor CONF... . Checks each "
+        "peer's handshake, the drops by reason and address (wgpyd), AllowedIPs that nothing "
+        "routes into the interface, and lint's findings. Exit 0 no problem, 1 problems found, "
+        "2 could not read.",
+    )
+    doctor.add_argument("targets", nargs="+", metavar="IF|CONF", help="interface or wg-quick files")
+    doctor.add_argument("--json", action="store_true", help="the findings as a JSON list")
+    doctor.add_argument(
+        "--watch",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait SECONDS first so counters gather (compares traffic before and after)",
+    )
+    doctor.set_defaults(func=cmd_doctor)
