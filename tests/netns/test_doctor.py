@@ -146,3 +146,19 @@ def test_unreadable_interface_exits_2(netns_factory: Callable[[], Netns]) -> Non
     result = ns.run(sys.executable, "-m", "wgpy.cli", "doctor", "nosuch0", check=False)
     assert result.returncode == 2, result
     assert "Unable to access interface nosuch0" in result.stderr, result.stderr
+
+
+def test_prefix_nothing_routes_in_gets_ip_route_add(netns_factory: Callable[[], Netns]) -> None:
+    topo = _topology(netns_factory)
+    a, b = topo.a, topo.b
+    allowed = "10.100.0.2/32,fd00:100::2/128,192.168.7.0/24"
+    wg(a.ns, "set", a.ifname, "peer", b.public_key, "allowed-ips", allowed)
+    status, findings = _doctor(a)
+    (finding,) = _with_code(findings, "not-routed")
+    assert status == 1 and finding["severity"] == "warning", findings
+    assert finding["peer"] == b.public_key and "192.168.7.0/24" in finding["message"], finding
+    (command,) = finding["commands"]
+    assert command == f"ip route add 192.168.7.0/24 dev {a.ifname}", command
+    a.ns.run(*shlex.split(command))
+    status, findings = _doctor(a)
+    assert status == 0 and not _with_code(findings, "not-routed"), findings

@@ -88,6 +88,8 @@ def test_stale_handshake_needs_traffic_during_the_watch() -> None:
     # an idle tunnel with an old handshake is fine
     idle = _view(_peer(P1, "10.0.0.2/32", handshake=old, tx_bytes=1000), drops={})
     assert _codes(diagnose(Facts(idle, NOW, before, 5.0, _routes(idle)))) == ["handshake-ok"]
+    (unknown,) = diagnose(Facts(idle, NOW, routes=_routes(idle)))  # no --watch: cannot tell
+    assert unknown.severity == "info" and "--watch" in unknown.message
 
 
 def test_disallowed_source_gives_the_wg_set_and_wg_quick_fix() -> None:

@@ -177,6 +177,18 @@ def _handshakes(facts: Facts, out: list[Finding]) -> None:
                     "this interface's public key",
                 )
             )
+        elif earlier is None and age > REJECT_AFTER_TIME:
+            out.append(
+                Finding(
+                    INFO,
+                    "handshake-ok",
+                    f"peer {key}: latest handshake {ago(age)} ago: fine if the tunnel is idle "
+                    "(sessions are renewed only when there is traffic); run with --watch while "
+                    "traffic flows to check it",
+                    key,
+                    evidence,
+                )
+            )
         else:
             out.append(Finding(INFO, "handshake-ok", f"peer {key}: handshake fine", key, evidence))
 
