@@ -200,3 +200,16 @@ def test_cli_on_config_files(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert private not in out and psk not in out
     assert main(["doctor", str(tmp_path / "missing.conf")]) == 2
     assert main(["doctor", str(good), "wg0"]) == 2
+
+
+def test_live_interface_lint_findings_are_ranked_in() -> None:
+    text = (
+        "[Interface]\nPrivateKey = " + "E" * 43 + "=\n"
+        "[Peer]\nPublicKey = " + _public(1) + "\nAllowedIPs = 10.0.0.2/32, 0.0.0.0/0\n"
+    )
+    view = _view(_peer(_public(1), "10.0.0.2/32", "0.0.0.0/0"), drops={})
+    lint_findings = lint([parse_config(text, "wg0 (live interface)")])
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), lint=lint_findings))
+    assert _codes(findings) == ["lint-half-default", "handshake-ok"]  # /0 has no route check
+    assert findings[0].evidence == ["wg0 (live interface) [half-default]"]
+    assert exit_status(findings) == 1
