@@ -17,7 +17,17 @@ from typing import Any, Final
 import pytest
 
 from tests.netns.dropkit import WGPYD
-from tests.netns.harness import Netns, TwoPeers, WgNode, ping, two_peer_topology, wait_for, wg
+from tests.netns.harness import (
+    Netns,
+    TwoPeers,
+    WgNode,
+    genpsk,
+    ping,
+    two_peer_topology,
+    wait_for,
+    wg,
+    write_secret,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -162,3 +172,58 @@ def test_prefix_nothing_routes_in_gets_ip_route_add(netns_factory: Callable[[], 
     a.ns.run(*shlex.split(command))
     status, findings = _doctor(a)
     assert status == 0 and not _with_code(findings, "not-routed"), findings
+
+
+def test_psk_mismatch_is_recognised_from_either_side(netns_factory: Callable[[], Netns]) -> None:
+    """B (wireguard-go) holds another preshared key for A (wgpyd) than A for B: A answers B's
+    initiations and is never confirmed, and A's own initiations get responses that do not
+    authenticate; both read as a preshared key mismatch."""
+    topo = _topology(netns_factory, use_psk=True)
+    a, b = topo.a, topo.b
+    assert topo.psk is not None
+    other = genpsk()
+    wg(b.ns, "set", b.ifname, "peer", a.public_key, "preshared-key",
+       str(write_secret(b.ns, f"{b.ifname}.other.psk", other)))  # fmt: skip
+
+    def failing(pinger: WgNode, dest: str, evidence: str) -> dict[str, Any] | None:
+        status, findings = _doctor(a, secrets=(topo.psk or "", other))
+        found = _with_code(findings, "handshake-failing")
+        if found and evidence in found[0]["evidence"][0]:
+            assert status == 1, findings
+            return found[0]
+        _pings(pinger.ns, dest)
+        return None
+
+    # 1. B initiates: A (the responder) answers and is never confirmed
+    finding = wait_for(
+        lambda: failing(b, a.tunnel4, "were answered"), 45, 0.2, what="handshake-failing (B)"
+    )
+    assert finding["severity"] == "error" and finding["peer"] == b.public_key, finding
+    assert "preshared key mismatch" in finding["message"], finding
+    assert "preshared key on this side: set" in finding["evidence"], finding
+    assert finding["commands"][0].startswith(f"wg set {a.ifname} peer {b.public_key} "), finding
+    # 2. A initiates: B's responses do not authenticate (handshake_failed from B)
+    finding = wait_for(
+        lambda: failing(a, b.tunnel4, "handshake_failed ×"), 45, 0.2, what="handshake-failing (A)"
+    )
+    assert finding["peer"] == b.public_key and "did not authenticate" in finding["evidence"][0]
+    _status, findings = _doctor(a, secrets=(topo.psk, other))
+    assert not _with_code(findings, "handshake-never"), findings
+
+
+def test_mtu_larger_than_the_underlay_allows_and_its_fix(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    topo = _topology(netns_factory)
+    a, b = topo.a, topo.b
+    a.ns.run("ip", "link", "set", a.veth, "mtu", "1400")  # the interfaces keep 1420
+    status, findings = _doctor(a)
+    (finding,) = _with_code(findings, "mtu-too-large")
+    assert status == 1 and finding["severity"] == "warning", findings
+    assert finding["peer"] == b.public_key and "1400 - 60 = 1340" in finding["message"], finding
+    assert f"ip route get {b.underlay4}: dev {a.veth} mtu 1400" in finding["evidence"], finding
+    (command,) = finding["commands"]
+    assert command == f"ip link set {a.ifname} mtu 1340", command
+    a.ns.run(*shlex.split(command))
+    status, findings = _doctor(a)
+    assert status == 0 and not _with_code(findings, "mtu-too-large"), findings

@@ -213,3 +213,92 @@ def test_live_interface_lint_findings_are_ranked_in() -> None:
     assert _codes(findings) == ["lint-half-default", "handshake-ok"]  # /0 has no route check
     assert findings[0].evidence == ["wg0 (live interface) [half-default]"]
     assert exit_status(findings) == 1
+
+
+def test_responses_that_do_not_authenticate_are_a_psk_mismatch() -> None:
+    view = _view(
+        _peer(P1, "10.0.0.2/32", handshake=0, rx_bytes=0, tx_bytes=592, preshared_key=True),
+        drops={(P1, "handshake_failed"): 3},
+    )
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    first = findings[0]
+    assert (first.severity, first.code, first.peer) == ("error", "handshake-failing", P1)
+    assert "preshared key mismatch" in first.message
+    assert "handshake_failed ×3 from this peer" in first.evidence[0]
+    assert "preshared key on this side: set" in first.evidence
+    assert first.commands == [f"wg set wg0 peer {P1} preshared-key FILE   # the file the peer uses"]
+    assert first.config[0].startswith("PresharedKey = ")
+    assert "handshake-never" not in _codes(findings) and exit_status(findings) == 1
+
+
+def test_initiations_answered_but_never_confirmed_are_a_psk_mismatch() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32", handshake=0, rx_bytes=444, tx_bytes=276), drops={})
+    (finding,) = diagnose(Facts(view, NOW, routes=_routes(view)))
+    assert (finding.severity, finding.code) == ("error", "handshake-failing")
+    assert "arrived (444 bytes received) and were answered (276 bytes sent)" in finding.evidence[0]
+    assert finding.fix is not None and "firewall" in finding.fix
+
+
+def _mtu_facts(view: InterfaceView, mtu: int, path: int, **kw: object) -> Facts:
+    hosts = {"192.0.2.1": RouteInfo("eth0", "unicast", 254, mtu=path)}
+    return Facts(view, NOW, routes=_routes(view), mtu=mtu, endpoint_routes=hosts, **kw)  # type: ignore[arg-type]
+
+
+def test_mtu_larger_than_the_path_allows_is_a_warning_with_the_fix() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32"), drops={(None, "send_failed"): 4})
+    findings = diagnose(_mtu_facts(view, 1420, 1400))
+    (finding,) = [f for f in findings if f.code == "mtu-too-large"]
+    assert finding.severity == "warning" and finding.peer == P1
+    assert "1400 - 60 = 1340" in finding.message
+    assert finding.commands == ["ip link set wg0 mtu 1340"]
+    assert finding.config == ["MTU = 1340   # in [Interface]"]
+    assert "ip route get 192.0.2.1: dev eth0 mtu 1400" in finding.evidence
+    assert any("send_failed ×4" in line and "EMSGSIZE" in line for line in finding.evidence)
+    # IPv6 outer: 80 bytes
+    six = _view(_peer(P1, "10.0.0.2/32", endpoint="[2001:db8::1]:51820"), drops={})
+    hosts = {"2001:db8::1": RouteInfo("eth0", "unicast", 254, mtu=1480)}
+    facts = Facts(six, NOW, routes=_routes(six), mtu=1420, endpoint_routes=hosts)
+    (v6,) = [f for f in diagnose(facts) if f.code == "mtu-too-large"]
+    assert v6.commands == ["ip link set wg0 mtu 1400"]
+
+
+def test_mtu_that_fits_or_a_path_through_the_tunnel_is_not_flagged() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32"), drops={})
+    assert "mtu-too-large" not in _codes(diagnose(_mtu_facts(view, 1420, 1500)))
+    assert "mtu-too-large" not in _codes(diagnose(_mtu_facts(view, 1420, 1480)))
+    tunnel = {"192.0.2.1": RouteInfo("wg0", "unicast", 51820, mtu=1420)}
+    facts = Facts(view, NOW, routes=_routes(view), mtu=1420, endpoint_routes=tunnel)
+    assert _codes(diagnose(facts)) == ["handshake-ok"]
+
+
+def test_roaming_without_keepalive_is_a_warning() -> None:
+    before = _view(_peer(P1, "10.0.0.2/32", endpoint="198.51.100.7:40000"))
+    after = _view(_peer(P1, "10.0.0.2/32", endpoint="198.51.100.7:40111"), drops={})
+    findings = diagnose(Facts(after, NOW, before, 10.0, _routes(after)))
+    (finding,) = [f for f in findings if f.code == "keepalive-roaming"]
+    assert finding.severity == "warning" and finding.peer == P1
+    assert "198.51.100.7:40000 → 198.51.100.7:40111" in finding.evidence[0]
+    assert finding.commands == [f"wg set wg0 peer {P1} persistent-keepalive 25"]
+    assert finding.config[0].startswith("PersistentKeepalive = 25")
+    kept = _view(
+        _peer(P1, "10.0.0.2/32", endpoint="198.51.100.7:40111", persistent_keepalive=25), drops={}
+    )
+    assert "keepalive-roaming" not in _codes(diagnose(Facts(kept, NOW, before, 10.0, None)))
+
+
+def test_private_endpoint_without_keepalive_is_info() -> None:
+    view = _view(
+        _peer(P1, "10.0.0.2/32", endpoint="192.168.1.20:51820"),
+        _peer(P2, "10.0.0.3/32", endpoint="100.64.3.4:51820", persistent_keepalive=25),
+        drops={},
+    )
+    findings = diagnose(Facts(view, NOW, routes=_routes(view)))
+    (finding,) = [f for f in findings if f.code == "keepalive-nat"]
+    assert finding.severity == "info" and finding.peer == P1 and exit_status(findings) == 0
+
+
+def test_kernel_interface_without_a_watch_says_to_start_one() -> None:
+    view = _view(_peer(P1, "10.0.0.2/32"))
+    view.kernel = {"watch": False, "link_counters": {}}
+    (finding,) = [f for f in diagnose(Facts(view, NOW)) if f.code == "no-drop-counters"]
+    assert "wgpy watch wg0" in finding.message and finding.fix is not None

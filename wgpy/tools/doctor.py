@@ -3,12 +3,13 @@
 Pure: :func:`diagnose` turns gathered facts (an :class:`~wgpy.tools.show.InterfaceView` with
 wgpyd's drop counters, OS route lookups, lint findings) into :class:`Finding` s, each with its
 evidence and the change that fixes it (a ``wg set`` command and the wg-quick line). The
-command line (``wgpy doctor``, in :mod:`wgpy.tools.aip_cli`) gathers the facts.
+command line (``wgpy doctor``, in :mod:`wgpy.tools.doctor_cli`) gathers the facts.
 
-Checks, most important first: each peer's handshake (never completed, stale), the drops by
-reason with their top addresses, AllowedIPs that nothing routes into the interface, then the
-lint findings of the interface's configuration. Nothing here ever sees a private or
-preshared key: the view only says whether they are set.
+Checks, most important first: each peer's handshake (never completed, failing as a preshared
+key mismatch does, stale), the drops by reason with their top addresses, AllowedIPs that
+nothing routes into the interface, the interface MTU against the path to each endpoint, a
+missing keepalive behind NAT, then the lint findings of the interface's configuration.
+Nothing here ever sees a private or preshared key: the view only says whether they are set.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from wgpy.tools import lint as lint_mod
 from wgpy.tools.routes import RouteInfo
 from wgpy.tools.show import AddressCount, InterfaceView, PeerView, ago
 
-__all__ = ["Facts", "Finding", "diagnose", "exit_status", "from_lint", "render_text"]
+__all__ = [
+    "Facts",
+    "Finding",
+    "diagnose",
+    "endpoint_addresses",
+    "endpoint_host",
+    "exit_status",
+    "from_lint",
+    "render_text",
+]
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 REKEY_AFTER_TIME = 120
@@ -60,6 +70,31 @@ class Facts:
     #: route lookups by address (None: the interface is not in this namespace)
     routes: dict[str, RouteInfo] | None = None
     lint: list[lint_mod.Finding] = field(default_factory=list)
+    #: the interface's MTU (None: unknown)
+    mtu: int | None = None
+    #: route lookups of the peers' endpoint hosts (:func:`endpoint_host`), for the path MTU
+    endpoint_routes: dict[str, RouteInfo] = field(default_factory=dict)
+
+
+#: WireGuard's outer overhead per data packet: IP header + UDP 8 + WireGuard 32 (header 16,
+#: tag 16)
+OVERHEAD = {4: 60, 6: 80}
+#: where a peer's endpoint suggests NAT on the way (RFC 1918, shared CGNAT space, ULA)
+_PRIVATE = [
+    ipaddress.ip_network(text)
+    for text in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+]
+
+
+def endpoint_host(endpoint: str | None) -> str | None:
+    """The address of an endpoint (``1.2.3.4:51820``, ``[fd00::1]:51820``), or None."""
+    if not endpoint or ":" not in endpoint:
+        return None
+    host = endpoint.rsplit(":", 1)[0].strip("[]").split("%", 1)[0]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def route_addresses(view: InterfaceView) -> list[str]:
@@ -75,6 +110,12 @@ def route_addresses(view: InterfaceView) -> list[str]:
         if reason == "no_peer":
             wanted += [entry.address for entry in entries]
     return list(dict.fromkeys(wanted))
+
+
+def endpoint_addresses(view: InterfaceView) -> list[str]:
+    """The peers' endpoint hosts, whose routes give the path MTU."""
+    hosts = [endpoint_host(peer.endpoint) for peer in view.peers]
+    return list(dict.fromkeys(host for host in hosts if host is not None))
 
 
 def _table(view: InterfaceView) -> AllowedIPs[str]:
@@ -125,6 +166,8 @@ def _handshakes(facts: Facts, out: list[Finding]) -> None:
                         ["Endpoint = HOST:PORT"],
                     )
                 )
+            elif failing := _failing(view, peer):
+                out.append(failing)
             elif peer.tx_bytes == 0:
                 out.append(
                     Finding(
@@ -193,6 +236,43 @@ def _handshakes(facts: Facts, out: list[Finding]) -> None:
             out.append(Finding(INFO, "handshake-ok", f"peer {key}: handshake fine", key, evidence))
 
 
+def _failing(view: InterfaceView, peer: PeerView) -> Finding | None:
+    """A handshake that reaches the peer and fails: this side's initiations are answered with
+    responses that do not authenticate (``handshake_failed`` from the peer), or the peer's
+    initiations are answered by this side and never confirmed. Both are what a preshared key
+    mismatch looks like (psk2: only the response and what follows depend on it)."""
+    key = peer.public_key
+    failed = (view.drops or {}).get((key, "handshake_failed"), 0)
+    if failed:
+        evidence = [
+            f"handshake_failed ×{failed} from this peer: its handshake responses reached "
+            f"{view.name} and did not authenticate",
+        ]
+    elif peer.rx_bytes > 0 and peer.tx_bytes > 0:
+        evidence = [
+            f"the peer's handshake initiations arrived ({peer.rx_bytes} bytes received) and "
+            f"were answered ({peer.tx_bytes} bytes sent), but the peer never confirmed a "
+            "session"
+        ]
+    else:
+        return None
+    evidence += [f"endpoint {peer.endpoint}", "latest handshake: never"]
+    evidence.append(f"preshared key on this side: {'set' if peer.preshared_key else 'none'}")
+    return Finding(
+        ERROR,
+        "handshake-failing",
+        f"the handshake with peer {key} fails: the most likely cause is a preshared key "
+        "mismatch (or the peer has a different key for us)",
+        key,
+        evidence,
+        "give both sides the same PresharedKey for each other (or none on both); check that "
+        f"the peer's [Peer] for this interface has PublicKey = {view.public_key}"
+        + ("" if failed else "; and that this side's responses reach the peer (a firewall)"),
+        [f"wg set {view.name} peer {key} preshared-key FILE   # the file the peer uses"],
+        ["PresharedKey = ...   # the same value in both sides' [Peer] sections"],
+    )
+
+
 # --- 2. drops --------------------------------------------------------------------------------
 
 #: reason -> (severity, what it means, what to change)
@@ -253,8 +333,10 @@ _REASONS: dict[str, tuple[str, str, str]] = {
     ),
     "send_failed": (
         WARNING,
-        "datagrams the OS refused to send (no route to the endpoint, or port unreachable)",
-        "check the route to the endpoint and that the peer listens on that port",
+        "datagrams the OS refused to send (no route to the endpoint, port unreachable, or "
+        "too large for the path: EMSGSIZE)",
+        "check the route to the endpoint, that the peer listens on that port, and the MTU "
+        "(see an mtu-too-large finding)",
     ),
 }
 
@@ -460,7 +542,107 @@ def _routes(facts: Facts, out: list[Finding]) -> None:
             )
 
 
-# --- 4. lint ---------------------------------------------------------------------------------
+# --- 4. MTU -----------------------------------------------------------------------------------
+
+
+def _mtu(facts: Facts, out: list[Finding]) -> None:
+    view = facts.view
+    if facts.mtu is None:
+        return
+    send_failed = (view.drops or {}).get((None, "send_failed"), 0)
+    for peer in view.peers:
+        host = endpoint_host(peer.endpoint)
+        route = facts.endpoint_routes.get(host) if host else None
+        if host is None or route is None or route.mtu is None:
+            continue
+        if route.device in (None, view.name):
+            continue  # through the tunnel itself (wg-quick's fwmark table): nothing learned
+        overhead = OVERHEAD[ipaddress.ip_address(host).version]
+        fits = route.mtu - overhead
+        if fits >= facts.mtu:
+            continue
+        key = peer.public_key
+        evidence = [
+            f"{view.name} MTU {facts.mtu}",
+            f"ip route get {host}: {_route_text(route)} mtu {route.mtu}",
+            f"outer overhead {overhead} bytes (IPv{ipaddress.ip_address(host).version} "
+            "header, UDP 8, WireGuard 32)",
+        ]
+        if send_failed:
+            evidence.append(
+                f"send_failed ×{send_failed}: datagrams the OS refused to send, as it refuses "
+                "ones too large for the path (EMSGSIZE)"
+            )
+        out.append(
+            Finding(
+                WARNING,
+                "mtu-too-large",
+                f"{view.name}'s MTU {facts.mtu} is larger than the path to peer {key}'s "
+                f"endpoint {host} carries: {route.mtu} - {overhead} = {fits}; full-size "
+                "packets are fragmented or dropped (pings work, large transfers stall)",
+                key,
+                evidence,
+                f"lower the MTU of {view.name} to {fits} (or raise the path's MTU)",
+                [f"ip link set {view.name} mtu {fits}"],
+                [f"MTU = {fits}   # in [Interface]"],
+            )
+        )
+
+
+# --- 5. keepalive behind NAT ---------------------------------------------------------------
+
+
+def _keepalive(facts: Facts, out: list[Finding]) -> None:
+    view = facts.view
+    before = {p.public_key: p for p in facts.before.peers} if facts.before else {}
+    for peer in view.peers:
+        host = endpoint_host(peer.endpoint)
+        if peer.persistent_keepalive or host is None or peer.latest_handshake == 0:
+            continue
+        key = peer.public_key
+        earlier = before.get(key)
+        fix = (
+            "set a persistent keepalive on the side behind NAT (usually the one with the "
+            "Endpoint line) so the NAT mapping stays open while the tunnel is idle"
+        )
+        commands = [f"wg set {view.name} peer {key} persistent-keepalive 25"]
+        config = ["PersistentKeepalive = 25   # in the [Peer] section"]
+        if earlier is not None and earlier.endpoint and earlier.endpoint != peer.endpoint:
+            out.append(
+                Finding(
+                    WARNING,
+                    "keepalive-roaming",
+                    f"peer {key} roamed from {earlier.endpoint} to {peer.endpoint} during the "
+                    f"{facts.watch:g} s watch and has no persistent keepalive: behind NAT, the "
+                    "mapping changes or expires while the tunnel is idle and this side can no "
+                    "longer reach it",
+                    key,
+                    [f"endpoint {earlier.endpoint} → {peer.endpoint}", "persistent keepalive: off"],
+                    fix,
+                    commands,
+                    config,
+                )
+            )
+            continue
+        address = ipaddress.ip_address(host)
+        if any(address in network for network in _PRIVATE if network.version == address.version):
+            out.append(
+                Finding(
+                    INFO,
+                    "keepalive-nat",
+                    f"peer {key} is at the private address {host} and has no persistent "
+                    "keepalive: if either side is behind NAT, the tunnel stops answering "
+                    "after some idle time until that side sends again",
+                    key,
+                    [f"endpoint {peer.endpoint}", "persistent keepalive: off"],
+                    fix,
+                    commands,
+                    config,
+                )
+            )
+
+
+# --- 6. lint ---------------------------------------------------------------------------------
 
 
 def from_lint(findings: list[lint_mod.Finding], *, live: bool = False) -> list[Finding]:
@@ -488,7 +670,13 @@ def rank(findings: list[Finding]) -> list[Finding]:
 def diagnose(facts: Facts) -> list[Finding]:
     """Every finding about a live interface, ranked by severity (checks in priority order)."""
     out: list[Finding] = []
-    checks: list[Callable[[Facts, list[Finding]], None]] = [_handshakes, _drops, _routes]
+    checks: list[Callable[[Facts, list[Finding]], None]] = [
+        _handshakes,
+        _drops,
+        _routes,
+        _mtu,
+        _keepalive,
+    ]
     for check in checks:
         check(facts, out)
     if not facts.view.peers:
@@ -505,11 +693,17 @@ def diagnose(facts: Facts) -> list[Finding]:
             )
         )
     if facts.view.drops is None:
+        name = facts.view.name
         out.append(
             Finding(
                 INFO,
                 "no-drop-counters",
-                f"{facts.view.name} is not served by wgpyd: no drop counters to check",
+                f"no `wgpy watch {name}` is running: the kernel's drops were not counted"
+                if facts.view.kernel is not None
+                else f"{name} is not served by wgpyd: no drop counters to check",
+                fix=f"start `wgpy watch {name} --enable-debug` and run doctor again"
+                if facts.view.kernel is not None
+                else None,
             )
         )
     out += from_lint(facts.lint, live=True)

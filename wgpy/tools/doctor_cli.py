@@ -30,7 +30,16 @@ def _gather(ifname: str) -> tuple[InterfaceView, list[tuple[str, str]]]:
 
     pairs, kernel = interface_get(ifname)
     view = parse_get(ifname, pairs)
-    if not kernel:
+    if kernel:
+        # the kernel's drops as a running `wgpy watch` counts them (same shape as wgpy-stats)
+        from wgpy.tools.show import kernel_info
+        from wgpy.tools.watch import read_state
+
+        state = read_state(ifname)
+        view.kernel = kernel_info(state, {})
+        if state is not None:
+            parse_stats(view, state)
+    else:
         stats = wgpy_stats(ifname)
         if stats is not None:
             parse_stats(view, stats)
@@ -45,17 +54,21 @@ def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
     return found
 
 
-def _routes(view: InterfaceView) -> dict[str, Any] | None:
-    from wgpy.tools.doctor import route_addresses
-    from wgpy.tools.routes import interface_exists, route_get
+def _routes(view: InterfaceView) -> tuple[dict[str, Any] | None, dict[str, Any], int | None]:
+    """Routes of the AllowedIPs and no_peer destinations (None: not in this namespace), routes
+    of the endpoint hosts, and the interface MTU."""
+    from wgpy.tools.doctor import endpoint_addresses, route_addresses
+    from wgpy.tools.routes import interface_exists, link_mtu, route_get
 
     try:
         if not interface_exists(view.name):
-            return None
-        return {address: route_get(address) for address in route_addresses(view)}
+            return None, {}, None
+        routes = {address: route_get(address) for address in route_addresses(view)}
+        endpoints = {address: route_get(address) for address in endpoint_addresses(view)}
+        return routes, endpoints, link_mtu(view.name)
     except OSError as error:
         sys.stderr.write(f"wgpy: note: route lookup failed: {error}; route check skipped\n")
-        return None
+        return None, {}, None
 
 
 def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | int:
@@ -75,7 +88,8 @@ def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | in
     except ConfigError as error:
         sys.stderr.write(f"wgpy: note: lint skipped: {error}\n")
         lint_findings = []
-    facts = Facts(view, time.time(), before, watch, _routes(view), lint_findings)
+    routes, endpoint_routes, mtu = _routes(view)
+    facts = Facts(view, time.time(), before, watch, routes, lint_findings, mtu, endpoint_routes)
     return diagnose(facts), _secrets(pairs)
 
 

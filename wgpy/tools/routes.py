@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["RouteInfo", "interface_exists", "route_get"]
+__all__ = ["RouteInfo", "interface_exists", "link_mtu", "route_get"]
 
 # rtm_type values (linux/rtnetlink.h)
 _ROUTE_TYPES = {
@@ -36,6 +36,9 @@ class RouteInfo:
     table: int | None = None
     gateway: str | None = None
     error: str | None = None
+    #: the path's MTU: the route's own (``ip route ... mtu N`` or a learned PMTU), else the
+    #: output device's
+    mtu: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +50,19 @@ def interface_exists(name: str) -> bool:
 
     with IPRoute() as ipr:
         return bool(ipr.link_lookup(ifname=name))
+
+
+def link_mtu(name: str) -> int | None:
+    """The MTU of a link in this network namespace (None if there is no such link)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        indices = ipr.link_lookup(ifname=name)
+        if not indices:
+            return None
+        links = list(ipr.link("get", index=indices[0]))
+        mtu = links[0].get_attr("IFLA_MTU") if links else None
+        return None if mtu is None else int(mtu)
 
 
 def route_get(address: str) -> RouteInfo:
@@ -65,12 +81,22 @@ def route_get(address: str) -> RouteInfo:
         route_type = _ROUTE_TYPES.get(int(message["type"]), str(message["type"]))
         oif = message.get_attr("RTA_OIF")
         device: str | None = None
+        mtu: int | None = None
+        metrics = message.get_attr("RTA_METRICS")
+        if metrics is not None and metrics.get_attr("RTAX_MTU"):
+            mtu = int(metrics.get_attr("RTAX_MTU"))
         if oif is not None:
             links = list(ipr.link("get", index=oif))
             if links:
                 device = links[0].get_attr("IFLA_IFNAME")
+                if mtu is None and links[0].get_attr("IFLA_MTU"):
+                    mtu = int(links[0].get_attr("IFLA_MTU"))
         table = message.get_attr("RTA_TABLE")
         gateway = message.get_attr("RTA_GATEWAY")
         return RouteInfo(
-            device, route_type, None if table is None else int(table), gateway and str(gateway)
+            device,
+            route_type,
+            None if table is None else int(table),
+            gateway and str(gateway),
+            mtu=mtu,
         )
