@@ -57,6 +57,12 @@ def test_disallowed_source_is_attributed_by_endpoint_and_owner_found() -> None:
     roamed = classify(_line("Packet has unallowed src IP (10.9.9.9) from peer 7 (203.0.113.1:9)"))
     assert roamed is not None and tally.feed(roamed) is not None
     assert tally.counts[(A, "disallowed_source")] == 2
+    (entry,) = tally.stats()["drops"]
+    assert entry["sources"] == [
+        {"address": "10.0.0.2", "count": 1, "error": 0},
+        {"address": "10.9.9.9", "count": 1, "error": 0},
+    ]
+    assert "destinations" not in entry  # the kernel names only the source
 
 
 def test_shared_or_unknown_endpoints_are_not_guessed() -> None:
@@ -84,5 +90,7 @@ def test_interface_level_drops_and_not_drops() -> None:
     assert tally.feed(keypair) is None and tally.not_drops == 1
     assert tally.feed(odd) is not None
     stats = tally.stats()
-    assert {"peer": None, "reason": "no_peer", "count": 1} in stats["drops"]
+    destinations = [{"address": "10.200.0.77", "count": 1, "error": 0}]
+    no_peer_entry = {"peer": None, "reason": "no_peer", "count": 1, "destinations": destinations}
+    assert no_peer_entry in stats["drops"]
     assert stats["unrecognised"] == [{"text": odd.text, "count": 1}]

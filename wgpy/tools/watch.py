@@ -29,6 +29,7 @@ from typing import Any, Final, TextIO
 from wgpy.allowedips import AllowedIPs
 from wgpy.events import Direction, DropReason, InnerInfo, PacketDropped
 from wgpy.kernelmsg import KernelMessage, classify, parse_kmsg_record
+from wgpy.tally import AddressTally
 
 STATE_DIRECTORY: Final = Path("/run/wgpy")
 DEBUGFS: Final = Path("/sys/kernel/debug")
@@ -139,6 +140,8 @@ class DropTally:
         self.unattributed: collections.Counter[tuple[str, str]] = collections.Counter()
         self.unrecognised: collections.Counter[str] = collections.Counter()
         self.not_drops = 0
+        #: the inner addresses the kernel names (a disallowed source, a no_peer destination)
+        self.addresses: dict[tuple[str | None, str], AddressTally] = {}
         self._peer_ids: dict[int, str] = {}
 
     def update_peers(self, directory: PeerDirectory) -> None:
@@ -178,6 +181,12 @@ class DropTally:
         if from_peer and peer is None:
             self.unattributed[(reason.value, attribution.how)] += 1
         self.counts[(peer, reason.value)] += 1
+        if message.inner_source or message.inner_destination:
+            tally = self.addresses.setdefault((peer, reason.value), AddressTally())
+            if message.inner_source:
+                tally.sources.add(message.inner_source)
+            if message.inner_destination:
+                tally.destinations.add(message.inner_destination)
         owner: str | None = None
         if reason == DropReason.DISALLOWED_SOURCE and message.inner_source and peer:
             owner = self.directory.owner(message.inner_source)
@@ -207,6 +216,7 @@ class DropTally:
             "interface": self.interface,
             "drops": [
                 {"peer": peer, "reason": reason, "count": count}
+                | self._addresses_json((peer, reason))
                 for (peer, reason), count in self.counts.items()
             ],
             "disallowed_owners": [
@@ -221,6 +231,18 @@ class DropTally:
                 {"text": text, "count": count} for text, count in self.unrecognised.items()
             ],
         }
+
+    def _addresses_json(self, key: tuple[str | None, str]) -> dict[str, Any]:
+        """``sources`` / ``destinations`` as wgpy-stats has them, where the kernel named any."""
+        tally = self.addresses.get(key)
+        if tally is None:
+            return {}
+        found: dict[str, Any] = {}
+        for name, counter in (("sources", tally.sources), ("destinations", tally.destinations)):
+            top = counter.top()
+            if top:
+                found[name] = [{"address": c.item, "count": c.count, "error": c.error} for c in top]
+        return found
 
 
 def _key_bytes(key: str | None) -> bytes | None:
