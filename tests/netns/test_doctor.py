@@ -174,41 +174,55 @@ def test_prefix_nothing_routes_in_gets_ip_route_add(netns_factory: Callable[[], 
     assert status == 0 and not _with_code(findings, "not-routed"), findings
 
 
-def test_psk_mismatch_is_recognised_from_either_side(netns_factory: Callable[[], Netns]) -> None:
-    """B (wireguard-go) holds another preshared key for A (wgpyd) than A for B: A answers B's
-    initiations and is never confirmed, and A's own initiations get responses that do not
-    authenticate; both read as a preshared key mismatch."""
+def _psk_mismatch(netns_factory: Callable[[], Netns]) -> tuple[TwoPeers, str]:
+    """B (wireguard-go) holds another preshared key for A (wgpyd) than A holds for B."""
     topo = _topology(netns_factory, use_psk=True)
     a, b = topo.a, topo.b
-    assert topo.psk is not None
     other = genpsk()
     wg(b.ns, "set", b.ifname, "peer", a.public_key, "preshared-key",
        str(write_secret(b.ns, f"{b.ifname}.other.psk", other)))  # fmt: skip
+    return topo, other
 
-    def failing(pinger: WgNode, dest: str, evidence: str) -> dict[str, Any] | None:
-        status, findings = _doctor(a, secrets=(topo.psk or "", other))
-        found = _with_code(findings, "handshake-failing")
-        if found and evidence in found[0]["evidence"][0]:
+
+def _failing(topo: TwoPeers, other: str, pinger: WgNode, dest: str, evidence: str) -> Any:
+    """Ping from ``pinger`` until doctor on A reports handshake-failing with ``evidence``."""
+
+    def found() -> dict[str, Any] | None:
+        status, findings = _doctor(topo.a, secrets=(topo.psk or "", other))
+        failing = _with_code(findings, "handshake-failing")
+        if failing and evidence in failing[0]["evidence"][0]:
             assert status == 1, findings
-            return found[0]
+            assert not _with_code(findings, "handshake-never"), findings
+            return failing[0]
         _pings(pinger.ns, dest)
         return None
 
-    # 1. B initiates: A (the responder) answers and is never confirmed
-    finding = wait_for(
-        lambda: failing(b, a.tunnel4, "were answered"), 45, 0.2, what="handshake-failing (B)"
-    )
-    assert finding["severity"] == "error" and finding["peer"] == b.public_key, finding
+    finding = wait_for(found, 45, 0.2, what=f"handshake-failing with {evidence!r}")
+    assert finding["severity"] == "error" and finding["peer"] == topo.b.public_key, finding
     assert "preshared key mismatch" in finding["message"], finding
     assert "preshared key on this side: set" in finding["evidence"], finding
-    assert finding["commands"][0].startswith(f"wg set {a.ifname} peer {b.public_key} "), finding
-    # 2. A initiates: B's responses do not authenticate (handshake_failed from B)
-    finding = wait_for(
-        lambda: failing(a, b.tunnel4, "handshake_failed ×"), 45, 0.2, what="handshake-failing (A)"
-    )
-    assert finding["peer"] == b.public_key and "did not authenticate" in finding["evidence"][0]
-    _status, findings = _doctor(a, secrets=(topo.psk, other))
-    assert not _with_code(findings, "handshake-never"), findings
+    command = finding["commands"][0]
+    assert command.startswith(f"wg set {topo.a.ifname} peer {topo.b.public_key} preshared-key")
+    result: dict[str, Any] = finding
+    return result
+
+
+def test_psk_mismatch_seen_by_the_responder(netns_factory: Callable[[], Netns]) -> None:
+    """Only B initiates: A (wgpyd) answers B's initiations and is never confirmed. (One side
+    initiating per test: a responder does not initiate within 5 s of its last response, so
+    with B retrying every 5 s A's own initiations would race with B's.)"""
+    topo, other = _psk_mismatch(netns_factory)
+    finding = _failing(topo, other, topo.b, topo.a.tunnel4, "were answered")
+    assert "firewall" in finding["fix"], finding
+
+
+def test_psk_mismatch_seen_by_the_initiator(netns_factory: Callable[[], Netns]) -> None:
+    """Only A (wgpyd) initiates: B's responses do not authenticate (handshake_failed)."""
+    topo, other = _psk_mismatch(netns_factory)
+    finding = _failing(topo, other, topo.a, topo.b.tunnel4, "handshake_failed ×")
+    assert "did not authenticate" in finding["evidence"][0], finding
+    _status, findings = _doctor(topo.a, secrets=(topo.psk or "", other))
+    assert not _with_code(findings, "drop-handshake_failed"), findings
 
 
 def test_mtu_larger_than_the_underlay_allows_and_its_fix(

@@ -348,6 +348,8 @@ def _drops(facts: Facts, out: list[Finding]) -> None:
     peers = {peer.public_key: peer for peer in view.peers}
     table = _table(view)
     for (key, reason), count in sorted(view.drops.items(), key=lambda item: -item[1]):
+        if reason == "handshake_failed" and key in peers and not peers[key].latest_handshake:
+            continue  # the evidence of this peer's handshake-failing finding
         if reason == "disallowed_source" and key in peers:
             _disallowed(view, peers[key], count, view.sources.get((key, reason), []), table, out)
         elif reason == "no_peer":
