@@ -253,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--duration", type=float, help=argparse.SUPPRESS)
     watch.set_defaults(func=cmd_watch)
     from wgpy.tools.aip_cli import add_parsers  # explain, lint, calc
+    from wgpy.tools.doctor_cli import add_parser as add_doctor
 
     add_parsers(sub)
+    add_doctor(sub)
     return parser
 
 

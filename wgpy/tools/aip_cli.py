@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from wgpy.config import ConfigError, load
+from wgpy.tools.live_config import config_of_interface, is_config_path
 
 
 def _error(text: str) -> int:
     sys.stderr.write(f"wgpy: {text}\n")
     return 2
-
-
-def _is_config(target: str) -> bool:
-    return os.path.sep in target or target.endswith(".conf") or os.path.isfile(target)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -42,7 +38,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     route = None
     try:
-        if _is_config(args.target):
+        if is_config_path(args.target):
             source = Source.from_config(load(args.target))
         else:
             from wgpy.io.uapi_client import interface_get
@@ -99,10 +95,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
     configs = []
     for path in args.configs:
         try:
-            if _is_config(path):
+            if is_config_path(path):
                 configs.append(load(path))
             else:
-                configs.append(_config_of_interface(path))
+                configs.append(config_of_interface(path))
         except ConfigError as error:
             return _error(str(error))
         except OSError as error:
@@ -113,53 +109,6 @@ def cmd_lint(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_text(findings))
     return exit_status(findings)
-
-
-def _config_of_interface(ifname: str) -> Any:
-    """A live interface (userspace daemon or kernel) as the config ``wg showconf`` prints."""
-    from wgpy.io.uapi_client import interface_get
-
-    pairs, _ = interface_get(ifname)
-    return _config_of_pairs(ifname, pairs)
-
-
-def _config_of_pairs(ifname: str, pairs: list[tuple[str, str]]) -> Any:
-    import base64
-
-    from wgpy.config import parse_config
-
-    lines = ["[Interface]"]
-    allowed: list[str] = []
-
-    def flush_allowed() -> None:
-        if allowed:
-            lines.append(f"AllowedIPs = {', '.join(allowed)}")
-            allowed.clear()
-
-    for key, value in pairs:
-        if key == "private_key":
-            lines.append(f"PrivateKey = {base64.b64encode(bytes.fromhex(value)).decode()}")
-        elif key == "listen_port":
-            lines.append(f"ListenPort = {value}")
-        elif key == "fwmark" and value != "0":
-            lines.append(f"FwMark = {value}")
-        elif key == "public_key":
-            flush_allowed()
-            lines += [
-                "",
-                "[Peer]",
-                f"PublicKey = {base64.b64encode(bytes.fromhex(value)).decode()}",
-            ]
-        elif key == "preshared_key":
-            lines.append(f"PresharedKey = {base64.b64encode(bytes.fromhex(value)).decode()}")
-        elif key == "endpoint":
-            lines.append(f"Endpoint = {value}")
-        elif key == "persistent_keepalive_interval" and value != "0":
-            lines.append(f"PersistentKeepalive = {value}")
-        elif key == "allowed_ip":
-            allowed.append(value)
-    flush_allowed()
-    return parse_config("\n".join(lines) + "\n", f"{ifname} (live interface)")
 
 
 def cmd_calc(args: argparse.Namespace) -> int:
@@ -225,7 +174,3 @@ def add_parsers(sub: Any) -> None:
     calc.add_argument("--exclude", "-x", nargs="+", metavar="EXCLUDE", default=[])
     calc.add_argument("--json", action="store_true", help="a JSON list of prefixes")
     calc.set_defaults(func=cmd_calc)
-
-    from wgpy.tools.doctor_cli import add_parser as add_doctor
-
-    add_doctor(sub)

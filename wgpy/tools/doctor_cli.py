@@ -72,8 +72,8 @@ def _routes(view: InterfaceView) -> tuple[dict[str, Any] | None, dict[str, Any],
 
 
 def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | int:
-    from wgpy.tools.aip_cli import _config_of_pairs
     from wgpy.tools.lint import lint
+    from wgpy.tools.live_config import config_of_pairs
 
     try:
         before = None
@@ -84,7 +84,7 @@ def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | in
     except OSError as error:
         return _error(f"Unable to access interface {ifname}: {error.strerror or error}")
     try:
-        lint_findings = lint([_config_of_pairs(ifname, pairs)])
+        lint_findings = lint([config_of_pairs(ifname, pairs)])
     except ConfigError as error:
         sys.stderr.write(f"wgpy: note: lint skipped: {error}\n")
         lint_findings = []
@@ -94,11 +94,11 @@ def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | in
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from wgpy.tools.aip_cli import _is_config
+    from wgpy.tools.live_config import is_config_path
 
     targets: list[str] = args.targets
     secrets: set[str] = set()
-    if all(_is_config(t) for t in targets):
+    if all(is_config_path(t) for t in targets):
         try:
             configs = [load(path) for path in targets]
         except ConfigError as error:
