@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from wgpy.io import icmp_errors
+from wgpy.io import icmp_errors, netlink
 from wgpy.packet import icmp_unreachable, icmp_unreachable_message, internet_checksum
 
 
@@ -82,11 +82,11 @@ def test_conntrack_reply_tuple_swaps_addresses_and_turns_echo_into_reply() -> No
     packet = _ipv4_echo("192.168.241.2", "192.168.241.1", ident=0xBEEF)
     attrs = icmp_errors._reply_tuple(packet)
     assert attrs is not None
-    outer = icmp_errors._attributes(attrs)
-    ip = icmp_errors._attributes(outer[icmp_errors.CTA_TUPLE_IP])
+    outer = netlink.attributes(attrs)
+    ip = netlink.attributes(outer[icmp_errors.CTA_TUPLE_IP])
     assert ip[icmp_errors.CTA_IP_V4_SRC] == socket.inet_aton("192.168.241.1")
     assert ip[icmp_errors.CTA_IP_V4_DST] == socket.inet_aton("192.168.241.2")
-    proto = icmp_errors._attributes(outer[icmp_errors.CTA_TUPLE_PROTO])
+    proto = netlink.attributes(outer[icmp_errors.CTA_TUPLE_PROTO])
     assert proto[icmp_errors.CTA_PROTO_NUM] == b"\x01"
     assert proto[icmp_errors.CTA_PROTO_ICMP_TYPE] == b"\x00"  # the echo reply
     assert proto[icmp_errors.CTA_PROTO_ICMP_ID] == b"\xbe\xef"
@@ -95,18 +95,18 @@ def test_conntrack_reply_tuple_swaps_addresses_and_turns_echo_into_reply() -> No
 def test_conntrack_reply_tuple_swaps_ports() -> None:
     attrs = icmp_errors._reply_tuple(_ipv6_udp("fd00::2", "fd00::1"))
     assert attrs is not None
-    proto = icmp_errors._attributes(icmp_errors._attributes(attrs)[icmp_errors.CTA_TUPLE_PROTO])
+    proto = netlink.attributes(netlink.attributes(attrs)[icmp_errors.CTA_TUPLE_PROTO])
     assert proto[icmp_errors.CTA_PROTO_SRC_PORT] == struct.pack("!H", 53)
     assert proto[icmp_errors.CTA_PROTO_DST_PORT] == struct.pack("!H", 40000)
 
 
 def test_snat_status_decides_whether_a_source_is_restored() -> None:
-    orig_ip = icmp_errors._attr(icmp_errors.CTA_IP_V4_SRC, socket.inet_aton("10.0.0.1"))
-    orig = icmp_errors._attr(icmp_errors.CTA_TUPLE_IP | icmp_errors.NLA_F_NESTED, orig_ip)
+    orig_ip = netlink.attribute(icmp_errors.CTA_IP_V4_SRC, socket.inet_aton("10.0.0.1"))
+    orig = netlink.attribute(icmp_errors.CTA_TUPLE_IP | netlink.NLA_F_NESTED, orig_ip)
     for status, expected in ((icmp_errors.IPS_SRC_NAT | 0x8, b"\n\0\0\1"), (0x8, None)):
-        attrs = icmp_errors._attributes(
-            icmp_errors._attr(icmp_errors.CTA_TUPLE_ORIG | icmp_errors.NLA_F_NESTED, orig)
-            + icmp_errors._attr(icmp_errors.CTA_STATUS, struct.pack("!I", status))
+        attrs = netlink.attributes(
+            netlink.attribute(icmp_errors.CTA_TUPLE_ORIG | netlink.NLA_F_NESTED, orig)
+            + netlink.attribute(icmp_errors.CTA_STATUS, struct.pack("!I", status))
         )
         assert icmp_errors._source_if_snat(attrs, socket.AF_INET) == expected
 

@@ -15,7 +15,6 @@ Everything here is best effort: ``send_unreachable`` returns False when it could
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import socket
@@ -23,16 +22,12 @@ import struct
 from typing import Final
 
 from wgpy.io import tun
+from wgpy.io.netlink import NLA_F_NESTED, attribute, attributes, request
 from wgpy.packet import icmp_unreachable_message
 
 NETLINK_NETFILTER: Final = 12
 NFNL_SUBSYS_CTNETLINK: Final = 1
-IPCTNL_MSG_CT_NEW: Final = 0
 IPCTNL_MSG_CT_GET: Final = 1
-NLMSG_ERROR: Final = 2
-NLM_F_REQUEST: Final = 1
-NLA_F_NESTED: Final = 0x8000
-NLA_TYPE_MASK: Final = 0x3FFF
 # linux/netfilter/nfnetlink_conntrack.h
 CTA_TUPLE_ORIG: Final = 1
 CTA_TUPLE_REPLY: Final = 2
@@ -56,30 +51,11 @@ IPS_SRC_NAT: Final = 1 << 4
 #: Present once the conntrack module is loaded (any namespace).
 CONNTRACK_LOADED: Final = "/proc/sys/net/netfilter/nf_conntrack_max"
 
-_NLMSGHDR: Final = struct.Struct("=IHHII")
 #: echo request -> echo reply, the only ICMP queries that get errors and have conntrack entries
 _ICMP_REPLY_TYPE: Final = {8: 0, 13: 14, 15: 16, 17: 18}
 _ICMPV6_REPLY_TYPE: Final = {128: 129}
 _PORTED_PROTOCOLS: Final = frozenset({6, 17, 33, 132, 136})  # TCP UDP DCCP SCTP UDP-Lite
-_sequence = itertools.count(1)
 log = logging.getLogger("wgpy")
-
-
-def _attr(kind: int, value: bytes) -> bytes:
-    length = 4 + len(value)
-    return struct.pack("=HH", length, kind) + value + bytes(-length % 4)
-
-
-def _attributes(data: bytes) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            break
-        found.setdefault(kind & NLA_TYPE_MASK, data[offset + 4 : offset + length])
-        offset += (length + 3) & ~3
-    return found
 
 
 def _reply_tuple(packet: bytes) -> bytes | None:
@@ -89,27 +65,29 @@ def _reply_tuple(packet: bytes) -> bytes | None:
     if version == 4:
         proto, offset = packet[9], (packet[0] & 0x0F) * 4
         src, dst = packet[12:16], packet[16:20]
-        ip = _attr(CTA_IP_V4_SRC, dst) + _attr(CTA_IP_V4_DST, src)
+        ip = attribute(CTA_IP_V4_SRC, dst) + attribute(CTA_IP_V4_DST, src)
     else:
         proto, offset = packet[6], 40
         src, dst = packet[8:24], packet[24:40]
-        ip = _attr(CTA_IP_V6_SRC, dst) + _attr(CTA_IP_V6_DST, src)
+        ip = attribute(CTA_IP_V6_SRC, dst) + attribute(CTA_IP_V6_DST, src)
     transport = packet[offset : offset + 8]
-    parts = _attr(CTA_PROTO_NUM, bytes([proto]))
+    parts = attribute(CTA_PROTO_NUM, bytes([proto]))
     if proto in _PORTED_PROTOCOLS and len(transport) >= 4:
-        parts += _attr(CTA_PROTO_SRC_PORT, transport[2:4])
-        parts += _attr(CTA_PROTO_DST_PORT, transport[0:2])
+        parts += attribute(CTA_PROTO_SRC_PORT, transport[2:4])
+        parts += attribute(CTA_PROTO_DST_PORT, transport[0:2])
     elif proto == 1 and len(transport) >= 6 and transport[0] in _ICMP_REPLY_TYPE:
-        parts += _attr(CTA_PROTO_ICMP_ID, transport[4:6])
-        parts += _attr(CTA_PROTO_ICMP_TYPE, bytes([_ICMP_REPLY_TYPE[transport[0]]]))
-        parts += _attr(CTA_PROTO_ICMP_CODE, b"\0")
+        parts += attribute(CTA_PROTO_ICMP_ID, transport[4:6])
+        parts += attribute(CTA_PROTO_ICMP_TYPE, bytes([_ICMP_REPLY_TYPE[transport[0]]]))
+        parts += attribute(CTA_PROTO_ICMP_CODE, b"\0")
     elif proto == 58 and len(transport) >= 6 and transport[0] in _ICMPV6_REPLY_TYPE:
-        parts += _attr(CTA_PROTO_ICMPV6_ID, transport[4:6])
-        parts += _attr(CTA_PROTO_ICMPV6_TYPE, bytes([_ICMPV6_REPLY_TYPE[transport[0]]]))
-        parts += _attr(CTA_PROTO_ICMPV6_CODE, b"\0")
+        parts += attribute(CTA_PROTO_ICMPV6_ID, transport[4:6])
+        parts += attribute(CTA_PROTO_ICMPV6_TYPE, bytes([_ICMPV6_REPLY_TYPE[transport[0]]]))
+        parts += attribute(CTA_PROTO_ICMPV6_CODE, b"\0")
     else:
         return None
-    return _attr(CTA_TUPLE_IP | NLA_F_NESTED, ip) + _attr(CTA_TUPLE_PROTO | NLA_F_NESTED, parts)
+    return attribute(CTA_TUPLE_IP | NLA_F_NESTED, ip) + attribute(
+        CTA_TUPLE_PROTO | NLA_F_NESTED, parts
+    )
 
 
 def original_source(netlink: socket.socket, packet: bytes) -> bytes | None:
@@ -119,34 +97,24 @@ def original_source(netlink: socket.socket, packet: bytes) -> bytes | None:
     if tuple_attrs is None:
         return None
     family = socket.AF_INET6 if packet[0] >> 4 == 6 else socket.AF_INET
-    body = struct.pack("=BBH", family, 0, 0) + _attr(CTA_TUPLE_REPLY | NLA_F_NESTED, tuple_attrs)
-    sequence = next(_sequence) & 0xFFFFFFFF
-    kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
-    netlink.send(
-        _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST, sequence, 0) + body
+    body = struct.pack("=BBH", family, 0, 0) + attribute(
+        CTA_TUPLE_REPLY | NLA_F_NESTED, tuple_attrs
     )
-    while True:
-        reply = netlink.recv(65536)
-        offset = 0
-        while offset + _NLMSGHDR.size <= len(reply):
-            length, kind, _, seq, _ = _NLMSGHDR.unpack_from(reply, offset)
-            if length < _NLMSGHDR.size:
-                return None
-            if seq == sequence:
-                if kind == NLMSG_ERROR:
-                    return None  # ENOENT: no such connection
-                if kind == NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW:
-                    start = offset + _NLMSGHDR.size + 4  # after struct nfgenmsg
-                    return _source_if_snat(_attributes(reply[start : offset + length]), family)
-            offset += (length + 3) & ~3
+    try:
+        replies = request(netlink, NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET, 0, body)
+    except OSError:
+        return None  # ENOENT: no such connection
+    for reply in replies:  # after struct nfgenmsg
+        return _source_if_snat(attributes(reply[4:]), family)
+    return None
 
 
 def _source_if_snat(attrs: dict[int, bytes], family: int) -> bytes | None:
     status = attrs.get(CTA_STATUS)
     if status is None or len(status) < 4 or not struct.unpack("!I", status[:4])[0] & IPS_SRC_NAT:
         return None
-    orig = _attributes(attrs.get(CTA_TUPLE_ORIG, b""))
-    ip = _attributes(orig.get(CTA_TUPLE_IP, b""))
+    orig = attributes(attrs.get(CTA_TUPLE_ORIG, b""))
+    ip = attributes(orig.get(CTA_TUPLE_IP, b""))
     return ip.get(CTA_IP_V6_SRC if family == socket.AF_INET6 else CTA_IP_V4_SRC)
 
 

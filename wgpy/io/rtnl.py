@@ -7,23 +7,19 @@ interface than the one the datagrams came in on; an IPv6 source only when the ad
 The daemon asks the same at the moment rtnetlink reports a change: ``route_oif`` is one
 RTM_GETROUTE (``ip route get DST from SRC mark MARK``), ``is_local_address`` a bind test.
 
-Written against the socket module rather than pyroute2: it runs inside the daemon's event
-loop, where pyroute2's own loop and its 140 ms import are out of place, and it needs one
-request and one attribute of the reply.
+The wire format is `netlink.py`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import socket
 import struct
 from typing import Final
 
-RTM_NEWROUTE: Final = 24
+from wgpy.io import netlink
+
 RTM_GETROUTE: Final = 26
-NLMSG_ERROR: Final = 2
-NLM_F_REQUEST: Final = 1
 RTA_DST: Final = 1
 RTA_SRC: Final = 2
 RTA_OIF: Final = 4
@@ -43,35 +39,13 @@ ROUTING_GROUPS: Final = (
 LINK_MESSAGES: Final = frozenset({16, 17})  # RTM_NEWLINK, RTM_DELLINK
 ROUTING_MESSAGES: Final = frozenset({20, 21, 24, 25})  # RTM_{NEW,DEL}ADDR, RTM_{NEW,DEL}ROUTE
 
-NLM_F_DUMP: Final = 0x300
-NLMSG_DONE: Final = 3
 RTA_METRICS: Final = 8
 RTAX_MTU: Final = 2
 SOL_NETLINK: Final = 270
 NETLINK_LISTEN_ALL_NSID: Final = 8
 NETLINK_GET_STRICT_CHK: Final = 12
 
-_NLMSGHDR: Final = struct.Struct("=IHHII")
 _RTMSG: Final = struct.Struct("=BBBBBBBBI")
-_sequence = itertools.count(1)
-
-
-def message_types(data: bytes) -> set[int]:
-    """The nlmsg types in one datagram read from an rtnetlink socket."""
-    types: set[int] = set()
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            break
-        types.add(kind)
-        offset += (length + 3) & ~3
-    return types
-
-
-def _attribute(kind: int, value: bytes) -> bytes:
-    length = 4 + len(value)
-    return struct.pack("=HH", length, kind) + value + bytes(-length % 4)
 
 
 def route_oif(dst: str, src: str, mark: int = 0) -> int:
@@ -82,64 +56,25 @@ def route_oif(dst: str, src: str, mark: int = 0) -> int:
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     bits = 128 if family == socket.AF_INET6 else 32
     body = _RTMSG.pack(family, bits, bits, 0, 0, 0, 0, 0, RTM_F_LOOKUP_TABLE)
-    body += _attribute(RTA_DST, socket.inet_pton(family, dst))
-    body += _attribute(RTA_SRC, socket.inet_pton(family, src))
+    body += netlink.attribute(RTA_DST, socket.inet_pton(family, dst))
+    body += netlink.attribute(RTA_SRC, socket.inet_pton(family, src))
     if mark:
-        body += _attribute(RTA_MARK, struct.pack("=I", mark))
+        body += netlink.attribute(RTA_MARK, struct.pack("=I", mark))
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
         sock.settimeout(1.0)
-        for reply in _request(sock, RTM_GETROUTE, 0, body):
+        for reply in netlink.request(sock, RTM_GETROUTE, 0, body):
             return _oif(reply[_RTMSG.size :])
     return 0
 
 
-def _attributes(data: bytes) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            break
-        found.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
-        offset += (length + 3) & ~3
-    return found
-
-
-def _oif(attributes: bytes) -> int:
-    value = _attributes(attributes).get(RTA_OIF, b"")
+def _oif(data: bytes) -> int:
+    value = netlink.attributes(data).get(RTA_OIF, b"")
     return int(struct.unpack_from("=i", value)[0]) if len(value) >= 4 else 0
 
 
 def _mtu(attributes: dict[int, bytes]) -> int:
-    value = _attributes(attributes.get(RTA_METRICS, b"")).get(RTAX_MTU, b"")
+    value = netlink.attributes(attributes.get(RTA_METRICS, b"")).get(RTAX_MTU, b"")
     return int(struct.unpack_from("=I", value)[0]) if len(value) >= 4 else 0
-
-
-def _request(sock: socket.socket, kind: int, flags: int, body: bytes) -> list[bytes]:
-    """Send one request and collect the bodies of its replies (raising its error)."""
-    sequence = next(_sequence) & 0xFFFFFFFF
-    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, sequence, 0)
-    sock.send(header + body)
-    bodies: list[bytes] = []
-    while True:
-        reply = sock.recv(1 << 16)
-        offset = 0
-        while offset + _NLMSGHDR.size <= len(reply):
-            length, got, _, seq, _ = _NLMSGHDR.unpack_from(reply, offset)
-            if length < _NLMSGHDR.size:
-                return bodies
-            if seq == sequence:
-                if got == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", reply, offset + _NLMSGHDR.size)
-                    if code:
-                        raise OSError(-code, f"rtnetlink request failed: error {-code}")
-                    return bodies
-                if got == NLMSG_DONE:
-                    return bodies
-                bodies.append(reply[offset + _NLMSGHDR.size : offset + length])
-                if not flags & NLM_F_DUMP:
-                    return bodies
-            offset += (length + 3) & ~3
 
 
 def route_mtus(sock: socket.socket, ifindex: int) -> set[int]:
@@ -152,12 +87,12 @@ def route_mtus(sock: socket.socket, ifindex: int) -> set[int]:
         sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
     for family in (socket.AF_INET, socket.AF_INET6):
         body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        body += _attribute(RTA_OIF, struct.pack("=i", ifindex))
-        for reply in _request(sock, RTM_GETROUTE, NLM_F_DUMP, body):
-            attributes = _attributes(reply[_RTMSG.size :])
-            oif = attributes.get(RTA_OIF, b"")
+        body += netlink.attribute(RTA_OIF, struct.pack("=i", ifindex))
+        for reply in netlink.request(sock, RTM_GETROUTE, netlink.NLM_F_DUMP, body):
+            found_attributes = netlink.attributes(reply[_RTMSG.size :])
+            oif = found_attributes.get(RTA_OIF, b"")
             if len(oif) >= 4 and struct.unpack_from("=i", oif)[0] == ifindex:
-                mtu = _mtu(attributes)
+                mtu = _mtu(found_attributes)
                 if mtu:
                     found.add(mtu)
     return found
@@ -168,9 +103,11 @@ def route_mtu(sock: socket.socket, destination: bytes, ifindex: int) -> int:
     route get DST oif DEV``), 0 when the route sets none."""
     family = socket.AF_INET6 if len(destination) == 16 else socket.AF_INET
     body = _RTMSG.pack(family, len(destination) * 8, 0, 0, 0, 0, 0, 0, 0)
-    body += _attribute(RTA_DST, destination) + _attribute(RTA_OIF, struct.pack("=i", ifindex))
-    for reply in _request(sock, RTM_GETROUTE, 0, body):
-        return _mtu(_attributes(reply[_RTMSG.size :]))
+    body += netlink.attribute(RTA_DST, destination) + netlink.attribute(
+        RTA_OIF, struct.pack("=i", ifindex)
+    )
+    for reply in netlink.request(sock, RTM_GETROUTE, 0, body):
+        return _mtu(netlink.attributes(reply[_RTMSG.size :]))
     return 0
 
 

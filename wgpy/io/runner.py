@@ -37,7 +37,7 @@ from wgpy.events import (
     Verdict,
     key_b64,
 )
-from wgpy.io import icmp_errors, rtnl, tun, udp
+from wgpy.io import icmp_errors, netlink, rtnl, tun, udp
 from wgpy.io.timer import DeviceTimer
 from wgpy.packet import icmp_unreachable
 from wgpy.tally import TopCounter
@@ -666,7 +666,7 @@ class DeviceRunner:
         with contextlib.suppress(OSError):
             while True:
                 data, ancillary, _, _ = self._netlink.recvmsg(1 << 16, socket.CMSG_SPACE(4))
-                types = rtnl.message_types(data)
+                types = netlink.message_types(data)
                 (foreign if rtnl.from_other_namespace(ancillary) else own).update(types)
         interface_events = foreign if self._link_moved else own
         if not (own or foreign) or (own | foreign) & rtnl.LINK_MESSAGES:
