@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import contextlib
 import sys
 
 from wgpy import __version__, crypto
@@ -58,15 +57,15 @@ def _interfaces() -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from wgpy.io.uapi_client import interface_get, wgpy_stats
-    from wgpy.tools.show import kernel_info, parse_get, parse_stats, print_view, to_json
+    from wgpy.tools.live import interface_view
+    from wgpy.tools.show import print_view, to_json
 
     names = [args.interface] if args.interface else _interfaces()
     views = []
     for name in names:
         try:
             # a userspace daemon's socket, or a kernel interface over netlink
-            pairs, is_kernel = interface_get(name)
+            view, _ = interface_view(name)
         except OSError as error:
             if not args.interface:
                 continue  # a stale or vanished socket, as `wg show` skips them
@@ -74,22 +73,6 @@ def cmd_show(args: argparse.Namespace) -> int:
                 f"wgpy: Unable to access interface {name}: {error.strerror or error}\n"
             )
             return 1
-        view = parse_get(name, pairs)
-        if is_kernel:
-            from wgpy.io.kernel_wg import link_statistics
-            from wgpy.tools.watch import read_state
-
-            state = read_state(name)
-            counters: dict[str, int] = {}
-            with contextlib.suppress(OSError):
-                counters = link_statistics(name)
-            view.kernel = kernel_info(state, counters)
-            if state is not None:
-                parse_stats(view, state)
-        else:
-            stats = wgpy_stats(name)
-            if stats is not None:
-                parse_stats(view, stats)
         views.append(view)
     if args.json:
         import json

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from wgpy.config import ConfigError, load
-from wgpy.tools.live_config import config_of_interface, is_config_path
+from wgpy.tools.live import config_of_interface, is_config_path
 
 
 def _error(text: str) -> int:

@@ -8,7 +8,6 @@ No private or preshared key is ever printed: the output is checked for them befo
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import time
@@ -16,7 +15,8 @@ from typing import Any
 
 from wgpy.config import ConfigError, load
 from wgpy.tools.doctor import Facts, Finding, diagnose, exit_status, from_lint, render_text
-from wgpy.tools.show import InterfaceView
+from wgpy.tools.live import interface_view
+from wgpy.tools.show import InterfaceView, key_from_hex
 
 
 def _error(text: str) -> int:
@@ -24,33 +24,11 @@ def _error(text: str) -> int:
     return 2
 
 
-def _gather(ifname: str) -> tuple[InterfaceView, list[tuple[str, str]]]:
-    from wgpy.io.uapi_client import interface_get, wgpy_stats
-    from wgpy.tools.show import parse_get, parse_stats
-
-    pairs, kernel = interface_get(ifname)
-    view = parse_get(ifname, pairs)
-    if kernel:
-        # the kernel's drops as a running `wgpy watch` counts them (same shape as wgpy-stats)
-        from wgpy.tools.show import kernel_info
-        from wgpy.tools.watch import read_state
-
-        state = read_state(ifname)
-        view.kernel = kernel_info(state, {})
-        if state is not None:
-            parse_stats(view, state)
-    else:
-        stats = wgpy_stats(ifname)
-        if stats is not None:
-            parse_stats(view, stats)
-    return view, pairs
-
-
 def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
     found = set()
     for key, value in pairs:
         if key in ("private_key", "preshared_key") and value.strip("0"):
-            found |= {value, base64.b64encode(bytes.fromhex(value)).decode()}
+            found |= {value, key_from_hex(value)}
     return found
 
 
@@ -73,14 +51,14 @@ def _routes(view: InterfaceView) -> tuple[dict[str, Any] | None, dict[str, Any],
 
 def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | int:
     from wgpy.tools.lint import lint
-    from wgpy.tools.live_config import config_of_pairs
+    from wgpy.tools.live import config_of_pairs
 
     try:
         before = None
         if watch > 0:
-            before, _ = _gather(ifname)
+            before, _ = interface_view(ifname)
             time.sleep(watch)
-        view, pairs = _gather(ifname)
+        view, pairs = interface_view(ifname)
     except OSError as error:
         return _error(f"Unable to access interface {ifname}: {error.strerror or error}")
     try:
@@ -94,7 +72,7 @@ def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | in
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from wgpy.tools.live_config import is_config_path
+    from wgpy.tools.live import is_config_path
 
     targets: list[str] = args.targets
     secrets: set[str] = set()

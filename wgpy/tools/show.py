@@ -65,7 +65,8 @@ class InterfaceView:
     kernel: dict[str, Any] | None = None
 
 
-def _b64(hex_key: str) -> str:
+def key_from_hex(hex_key: str) -> str:
+    """A key as UAPI get writes it (hex) in the base64 form wg prints."""
     return base64.b64encode(bytes.fromhex(hex_key)).decode()
 
 
@@ -77,7 +78,7 @@ def parse_get(name: str, pairs: list[tuple[str, str]]) -> InterfaceView:
     peer: PeerView | None = None
     for key, value in pairs:
         if key == "public_key":
-            peer = PeerView(_b64(value))
+            peer = PeerView(key_from_hex(value))
             view.peers.append(peer)
         elif peer is None:
             if key == "private_key":

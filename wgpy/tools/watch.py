@@ -30,6 +30,7 @@ from wgpy.allowedips import AllowedIPs
 from wgpy.events import Direction, DropReason, InnerInfo, PacketDropped
 from wgpy.kernelmsg import KernelMessage, classify, parse_kmsg_record
 from wgpy.tally import AddressTally
+from wgpy.tools.show import key_from_hex, parse_get
 
 STATE_DIRECTORY: Final = Path("/run/wgpy")
 DEBUGFS: Final = Path("/sys/kernel/debug")
@@ -91,13 +92,11 @@ class PeerDirectory:
 
     @classmethod
     def from_pairs(cls, pairs: list[tuple[str, str]]) -> PeerDirectory:
-        import base64
-
         directory = cls()
         current: str | None = None
         for key, value in pairs:
             if key == "public_key":
-                current = base64.b64encode(bytes.fromhex(value)).decode()
+                current = key_from_hex(value)
                 directory.keys.append(current)
             elif current is None:
                 continue
@@ -481,7 +480,6 @@ def _start_metrics(options: WatchOptions, ifname: str) -> Any:
 
 def _snapshot(ifname: str, tally: DropTally, pairs: list[tuple[str, str]]) -> Any:
     from wgpy.tools.metrics import PeerSample, Snapshot
-    from wgpy.tools.show import parse_get
 
     view = parse_get(ifname, pairs)
     peers = tuple(

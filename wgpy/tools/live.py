@@ -1,11 +1,16 @@
-"""A live interface as a wg-quick config: what lint and doctor read instead of a file."""
+"""A live interface, read for the tools: a userspace daemon's through its UAPI socket, the
+kernel's over netlink. As the view `show` and `doctor` print (with the drop counts of wgpyd, or
+of a running `wgpy watch` for a kernel interface), and as the config `lint` and `doctor` read
+instead of a file."""
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import os
 
 from wgpy.config import Config, parse_config
+from wgpy.io.uapi_client import interface_get, wgpy_stats
+from wgpy.tools.show import InterfaceView, kernel_info, key_from_hex, parse_get, parse_stats
 
 
 def is_config_path(target: str) -> bool:
@@ -13,10 +18,31 @@ def is_config_path(target: str) -> bool:
     return os.path.sep in target or target.endswith(".conf") or os.path.isfile(target)
 
 
+def interface_view(ifname: str) -> tuple[InterfaceView, list[tuple[str, str]]]:
+    """The view of a live interface with its drop counts, and the get pairs it came from.
+    Raises OSError when neither a socket nor the kernel has the interface."""
+    pairs, is_kernel = interface_get(ifname)
+    view = parse_get(ifname, pairs)
+    if is_kernel:
+        from wgpy.io.kernel_wg import link_statistics
+        from wgpy.tools.watch import read_state
+
+        state = read_state(ifname)
+        counters: dict[str, int] = {}
+        with contextlib.suppress(OSError):
+            counters = link_statistics(ifname)
+        view.kernel = kernel_info(state, counters)
+        if state is not None:
+            parse_stats(view, state)
+    else:
+        stats = wgpy_stats(ifname)
+        if stats is not None:
+            parse_stats(view, stats)
+    return view, pairs
+
+
 def config_of_interface(ifname: str) -> Config:
     """A live interface (userspace daemon or kernel) as the config ``wg showconf`` prints."""
-    from wgpy.io.uapi_client import interface_get
-
     pairs, _ = interface_get(ifname)
     return config_of_pairs(ifname, pairs)
 
@@ -34,7 +60,7 @@ def config_of_pairs(ifname: str, pairs: list[tuple[str, str]]) -> Config:
 
     for key, value in pairs:
         if key == "private_key":
-            lines.append(f"PrivateKey = {base64.b64encode(bytes.fromhex(value)).decode()}")
+            lines.append(f"PrivateKey = {key_from_hex(value)}")
         elif key == "listen_port":
             lines.append(f"ListenPort = {value}")
         elif key == "fwmark" and value != "0":
@@ -44,10 +70,10 @@ def config_of_pairs(ifname: str, pairs: list[tuple[str, str]]) -> Config:
             lines += [
                 "",
                 "[Peer]",
-                f"PublicKey = {base64.b64encode(bytes.fromhex(value)).decode()}",
+                f"PublicKey = {key_from_hex(value)}",
             ]
         elif key == "preshared_key":
-            lines.append(f"PresharedKey = {base64.b64encode(bytes.fromhex(value)).decode()}")
+            lines.append(f"PresharedKey = {key_from_hex(value)}")
         elif key == "endpoint":
             lines.append(f"Endpoint = {value}")
         elif key == "persistent_keepalive_interval" and value != "0":
