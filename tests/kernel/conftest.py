@@ -10,7 +10,7 @@ the reason; `WGPY_SKIP_KERNEL=1` (or `WGPY_SKIP_NETNS=1`) turns that into an exp
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,18 +26,7 @@ from tests.kernel.lab import (
 )
 from tests.netns.dropkit import WGPYD
 from tests.netns.harness import Netns, missing_prerequisites, unique_ifname
-
-_call_failed = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.when == "call":
-        item.stash[_call_failed] = report.failed
-    return report
+from tests.outcome import call_failed
 
 
 def _missing() -> list[str]:
@@ -113,7 +102,7 @@ def tunnel_factory(
     try:
         yield make
     finally:
-        if request.node.stash.get(_call_failed, False):
+        if call_failed(request):
             _print_diagnostics(kernel_lab, made)
         while made:
             stop_tunnel(made.pop())

@@ -7,18 +7,7 @@ from collections.abc import Callable, Generator, Sequence
 import pytest
 
 from tests.netns.harness import WIREGUARD_GO, Netns, require_netns
-
-_call_failed = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.when == "call":
-        item.stash[_call_failed] = report.failed
-    return report
+from tests.outcome import call_failed
 
 
 @pytest.fixture
@@ -38,7 +27,7 @@ def netns_factory(request: pytest.FixtureRequest) -> Generator[Callable[[], Netn
     try:
         yield make
     finally:
-        failed = request.node.stash.get(_call_failed, False)
+        failed = call_failed(request)
         errors: list[Exception] = []
         for ns in reversed(made):
             try:

@@ -11,13 +11,13 @@ kernel's own selftest (tools/testing/selftests/wireguard/netns.sh) expects:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import Final
 
 import pytest
 
+from tests.netns.dropkit import WGPYD
 from tests.netns.harness import (
     WG_RUN_DIR,
     Netns,
@@ -37,7 +37,6 @@ from tests.netns.harness import (
 
 pytestmark = pytest.mark.netns
 
-WGPYD: Final[tuple[str, ...]] = (sys.executable, "-m", "wgpy.daemon", "-f")
 TUNNEL_OVERHEAD: Final = 32  # data message header (16) + Poly1305 tag (16)
 
 
