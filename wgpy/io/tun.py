@@ -131,8 +131,9 @@ def link_state(fd: int) -> LinkState:
     return LinkState(name, flags, mtu, ifindex, moved)
 
 
-def _ioctl_on(sock: socket.socket, name: str, request: int) -> int:
-    result = fcntl.ioctl(sock.fileno(), request, _ifreq(name))
+def _ioctl_on(sock: socket.socket, name: str, request: int, value: int = 0) -> int:
+    """An interface ioctl with an int in its ifreq (flags, MTU, index), by name."""
+    result = fcntl.ioctl(sock.fileno(), request, _ifreq(name, value))
     (out,) = struct.unpack_from("i", result, 16)
     return int(out)
 
@@ -141,15 +142,9 @@ def _ifreq(name: str, value: int = 0) -> bytes:
     return struct.pack("16si20x", name.encode(), value)
 
 
-def _ioctl_int(name: str, request: int, value: int = 0) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        result = fcntl.ioctl(sock.fileno(), request, _ifreq(name, value))
-    (out,) = struct.unpack_from("i", result, 16)
-    return int(out)
-
-
 def set_mtu(name: str, mtu: int) -> None:
-    _ioctl_int(name, SIOCSIFMTU, mtu)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _ioctl_on(sock, name, SIOCSIFMTU, mtu)
 
 
 def disable_ipv6_link_local(name: str) -> None:
