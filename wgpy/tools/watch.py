@@ -39,19 +39,6 @@ MESSAGE_COST: Final = Path("/proc/sys/net/core/message_cost")
 MESSAGE_BURST: Final = Path("/proc/sys/net/core/message_burst")
 #: How often the watch re-reads peers (endpoints) and counters and rewrites its state file.
 REFRESH_SECONDS: Final = 1.0
-#: Drop reasons of packets on their way out (TUN side); the rest arrive from the network.
-_OUTGOING: Final = frozenset(
-    {
-        DropReason.NO_PEER,
-        DropReason.NO_ENDPOINT,
-        DropReason.NOT_IP,
-        DropReason.HANDSHAKE_TIMEOUT,
-        DropReason.STAGED_OVERFLOW,
-        DropReason.SEND_FAILED,
-        DropReason.NO_IDENTITY,
-        DropReason.INVALID_PEER_KEY,
-    }
-)
 
 
 def _netns_inode() -> int:
@@ -171,9 +158,8 @@ class DropTally:
         if not message.recognised:
             self.unrecognised[message.text] += 1
         reason = message.reason
-        direction = message.direction or (
-            Direction.OUTGOING if reason in _OUTGOING else Direction.INCOMING
-        )
+        # every rule of the table knows its direction; a line none knows is taken as incoming
+        direction = message.direction or Direction.INCOMING
         attribution = self.attribute(message)
         from_peer = message.peer_id is not None or reason == DropReason.DISALLOWED_SOURCE
         peer = attribution.peer if from_peer else None
