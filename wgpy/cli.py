@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _interfaces() -> list[str]:
     from pathlib import Path
 
-    from wgpy.daemon import SOCKET_DIRECTORY
+    from wgpy.uapi import SOCKET_DIRECTORY
 
     return sorted(p.stem for p in Path(SOCKET_DIRECTORY).glob("*.sock") if p.stem)
 
@@ -104,8 +104,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    from wgpy.sinks.pcapng import PcapngError
     from wgpy.tools import capture
-    from wgpy.tools.pcapng import PcapngError
 
     if args.read:
         try:

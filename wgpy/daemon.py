@@ -31,8 +31,8 @@ from typing import Final, TextIO
 from wgpy import __version__
 from wgpy.device import Device
 from wgpy.io import tun
+from wgpy.uapi import SOCKET_DIRECTORY, socket_path
 
-SOCKET_DIRECTORY: Final = "/var/run/wireguard"
 #: Like Go's listeners (net.core.somaxconn): a burst of `wg` clients must not be refused.
 UAPI_BACKLOG: Final = socket.SOMAXCONN
 ENV_FOREGROUND: Final = "WG_PROCESS_FOREGROUND"
@@ -83,10 +83,6 @@ def usage() -> str:
         "Options (or environment): --log-format text|json (WGPY_LOG_FORMAT), "
         "--log-file PATH (WGPY_LOG_FILE), --metrics HOST:PORT (WGPY_METRICS)\n"
     )
-
-
-def socket_path(ifname: str) -> str:
-    return os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
 
 
 def create_uapi_socket(ifname: str) -> socket.socket:
@@ -239,7 +235,7 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
     collector = None
     metrics_address = os.environ.get(ENV_METRICS)
     if metrics_address:
-        from wgpy.tools.metrics import make_registry, start_server
+        from wgpy.sinks.metrics import make_registry, start_server
 
         registry, collector = make_registry(ifname)
         try:
@@ -301,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     # copy binds it for real and reports a failure through the readiness pipe).
     metrics_address = os.environ.get(ENV_METRICS)
     if metrics_address and _inherited_fd(ENV_TUN_FD) is None:
-        from wgpy.tools.metrics import check_address
+        from wgpy.sinks.metrics import check_address
 
         try:
             check_address(metrics_address)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TextIO
 
 from wgpy import crypto
-from wgpy.daemon import socket_path
 from wgpy.io.uapi_client import uapi_set
+from wgpy.uapi import socket_path
 
 LISTEN_PORT = 51820
 WRONG = "10.88.0.2"  # what alice's config says bob's inner address is: the mistake

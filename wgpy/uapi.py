@@ -21,6 +21,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 import re
 import socket
 from collections.abc import Callable, Iterable
@@ -29,6 +30,14 @@ from typing import Final, Protocol
 
 from wgpy.device import Device
 from wgpy.peer import Endpoint, Peer
+
+#: Where userspace WireGuard implementations listen: ``SOCKET_DIRECTORY/IFNAME.sock``.
+SOCKET_DIRECTORY: Final = "/var/run/wireguard"
+
+
+def socket_path(ifname: str) -> str:
+    return os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+
 
 __all__ = [
     "ERRNO_INVALID",

@@ -50,7 +50,7 @@ from wgpy.device import Device
 from wgpy.events import Event, HandshakeCompleted
 from wgpy.io.uapi_client import wgpy_stats
 from wgpy.peer import Peer
-from wgpy.tools import pcapng
+from wgpy.sinks import pcapng
 
 WGPYD: Final[tuple[str, ...]] = (sys.executable, "-m", "wgpy.daemon", "-f")
 """wgpyd in the foreground (the harness appends the interface name)."""

@@ -57,7 +57,7 @@ from tests.netns.harness import (
 )
 from wgpy import crypto, messages
 from wgpy.io.uapi_client import wgpy_stats
-from wgpy.tools.pcapng import CapturedPacket
+from wgpy.sinks.pcapng import CapturedPacket
 
 pytestmark = pytest.mark.netns
 

@@ -20,8 +20,8 @@ from wgpy.events import (
     Verdict,
     key_b64,
 )
-from wgpy.tools import pcapng
-from wgpy.tools.eventlog import JsonEventLog, LineRateLimiter, event_record
+from wgpy.sinks import pcapng
+from wgpy.sinks.eventlog import JsonEventLog, LineRateLimiter, event_record
 from wgpy.tools.reasons_doc import render
 from wgpy.tools.show import InterfaceView, ago, human_bytes, parse_get, render_text
 
@@ -139,7 +139,7 @@ def test_metrics_use_exporter_names_and_count_drops() -> None:
 
     from wgpy import crypto
     from wgpy.device import Device
-    from wgpy.tools.metrics import make_registry, take_snapshot
+    from wgpy.sinks.metrics import make_registry, take_snapshot
 
     device = Device(crypto.generate_private_key())
     peer = device.add_peer(crypto.public_key(crypto.generate_private_key()))

@@ -40,13 +40,13 @@ from wgpy.events import (
 from wgpy.io import icmp_errors, netlink, rtnl, tun, udp
 from wgpy.io.timer import DeviceTimer
 from wgpy.packet import icmp_unreachable
+from wgpy.sinks import pcapng
+from wgpy.sinks.eventlog import JsonEventLog, event_record, lost_record
 from wgpy.tally import TopCounter
-from wgpy.tools import pcapng
-from wgpy.tools.eventlog import JsonEventLog, event_record, lost_record
 from wgpy.uapi import UapiConnection
 
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are served
-    from wgpy.tools.metrics import DeviceCollector
+    from wgpy.sinks.metrics import DeviceCollector
 
 _READ_BATCH: Final = 128
 _CAPTURE_BUFFER_LIMIT: Final = 4 << 20
@@ -691,7 +691,7 @@ class DeviceRunner:
             last = now
             self.device.wall_offset = time.time() - now
             if self._metrics is not None:
-                from wgpy.tools.metrics import take_snapshot  # loaded with the collector
+                from wgpy.sinks.metrics import take_snapshot  # loaded with the collector
 
                 self._metrics.snapshot = take_snapshot(self.device, self.ifname)
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from wgpy.daemon import SOCKET_DIRECTORY
+from wgpy.uapi import socket_path
 
 
 class UapiError(OSError):
@@ -13,7 +13,7 @@ class UapiError(OSError):
 
 
 def _exchange(ifname: str, request: str, timeout: float = 5.0) -> str:
-    path = os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+    path = socket_path(ifname)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
@@ -80,7 +80,7 @@ def wgpy_stats(ifname: str) -> dict[str, object] | None:
 
 def open_capture(ifname: str) -> socket.socket:
     """Ask wgpyd for a live pcapng stream of the interface's inner packets."""
-    path = os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+    path = socket_path(ifname)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
     sock.sendall(b"wgpy-capture=1\n\n")
@@ -91,7 +91,7 @@ def open_events(ifname: str, *, follow: bool, as_json: bool) -> socket.socket:
     """Ask wgpyd for its recent events, one line each (JSON records with ``as_json``), then
     ``errno=0`` and an empty line; with ``follow``, every new event after that until the
     socket is closed."""
-    path = os.path.join(SOCKET_DIRECTORY, f"{ifname}.sock")
+    path = socket_path(ifname)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)

@@ -8,10 +8,10 @@ import sys
 import time
 from typing import BinaryIO, TextIO
 
-from wgpy.daemon import socket_path
 from wgpy.io.uapi_client import open_capture
 from wgpy.packet import inner_info
-from wgpy.tools import pcapng
+from wgpy.sinks import pcapng
+from wgpy.uapi import socket_path
 
 
 class CaptureError(OSError):

@@ -367,7 +367,7 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 def run_watch(options: WatchOptions) -> int:
     """Watch until SIGTERM/SIGINT (or ``duration``); restore debug and rate limits on exit."""
     from wgpy.io.kernel_wg import KernelInterfaceError, kernel_get, link_statistics
-    from wgpy.tools.eventlog import JsonEventLog
+    from wgpy.sinks.eventlog import JsonEventLog
 
     ifname = options.interface
     try:
@@ -457,7 +457,7 @@ def run_watch(options: WatchOptions) -> int:
 def _start_metrics(options: WatchOptions, ifname: str) -> Any:
     if not options.metrics:
         return None
-    from wgpy.tools.metrics import make_registry, start_server
+    from wgpy.sinks.metrics import make_registry, start_server
 
     registry, collector = make_registry(ifname)
     start_server(options.metrics, registry)
@@ -465,7 +465,7 @@ def _start_metrics(options: WatchOptions, ifname: str) -> Any:
 
 
 def _snapshot(ifname: str, tally: DropTally, pairs: list[tuple[str, str]]) -> Any:
-    from wgpy.tools.metrics import PeerSample, Snapshot
+    from wgpy.sinks.metrics import PeerSample, Snapshot
 
     view = parse_get(ifname, pairs)
     peers = tuple(
