@@ -121,7 +121,7 @@ def _udp4(payload: bytes, frag_offset: int = 0) -> bytes:
 
 
 def test_a_tunnel_inside_the_tunnel_is_recognised() -> None:
-    from wgpy.device import _carries_wireguard
+    from wgpy.device.send import _carries_wireguard
 
     data_message = b"\x04\0\0\0" + bytes(12) + bytes(600)
     assert _carries_wireguard(_udp4(data_message))

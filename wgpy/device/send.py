@@ -1,0 +1,199 @@
+"""What happens to a packet read from the TUN: its destination longest-matches a peer
+(cryptokey routing, outgoing; no peer: dropped and answered with ICMP unreachable), it waits
+in the peer's queue until there is a session, then it is padded, encrypted and sent.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from wgpy import messages
+from wgpy.device.state import (
+    DATA_HEADER,
+    ICMP_BURST,
+    ICMP_PER_SECOND,
+    NEW_HANDSHAKE,
+    NONCE_PREFIX,
+    TYPE_DATA,
+    DeviceState,
+)
+from wgpy.events import (
+    Direction,
+    DropReason,
+    Verdict,
+)
+from wgpy.packet import icmp_unreachable, may_answer_unreachable
+from wgpy.peer import MAX_STAGED_PACKETS, Endpoint, Keypair, Peer
+from wgpy.replay import REJECT_AFTER_MESSAGES
+from wgpy.timers import (
+    KEEPALIVE_TIMEOUT,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_TIMEOUT,
+)
+
+
+def _can_send(keypair: Keypair, now: float, packets: int) -> bool:
+    """Whether ``keypair`` may encrypt ``packets`` more: valid, young enough, counter left."""
+    return (
+        keypair.can_send
+        and now - keypair.birth < REJECT_AFTER_TIME
+        and keypair.send_counter + packets < REJECT_AFTER_MESSAGES
+    )
+
+
+#: Below this size a datagram is never fragmented (576 is IPv4's minimum MTU), so whether a
+#: packet carries WireGuard only matters above it.
+_NESTED_CHECK_MIN: Final = 576 - 60
+
+
+def _carries_wireguard(packet: bytes) -> bool:
+    """Whether an inner packet is a UDP datagram holding a WireGuard message (its 4-byte
+    header: type 1-4 and three zero bytes) — another tunnel's traffic going through this one."""
+    version = packet[0] >> 4
+    if version == 4:
+        if packet[9] != 17 or packet[6] & 0x1F or packet[7]:  # not UDP, or not a first fragment
+            return False
+        offset = (packet[0] & 0x0F) * 4 + 8
+    elif version == 6:
+        if packet[6] != 17:
+            return False
+        offset = 48
+    else:
+        return False
+    header = packet[offset : offset + 4]
+    return len(header) == 4 and 1 <= header[0] <= 4 and header[1:] == b"\0\0\0"
+
+
+class Sending(DeviceState):
+    """Packets in, datagrams out."""
+
+    def send_packet(self, packet: bytes, now: float) -> None:
+        """Route one IP packet read from the TUN to its peer (cryptokey routing)."""
+        size = len(packet)
+        version = packet[0] >> 4 if size else 0
+        if version == 4 and size >= 20:
+            peer = self.allowed_ips.lookup_v4(int.from_bytes(packet[16:20], "big"))
+        elif version == 6 and size >= 40:
+            peer = self.allowed_ips.lookup_v6(int.from_bytes(packet[24:40], "big"))
+        else:
+            self._drop(DropReason.NOT_IP, Direction.OUTGOING, None, packet=packet, size=size)
+            return
+        if peer is None:
+            self._drop(DropReason.NO_PEER, Direction.OUTGOING, None, packet=packet, size=size)
+            self._answer_unreachable(packet, now)
+            return
+        keypair = peer.current
+        if (
+            peer.staged
+            or keypair is None
+            or not _can_send(keypair, now, 1)
+            or peer.endpoint is None
+            or not self.is_up
+        ):
+            self._stage(peer, packet)
+            if self.is_up:
+                self._send_staged(peer, now)
+            return
+        self._encrypt(peer, keypair, packet, peer.endpoint)
+        self._after_data_sent(peer, keypair, now)
+
+    def _encrypt(self, peer: Peer, keypair: Keypair, packet: bytes, endpoint: Endpoint) -> None:
+        counter = keypair.send_counter
+        keypair.send_counter = counter + 1
+        size = len(packet)
+        if self.tap is not None and size:
+            self.tap(Direction.OUTGOING, Verdict.SENT, peer.public_key, packet, None)
+        mtu = self.mtu
+        if self.route_mtus and size & 15 and self.route_mtu is not None:
+            mtu = self.route_mtu(packet) or mtu
+        padded = messages.padded_length(size, mtu)
+        if padded != size:
+            packet += bytes(padded - size)
+        datagram = DATA_HEADER.pack(TYPE_DATA, keypair.remote_index, counter) + (
+            keypair.send.encrypt(NONCE_PREFIX + counter.to_bytes(8, "little"), packet, None)
+        )
+        if size >= _NESTED_CHECK_MIN and _carries_wireguard(packet):
+            self._unfragmentable.append((datagram, endpoint))
+        else:
+            self._datagrams.append((datagram, endpoint))
+        peer.tx_bytes += len(datagram)
+
+    def _after_data_sent(self, peer: Peer, keypair: Keypair, now: float) -> None:
+        self._after_authenticated_sent(peer, now)
+        if not self.timers.pending(peer, NEW_HANDSHAKE):
+            self.timers.arm(
+                peer, NEW_HANDSHAKE, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
+            )
+        if keypair.send_counter > REKEY_AFTER_MESSAGES or (
+            keypair.initiator and now - keypair.birth >= REKEY_AFTER_TIME
+        ):
+            self._send_initiation(peer, now, is_retry=False)
+
+    def _answer_unreachable(self, packet: bytes, now: float) -> None:
+        self._icmp_tokens = min(
+            ICMP_BURST, self._icmp_tokens + (now - self._icmp_last) * ICMP_PER_SECOND
+        )
+        self._icmp_last = now
+        if self._icmp_tokens < 1.0:
+            return
+        if self.icmp_from_stack:
+            if may_answer_unreachable(packet):
+                self._icmp_tokens -= 1.0
+                self._unreachable.append(packet)
+            return
+        reply = icmp_unreachable(packet)
+        if reply is not None:
+            self._icmp_tokens -= 1.0
+            self._packets.append(reply)
+
+    def _stage(self, peer: Peer, packet: bytes) -> None:
+        staged = peer.staged
+        if len(staged) >= MAX_STAGED_PACKETS:
+            oldest = staged.popleft()
+            self._drop(
+                DropReason.STAGED_OVERFLOW,
+                Direction.OUTGOING,
+                peer,
+                packet=oldest or None,
+                size=len(oldest),
+            )
+        staged.append(packet)
+
+    def _purge_staged(self, peer: Peer, reason: DropReason, detail: str = "") -> None:
+        while peer.staged:
+            packet = peer.staged.popleft()
+            if packet:  # a queued keepalive is not a packet anyone sent
+                self._drop(
+                    reason,
+                    Direction.OUTGOING,
+                    peer,
+                    packet=packet,
+                    size=len(packet),
+                    detail=detail,
+                )
+
+    def _send_keepalive(self, peer: Peer, now: float) -> None:
+        if not peer.staged:
+            peer.staged.append(b"")
+        self._send_staged(peer, now)
+
+    def _send_staged(self, peer: Peer, now: float) -> None:
+        keypair = peer.current
+        endpoint = peer.endpoint
+        if keypair is None or not _can_send(keypair, now, len(peer.staged)) or endpoint is None:
+            self._send_initiation(peer, now, is_retry=False)
+            return
+        sent_data = False
+        staged = peer.staged
+        while staged:
+            packet = staged.popleft()
+            sent_data = sent_data or bool(packet)
+            self._encrypt(peer, keypair, packet, endpoint)
+        if sent_data:
+            self._after_data_sent(peer, keypair, now)
+        else:
+            self._after_authenticated_sent(peer, now)
+            if keypair.initiator and now - keypair.birth >= REKEY_AFTER_TIME:
+                self._send_initiation(peer, now, is_retry=False)
