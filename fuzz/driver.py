@@ -23,6 +23,7 @@ TARGETS: Final = {
     "inner": "fuzz.target_inner",
     "uapi": "fuzz.target_uapi",
     "config": "fuzz.target_config",
+    "explain": "fuzz.target_explain",
 }
 """Target name -> module. ``config`` exists only when wgpy/config.py does."""
 
