@@ -18,9 +18,20 @@ handshakes it sees. Accounting, per direction, in inner packets (the TUN counter
 on each side: TX = read by the daemon, RX = written by it):
 
     A->B: read by wgpyd = received by go (B's TUN RX) + wgpyd's outgoing drops
-          + kernel UDP RcvbufErrors in B + unexplained (go's own drops, datagrams in flight)
-    B->A: read by go    = written by wgpyd (A's TUN RX) + wgpyd's incoming drops
-          + kernel UDP RcvbufErrors in A + unexplained (go's own drops)
+          + lost between (A's UDP SndbufErrors, veth drops, B's UDP InErrors) + unexplained
+    B->A, in three stages, each measured at both ends:
+          read by go (B's TUN TX) = data messages go sent + go's own drops
+          data messages go sent (nft, B's output hook) = arrived at A (nft, A's input hook)
+                                                         + lost on the veth
+          arrived at A = written by wgpyd (A's TUN RX) + wgpyd's incoming drops of packets
+                         + A's UDP InErrors + unexplained at wgpyd
+
+"Data messages" are type-4 messages longer than a keepalive. wgpyd's incoming drops of packets
+come from its event stream (``wgpy-events=1 follow=1``): drops of decrypted packets, and of
+data messages with a packet before decryption; handshake messages and keepalives that wgpyd
+drops are not packets any TUN counted. go's own drops are split into the packets it has no
+peer for (nft counts them leaving B's stack into its interface: IPv6 MLD reports and the like)
+and the rest (its queues; go counts neither).
 
 wgpyd's VmRSS is sampled every 30 s; flat means the last sample is within 10 % of the sample
 taken after the first two minutes (buffers warmed up).
@@ -29,10 +40,14 @@ taken after the first two minutes (buffers warmed up).
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +62,7 @@ from tests.netns.harness import (
     wg,
     write_secret,
 )
-from wgpy.io.uapi_client import wgpy_stats
+from wgpy.io.uapi_client import open_events, wgpy_stats
 
 WGPYD = (sys.executable, "-m", "wgpy.daemon", "-f")
 
@@ -73,10 +88,123 @@ def link_stats(ns: Netns, ifname: str) -> dict[str, int]:
     }
 
 
-def rcvbuf_errors(ns: Netns) -> int:
+UDP_COUNTERS = ("InErrors", "RcvbufErrors", "SndbufErrors", "InCsumErrors", "NoPorts")
+
+
+def udp_counters(ns: Netns) -> dict[str, int]:
+    """The namespace's UDP error counters (/proc/net/snmp, IPv4 and IPv6 together)."""
+    out = dict.fromkeys(UDP_COUNTERS, 0)
     rows = [line.split() for line in ns.run("cat", "/proc/net/snmp").stdout.splitlines()]
     udp = [row for row in rows if row and row[0] == "Udp:"]
-    return int(udp[1][udp[0].index("RcvbufErrors")])
+    for name in UDP_COUNTERS:
+        out[name] += int(udp[1][udp[0].index(name)])
+    for line in ns.run("cat", "/proc/net/snmp6").stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key.startswith("Udp6") and key[4:] in out:
+            out[key[4:]] += int(value)
+    return out
+
+
+def count_data_messages(ns: Netns, hook: str, port: int) -> str:
+    """An nftables counter in ``ns`` of the WireGuard data messages that carry a packet
+    (type 4, longer than a 32-byte keepalive) to UDP ``port``, at ``hook`` (``output``: as the
+    sender's socket hands them over; ``input``: as they reach the receiver's socket). Returns
+    the table name for :func:`counted`."""
+    table = f"wgpysoak{hook}"
+    rules = f"""
+table inet {table} {{
+    chain {hook} {{
+        type filter hook {hook} priority 0; policy accept;
+        udp dport {port} @th,64,32 0x04000000 udp length > 40 counter
+    }}
+}}
+"""
+    ns.run("nft", "-f", "-", input=rules)
+    return table
+
+
+def count_unroutable(ns: Netns, ifname: str, allowed4: str, allowed6: str) -> str:
+    """An nftables counter in ``ns`` of the packets sent into ``ifname`` whose destination is
+    none of the peer's AllowedIPs (the daemon has no peer for them: IPv6 MLD reports and the
+    like)."""
+    table = "wgpysoakunroutable"
+    rules = f"""
+table inet {table} {{
+    chain output {{
+        type filter hook output priority 0; policy accept;
+        oifname "{ifname}" ip daddr != {allowed4} counter
+        oifname "{ifname}" ip6 daddr != {allowed6} counter
+    }}
+}}
+"""
+    ns.run("nft", "-f", "-", input=rules)
+    return table
+
+
+def counted(ns: Netns, table: str) -> int:
+    """The packets the counters of ``table`` counted, together."""
+    listing = json.loads(ns.run("nft", "-j", "list", "table", "inet", table).stdout)
+    return sum(
+        int(expression["counter"]["packets"])
+        for item in listing["nftables"]
+        if "rule" in item
+        for expression in item["rule"]["expr"]
+        if "counter" in expression
+    )
+
+
+#: Drops of data messages before decryption: an inner packet unless the message is a
+#: keepalive (32 bytes: header and tag only).
+DATA_MESSAGE_REASONS = {"expired_keypair", "decryption_failed", "replayed_counter"}
+KEEPALIVE_SIZE = 32
+
+
+class DropRecorder(threading.Thread):
+    """Follows wgpyd's event stream (``wgpy-events=1 follow=1 format=json``) and counts the
+    incoming drops that were inner packets: decrypted ones (they carry inner addresses) and
+    data messages with a packet dropped before decryption. Handshake messages and keepalives
+    are not packets any TUN counted, so they stay out of the accounting."""
+
+    def __init__(self, ifname: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = open_events(ifname, follow=True, as_json=True)
+        self.inner_packets: collections.Counter[str] = collections.Counter()
+        self.not_packets: collections.Counter[str] = collections.Counter()
+        self.lost = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        with self.sock.makefile("r") as lines:
+            for line in lines:  # the recent events, before the stream starts
+                if line.strip() == "errno=0":
+                    next(lines, None)
+                    break
+            for line in lines:
+                if line.strip():
+                    try:
+                        self.count(json.loads(line))
+                    except (ValueError, KeyError) as error:
+                        self.errors.append(f"{error!r}: {line[:200]}")
+
+    def count(self, record: dict[str, Any]) -> None:
+        if record["event"] == "events_lost":
+            self.lost += record["count"]
+            return
+        if record["event"] != "packet_dropped" or record["direction"] != "in":
+            return
+        reason = record["reason"]
+        data_message = reason in DATA_MESSAGE_REASONS or (
+            reason == "unknown_index" and record.get("detail") == "data message"
+        )
+        if "inner_src" in record or (data_message and record["size"] > KEEPALIVE_SIZE):
+            self.inner_packets[reason] += 1
+        else:
+            self.not_packets[reason] += 1
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.join(5)
 
 
 def vm_rss_kib(pid: int) -> int:
@@ -109,8 +237,15 @@ def run(minutes: float, interval: float) -> dict[str, Any]:
         server = a.popen("iperf3", "-s", "-B", dut.tunnel4)
         time.sleep(0.5)
         start_a, start_b = link_stats(a, dut.ifname), link_stats(b, go.ifname)
-        rcvbuf_a, rcvbuf_b = rcvbuf_errors(a), rcvbuf_errors(b)
+        veth_start = link_stats(a, dut.veth), link_stats(b, go.veth)
+        udp_a, udp_b = udp_counters(a), udp_counters(b)
         drops_before = drops(dut.ifname)
+        recorder = DropRecorder(dut.ifname)
+        recorder.start()
+        # B->A at both ends of the wire (go sends one datagram per packet, no GSO)
+        sent_table = count_data_messages(b, "output", dut.listen_port)
+        arrived_table = count_data_messages(a, "input", dut.listen_port)
+        unroutable_table = count_unroutable(b, go.ifname, dut.tunnel4, dut.tunnel6)
         iperf_out = b.workdir / "iperf3.json"
         with iperf_out.open("wb") as out:
             client = b.popen(
@@ -190,12 +325,18 @@ def run(minutes: float, interval: float) -> dict[str, Any]:
         time.sleep(3)  # let queues drain
         rss.append((time.monotonic() - started, vm_rss_kib(pid)))
         end_a, end_b = link_stats(a, dut.ifname), link_stats(b, go.ifname)
+        veth_end = link_stats(a, dut.veth), link_stats(b, go.veth)
+        sent_by_go, arrived_at_a = counted(b, sent_table), counted(a, arrived_table)
+        unroutable_at_go = counted(b, unroutable_table)
+        recorder.stop()
         dropped = {
             k: v - drops_before.get(k, 0)
             for k, v in drops(dut.ifname).items()
             if v != drops_before.get(k, 0)
         }
-        kernel_a, kernel_b = rcvbuf_errors(a) - rcvbuf_a, rcvbuf_errors(b) - rcvbuf_b
+        udp_end_a, udp_end_b = udp_counters(a), udp_counters(b)
+        kernel_a = {k: v - udp_a[k] for k, v in udp_end_a.items() if v != udp_a[k]}
+        kernel_b = {k: v - udp_b[k] for k, v in udp_end_b.items() if v != udp_b[k]}
         os.killpg(server.pid, signal.SIGTERM)
         try:
             iperf = json.loads(iperf_out.read_text())
@@ -208,22 +349,40 @@ def run(minutes: float, interval: float) -> dict[str, Any]:
             throughput = {"error": repr(error)}
     d = {k: end_a[k] - start_a[k] for k in end_a}
     e = {k: end_b[k] - start_b[k] for k in end_b}
+    veth_a = {k: veth_end[0][k] - veth_start[0][k] for k in veth_end[0]}
+    veth_b = {k: veth_end[1][k] - veth_start[1][k] for k in veth_end[1]}
     outgoing = sum(v for k, v in dropped.items() if k in OUTGOING_REASONS)
-    incoming = sum(v for k, v in dropped.items() if k not in OUTGOING_REASONS)
+    incoming = sum(recorder.inner_packets.values())
+    # a datagram lost between the daemons: the sender's socket, the veth pair, the receiver's
+    # socket (the kernel counts each, in the namespace where it happens)
+    lost_a_to_b = (
+        kernel_a.get("SndbufErrors", 0)
+        + veth_a["tx_dropped"]
+        + veth_b["rx_dropped"]
+        + kernel_b.get("InErrors", 0)
+    )
     a_to_b = {
         "read by wgpyd": d["tx"],
         "received by go": e["rx"],
         "wgpyd outgoing drops": outgoing,
-        "kernel RcvbufErrors in B": kernel_b,
+        "lost between (socket, veth, socket)": lost_a_to_b,
     }
-    a_to_b["unexplained"] = d["tx"] - e["rx"] - outgoing - kernel_b
+    a_to_b["unexplained"] = d["tx"] - e["rx"] - outgoing - lost_a_to_b
+    # B->A in three stages, each measured at both of its ends: go (TUN read -> socket), the
+    # wire (B's output hook -> A's input hook), wgpyd (A's socket -> TUN write or a drop)
     b_to_a = {
         "read by go": e["tx"],
+        "data messages go sent (B output)": sent_by_go,
+        "go's own drops (read, never sent)": e["tx"] - sent_by_go,
+        "of which go has no peer for (nft in B)": unroutable_at_go,
+        "arrived at A (A input)": arrived_at_a,
+        "lost on the wire (veth)": sent_by_go - arrived_at_a,
+        "lost in A's socket (InErrors)": kernel_a.get("InErrors", 0),
+        "wgpyd incoming drops of packets": incoming,
         "written by wgpyd": d["rx"],
-        "wgpyd incoming drops": incoming,
-        "kernel RcvbufErrors in A": kernel_a,
     }
-    b_to_a["unexplained"] = e["tx"] - d["rx"] - incoming - kernel_a
+    b_to_a["unexplained at wgpyd"] = arrived_at_a - kernel_a.get("InErrors", 0) - incoming - d["rx"]
+    b_to_a["unexplained"] = b_to_a["unexplained at wgpyd"]
     warm = next((kib for t, kib in rss if t >= 120), rss[-1][1])
     return {
         "minutes": minutes,
@@ -231,6 +390,17 @@ def run(minutes: float, interval: float) -> dict[str, Any]:
         "changes": len(changes),
         "handshakes seen": len(handshakes - {0}),
         "drops by reason": dropped,
+        "incoming drops: packets / not packets (handshakes, keepalives)": (
+            dict(recorder.inner_packets),
+            dict(recorder.not_packets),
+        ),
+        "events lost by the recorder": recorder.lost,
+        "records the recorder could not read": recorder.errors[:5],
+        "kernel UDP counters (A, B)": (kernel_a, kernel_b),
+        "veth drops (A rx/tx, B rx/tx)": (
+            (veth_a["rx_dropped"], veth_a["tx_dropped"]),
+            (veth_b["rx_dropped"], veth_b["tx_dropped"]),
+        ),
         "A->B": a_to_b,
         "B->A": b_to_a,
         "kernel TUN queue drops (tx_dropped A, B)": (d["tx_dropped"], e["tx_dropped"]),

@@ -212,6 +212,7 @@ class Handshakes(DeviceState):
                 None,
                 endpoint=endpoint,
                 size=len(datagram),
+                detail="handshake response",
             )
             return
         if self.private_key is None:
@@ -282,6 +283,7 @@ class Handshakes(DeviceState):
                 None,
                 endpoint=endpoint,
                 size=len(datagram),
+                detail="cookie reply",
             )
             return
         if not peer.cookies.consume_reply(message, now):

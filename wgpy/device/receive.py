@@ -81,6 +81,7 @@ class Receiving(DeviceState):
                 None,
                 endpoint=endpoint,
                 size=len(datagram),
+                detail="data message",
             )
             return
         peer = keypair.peer
