@@ -49,3 +49,27 @@ def test_bench_quick_prints_a_table(tmp_path: Path) -> None:
         runs = data["raw"]["handshake"][name]
         assert runs and all(run["answered"] > 0 for run in runs), runs
     assert set(data["raw"]) == set(FIGURES.split(","))
+
+
+@pytest.mark.netns
+def test_flood_bench_runs(tmp_path: Path) -> None:
+    """bench.flood on a small scale: both daemons answer the flood, the legitimate peer gets
+    through before and after it, and RSS is sampled."""
+    require_netns()
+    out_json = tmp_path / "flood.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.flood", "--peers", "60", "--rounds", "1", "--json", out_json],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out_json.read_text())
+    for name in ("go", "wgpyd"):
+        run = data[name]
+        assert run["handshake_responses"] > 0, run
+        assert run["legit_handshake"]["before"]["failed"] == 0, run
+        assert run["legit_handshake"]["after"]["failed"] == 0, run
+        assert run["rss_mib"]["peak"] >= run["rss_mib"]["idle"] > 0, run
