@@ -37,16 +37,14 @@ import asyncio
 import collections
 import contextlib
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Final, Generic, TypeVar
 
 from wgpy.device import Device
 from wgpy.events import Event
-from wgpy.io import udp
-from wgpy.io.timer import DeviceTimer
+from wgpy.io.pump import DatagramPump
 from wgpy.keys import decode_key
 from wgpy.peer import Peer
 
@@ -54,7 +52,6 @@ __all__ = ["EndpointClosed", "EventCallback", "WireGuardEndpoint", "open_endpoin
 
 log = logging.getLogger("wgpy.aio")
 
-_READ_BATCH: Final = 128
 DEFAULT_MAX_QUEUED: Final = 1024
 """Inner packets waiting to be read before new ones are dropped (``tun_write_failed``)."""
 
@@ -146,10 +143,8 @@ class WireGuardEndpoint:
         self._event_channels: list[_Channel[Event]] = []
         #: Events not given to an `events` iterator because it was this far behind.
         self.events_lost = 0
-        self._sockets: list[socket.socket] = []
-        self._receiver = udp.Receiver()  # one 64 KiB buffer for every read
+        self._pump = DatagramPump(device, deliver=self._queue_packets, dispatch=self._dispatch_all)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer = DeviceTimer(device, self._on_timer)
         self._flush_handle: asyncio.Handle | None = None
         self._closed = False
 
@@ -177,35 +172,18 @@ class WireGuardEndpoint:
             raise EndpointClosed("the WireGuard endpoint is closed")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._sockets = self._bind()
+        self._pump.start(loop)
+        if self.host is None:
+            self._port = self._pump.bind(self._port, self.device.fwmark)
+        else:
+            self._port = self._pump.bind_address(self.host, self._port)
         self.device.listen_port = self._port
         self.device.wall_offset = time.time() - loop.time()
-        for sock in self._sockets:
-            loop.add_reader(sock.fileno(), self._on_readable, sock)
         now = loop.time()
         self.device.handle_timer(now)
         for peer in self.device.peers.values():
             self.device.peer_configured(peer, now)
         self.flush()
-
-    def _bind(self) -> list[socket.socket]:
-        if self.host is None:
-            sock4, sock6, port = udp.bind_pair(self._port, self.device.fwmark)
-            self._port = port
-            return [s for s in (sock4, sock6) if s is not None]
-        info = socket.getaddrinfo(self.host, self._port, type=socket.SOCK_DGRAM)
-        family, _, _, _, address = info[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(address)
-        except OSError:
-            sock.close()
-            raise
-        self._port = int(sock.getsockname()[1])
-        return [sock]
 
     async def close(self) -> None:
         """Stop serving and close the sockets; pending iterators end. Idempotent.
@@ -216,14 +194,7 @@ class WireGuardEndpoint:
         if self._closed:
             return
         self._closed = True
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            for sock in self._sockets:
-                loop.remove_reader(sock.fileno())
-        for sock in self._sockets:
-            sock.close()
-        self._sockets = []
-        self._timer.cancel()
+        self._pump.stop()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush_handle = None
@@ -343,25 +314,6 @@ class WireGuardEndpoint:
         loop = self._loop
         return loop.time() if loop is not None else time.monotonic()
 
-    def _on_readable(self, sock: socket.socket) -> None:
-        device = self.device
-        now = self._now()
-        receive = self._receiver.receive
-        for _ in range(_READ_BATCH):
-            try:
-                datagrams, address, _ = receive(sock, False)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:  # e.g. ICMP port unreachable reported on the socket
-                log.debug("UDP receive error: %s", error)
-                break
-            device.receive_datagram(datagrams[0], address, now)
-        self.flush()
-
-    def _on_timer(self) -> None:
-        self.device.handle_timer(self._now())
-        self.flush()
-
     def _schedule_flush(self) -> None:
         if self._flush_handle is None and self._loop is not None and not self._closed:
             self._flush_handle = self._loop.call_soon(self._scheduled_flush)
@@ -378,22 +330,16 @@ class WireGuardEndpoint:
         """
         if self._closed or self._loop is None:
             return
-        device = self.device
-        for datagram, endpoint in device.datagrams_to_send() + device.datagrams_not_to_fragment():
-            sock, address = self._socket_for(endpoint)
-            if sock is None:
-                device.report_send_failure(datagram, endpoint, "no socket for this family")
-                continue
-            try:
-                sock.sendto(datagram, address)
-            except OSError as error:
-                device.report_send_failure(datagram, endpoint, error.strerror or str(error))
-        for packet in device.packets_to_deliver():
+        self._pump.flush()
+
+    def _queue_packets(self, packets: list[bytes]) -> None:
+        for packet in packets:
             if not self._packets.put(packet):
-                device.report_tun_write_failure(packet, "receive queue full")
-        for event in device.events():
+                self.device.report_tun_write_failure(packet, "receive queue full")
+
+    def _dispatch_all(self, events: Iterator[Event]) -> None:
+        for event in events:
             self._dispatch(event)
-        self._schedule_timer()
 
     def _dispatch(self, event: Event) -> None:
         if self.on_event is not None:
@@ -404,23 +350,6 @@ class WireGuardEndpoint:
         for channel in self._event_channels:
             if not channel.put(event):
                 self.events_lost += 1
-
-    def _socket_for(
-        self, endpoint: tuple[str, int]
-    ) -> tuple[socket.socket | None, tuple[str, int]]:
-        ipv6 = ":" in endpoint[0]
-        for sock in self._sockets:
-            if sock.family == socket.AF_INET6:
-                if ipv6:
-                    return sock, endpoint
-                if self.host is not None:  # one dual-stack socket: IPv4 as mapped IPv6
-                    return sock, (f"::ffff:{endpoint[0]}", endpoint[1])
-            elif not ipv6:
-                return sock, endpoint
-        return None, endpoint
-
-    def _schedule_timer(self) -> None:
-        self._timer.update(self._loop)
 
 
 async def open_endpoint(

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import errno
 import json
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TextIO
 
@@ -37,8 +36,8 @@ from wgpy.events import (
     Verdict,
     key_b64,
 )
-from wgpy.io import icmp_errors, netlink, rtnl, tun, udp
-from wgpy.io.timer import DeviceTimer
+from wgpy.io import icmp_errors, netlink, rtnl, tun
+from wgpy.io.pump import READ_BATCH, DatagramPump
 from wgpy.packet import icmp_unreachable
 from wgpy.sinks import pcapng
 from wgpy.sinks.eventlog import JsonEventLog, event_record, lost_record
@@ -48,9 +47,8 @@ from wgpy.uapi import UapiConnection
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are served
     from wgpy.sinks.metrics import DeviceCollector
 
-_READ_BATCH: Final = 128
+_READ_BATCH: Final = READ_BATCH
 _CAPTURE_BUFFER_LIMIT: Final = 4 << 20
-_GSO_ERRNOS: Final = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
 _LINK_POLL_SECONDS: Final = 1.0
 #: Link polling while the interface lives in another namespace, whose rtnetlink events the
 #: daemon does not receive (a socket there would keep that namespace alive).
@@ -142,15 +140,12 @@ class DeviceRunner:
         self.tun_fd = tun_fd
         self.uapi_socket = uapi_socket
         self.uapi_path = uapi_path
-        self.sock4: socket.socket | None = None
-        self.sock6: socket.socket | None = None
-        self._gro = False
-        self._receiver = udp.Receiver()
-        # remote endpoint -> control message sending from the local address it last reached
-        self._sources: dict[tuple[str, int], udp.Cmsg] = {}
-        # remote endpoint -> index of the interface its datagrams arrived on (for the check
-        # the kernel makes: an IPv4 source is kept only while the route leaves through it)
-        self._source_ifindex: dict[tuple[str, int], int] = {}
+        self._pump = DatagramPump(
+            device,
+            deliver=self._write_tun,
+            dispatch=self._drain_events,
+            unreachable=self._answer_unreachable_all,
+        )
         self._revalidation: asyncio.Handle | None = None
         self._link_moved = False
         self._link_key: tuple[int, int] | None = None  # (ifindex, mtu) the route MTUs are for
@@ -159,9 +154,7 @@ class DeviceRunner:
         device.route_mtu = self._route_mtu_for
         self._tun_buffers = [bytearray(_MAX_PACKET)]
         self._tun_view = memoryview(self._tun_buffers[0])
-        self._gso = os.environ.get("WGPY_NO_GSO") != "1"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer = DeviceTimer(device, self._on_timer)
         self._stop: asyncio.Future[str] | None = None
         self._link_running: bool | None = None
         self.uapi_inode = os.stat(uapi_path).st_ino if os.path.exists(uapi_path) else None
@@ -188,97 +181,21 @@ class DeviceRunner:
 
     def set_fwmark(self, mark: int) -> None:
         self.device.fwmark = mark
-        udp.set_fwmark([s for s in (self.sock4, self.sock6) if s is not None], mark)
+        self._pump.set_fwmark(mark)
 
     # -------------------------------------------------------------- sockets
 
     def _open_sockets(self) -> None:
-        sock4, sock6, port = udp.bind_pair(self.device.listen_port, self.device.fwmark)
-        self.sock4, self.sock6 = sock4, sock6
-        self._gro = all(udp.enable_gro(s) for s in (sock4, sock6) if s is not None)
-        for sock in (sock4, sock6):
-            if sock is not None:
-                udp.enable_pktinfo(sock)
-        self.device.listen_port = port
-        loop = self._loop
-        assert loop is not None
-        for sock in (sock4, sock6):
-            if sock is not None:
-                loop.add_reader(sock.fileno(), self._on_udp, sock)
+        self.device.listen_port = self._pump.bind(self.device.listen_port, self.device.fwmark)
 
     def _close_sockets(self) -> None:
-        loop = self._loop
-        for sock in (self.sock4, self.sock6):
-            if sock is not None:
-                if loop is not None:
-                    loop.remove_reader(sock.fileno())
-                sock.close()
-        self.sock4 = self.sock6 = None
+        self._pump.close()
 
     # ---------------------------------------------------------------- input
 
-    def _on_udp(self, sock: socket.socket) -> None:
-        device = self.device
-        now = time.monotonic()
-        gro = self._gro
-        receiver = self._receiver
-        receive = receiver.receive
-        sources = self._sources
-        source_ifindex = self._source_ifindex
-        for _ in range(_READ_BATCH):
-            try:
-                datagrams, endpoint, source = receive(sock, gro)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                log.debug("UDP receive error: %s", error)
-                break
-            authenticated = device.authenticated_received
-            for data in datagrams:
-                device.receive_datagram(data, endpoint, now)
-            if (
-                source is not None
-                and device.authenticated_received != authenticated
-                and (
-                    sources.get(endpoint) != source
-                    or source_ifindex.get(endpoint) != receiver.ifindex
-                )
-            ):
-                # learned from authenticated datagrams only, as wireguard-go does; replies
-                # to them (handshake responses) go out at the flush below, from this source
-                sources[endpoint] = source
-                source_ifindex[endpoint] = receiver.ifindex
-                if len(sources) > 2 * len(device.peers) + 64:
-                    self._prune_sources()
-        self.flush()
-
-    def _prune_sources(self) -> None:
-        """Keep the sticky sources of current peer endpoints only (peers that roamed leave
-        their old endpoints behind)."""
-        endpoints = {peer.endpoint for peer in self.device.peers.values()}
-        self._sources = {ep: cmsg for ep, cmsg in self._sources.items() if ep in endpoints}
-        self._source_ifindex = {
-            ep: index for ep, index in self._source_ifindex.items() if ep in self._sources
-        }
-
     def _revalidate_sources(self) -> None:
-        """Routes or addresses changed: forget each sticky source the kernel would drop at its
-        next send (address gone; for IPv4 also: the route to the peer from that address now
-        leaves through another interface than the peer's datagrams came in on)."""
         self._revalidation = None
-        for endpoint, cmsg in list(self._sources.items()):
-            address, scope = udp.source_address(cmsg)
-            keep = rtnl.is_local_address(address, scope)
-            arrived_on = self._source_ifindex.get(endpoint, 0)
-            if keep and ":" not in address and arrived_on:
-                try:
-                    keep = rtnl.route_oif(endpoint[0], address, self.device.fwmark) == arrived_on
-                except OSError:
-                    keep = False
-            if not keep:
-                log.debug("Sticky source %s for %s:%d forgotten", address, *endpoint)
-                del self._sources[endpoint]
-                self._source_ifindex.pop(endpoint, None)
+        self._pump.revalidate_sources()
 
     def _refresh_route_mtus(self) -> None:
         """Read the MTUs of the routes through the interface (in its namespace), so that
@@ -345,34 +262,20 @@ class DeviceRunner:
             device.send_packet(packet, now)
         self.flush()
 
-    def _on_timer(self) -> None:
-        self.device.handle_timer(time.monotonic())
-        self.flush()
-
     # --------------------------------------------------------------- output
 
     def flush(self) -> None:
-        device = self.device
-        datagrams = device.datagrams_to_send()
-        if datagrams:
-            self._send(datagrams)
-        unfragmentable = device.datagrams_not_to_fragment()
-        if unfragmentable:
-            self._send_unfragmented(unfragmentable)
-        packets = device.packets_to_deliver()
+        self._pump.flush()
+
+    def _write_tun(self, packets: list[bytes]) -> None:
         for packet in packets:
             try:
                 os.write(self.tun_fd, packet)
             except OSError as error:
-                device.report_tun_write_failure(packet, error.strerror or str(error))
-        for packet in device.unreachable_packets():
-            self._answer_unreachable(packet)
-        self._drain_events()
-        self._schedule_timer()
+                self.device.report_tun_write_failure(packet, error.strerror or str(error))
 
-    def _drain_events(self) -> None:
+    def _drain_events(self, events: Iterator[Event]) -> None:
         """Events to the log, the ring of recent ones and the ``wgpy events`` followers."""
-        events = self.device.events()
         first = next(events, None)
         if first is None:
             return
@@ -424,6 +327,10 @@ class DeviceRunner:
         stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(wall))
         return f"{stamp} {count} events not shown (the reader was too slow)\n".encode()
 
+    def _answer_unreachable_all(self, packets: list[bytes]) -> None:
+        for packet in packets:
+            self._answer_unreachable(packet)
+
     def _answer_unreachable(self, packet: bytes) -> None:
         if icmp_errors.send_unreachable(self.tun_fd, packet):
             return
@@ -431,48 +338,6 @@ class DeviceRunner:
         if reply is not None:
             with contextlib.suppress(OSError):
                 os.write(self.tun_fd, reply)
-
-    def _send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        device = self.device
-        by_family: dict[bool, list[tuple[bytes, tuple[str, int]]]] = {False: [], True: []}
-        for item in datagrams:
-            by_family[":" in item[1][0]].append(item)
-        for is_v6, items in by_family.items():
-            if not items:
-                continue
-            sock = self.sock6 if is_v6 else self.sock4
-            if sock is None:
-                for datagram, endpoint in items:
-                    device.report_send_failure(datagram, endpoint, "no socket bound")
-                continue
-            failed = udp.send_runs(sock, items, self._gso, self._sources)
-            if failed and self._gso and any(e.errno in _GSO_ERRNOS for _, _, e in failed):
-                # The path refuses segmentation offload: from now on, one datagram per call.
-                self._gso = False
-                retry = [(d, e) for d, e, _ in failed]
-                failed = udp.send_runs(sock, retry, False, self._sources)
-                if len(failed) == len(retry):
-                    # they fail one by one too (an IPv6 datagram above the path MTU:
-                    # EMSGSIZE): the datagrams were the problem, not segmentation offload
-                    self._gso = True
-            for datagram, endpoint, error in failed:
-                device.report_send_failure(datagram, endpoint, error.strerror or str(error))
-
-    def _send_unfragmented(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """A tunnel inside this one: never fragmented (see Device.datagrams_not_to_fragment)."""
-        for datagram, endpoint in datagrams:
-            sock = self.sock6 if ":" in endpoint[0] else self.sock4
-            if sock is None:
-                self.device.report_send_failure(datagram, endpoint, "no socket bound")
-                continue
-            for _, _, error in udp.send_unfragmented(sock, [(datagram, endpoint)], self._sources):
-                detail = error.strerror or str(error)
-                if error.errno == errno.EMSGSIZE:
-                    detail = "a tunnel inside the tunnel outgrew the path MTU (not fragmented)"
-                self.device.report_send_failure(datagram, endpoint, detail)
-
-    def _schedule_timer(self) -> None:
-        self._timer.update(self._loop)
 
     # ------------------------------------------------------------------ UAPI
 
@@ -644,7 +509,7 @@ class DeviceRunner:
             if previous is not None:
                 log.info("Interface state was Down, requested Up, now Up")
             self.device.up(now)
-            if self.sock4 is None and self.sock6 is None:
+            if not self._pump.bound:
                 try:
                     self._open_sockets()
                 except OSError as error:
@@ -674,7 +539,7 @@ class DeviceRunner:
         if interface_events & rtnl.ROUTING_MESSAGES:
             # now, not later in the loop: a packet already waiting on the TUN may need it
             self._refresh_route_mtus()
-        if own & rtnl.ROUTING_MESSAGES and self._sources and self._revalidation is None:
+        if own & rtnl.ROUTING_MESSAGES and self._pump.sources and self._revalidation is None:
             assert self._loop is not None
             self._revalidation = self._loop.call_soon(self._revalidate_sources)
 
@@ -712,6 +577,7 @@ class DeviceRunner:
         """Serve until the TUN or the UAPI socket goes away or a signal arrives."""
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._pump.start(loop)
         self._stop = loop.create_future()
         self.device.wall_offset = time.time() - time.monotonic()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -749,7 +615,6 @@ class DeviceRunner:
                 self._netlink.close()
             if self._revalidation is not None:
                 self._revalidation.cancel()
-            self._close_sockets()
-            self._timer.cancel()
+            self._pump.stop()
         log.info("Shutting down: %s", why)
         return why

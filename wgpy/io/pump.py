@@ -1,0 +1,282 @@
+"""The loop both faces of the data path share: UDP sockets ⇄ Device ⇄ timer.
+
+``wgpyd`` (``io/runner.py``: the inner packets go to a TUN) and ``wgpy.aio`` (they go to Python
+code) differ only in where inner packets and events go. Everything between the sockets and the
+Device is here, once: datagrams read in batches (with UDP GRO where the kernel glues them),
+each handed to the Device; after each batch — and after every timer or local input — the
+Device's outputs drained: datagrams sent (UDP GSO runs while the path takes them, a tunnel
+inside the tunnel never fragmented, replies from the local address the peer last reached, as
+the kernel does), then inner packets to ``deliver``, then events to ``dispatch``, then the
+timer moved to the Device's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from wgpy.device import Device
+from wgpy.events import Event
+from wgpy.io import rtnl, udp
+from wgpy.io.timer import DeviceTimer
+
+READ_BATCH: Final = 128
+_GSO_ERRNOS: Final = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
+
+log = logging.getLogger("wgpy")
+
+Datagrams = list[tuple[bytes, tuple[str, int]]]
+
+
+class DatagramPump:
+    """Owns the UDP sockets of one Device and pumps datagrams between them and it.
+
+    Args:
+        device: the Device to drive.
+        deliver: receives the inner packets the Device delivers, after each batch.
+        dispatch: receives the Device's events (an iterator to drain), after each batch.
+        unreachable: receives the packets that get an ICMP error from the interface's own
+            stack (``device.icmp_from_stack``), if the face sends those.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        deliver: Callable[[list[bytes]], None],
+        dispatch: Callable[[Iterator[Event]], None],
+        unreachable: Callable[[list[bytes]], None] | None = None,
+    ) -> None:
+        self.device = device
+        self._deliver = deliver
+        self._dispatch = dispatch
+        self._unreachable = unreachable
+        self.sock4: socket.socket | None = None
+        #: with ``dual_stack``, the one socket, which reaches IPv4 endpoints as mapped IPv6
+        self.sock6: socket.socket | None = None
+        self.dual_stack = False
+        self._gro = False
+        self.gso = os.environ.get("WGPY_NO_GSO") != "1"
+        self._receiver = udp.Receiver()
+        # remote endpoint -> control message sending from the local address it last reached
+        self.sources: dict[tuple[str, int], udp.Cmsg] = {}
+        # remote endpoint -> index of the interface its datagrams arrived on (for the check
+        # the kernel makes: an IPv4 source is kept only while the route leaves through it)
+        self._source_ifindex: dict[tuple[str, int], int] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._timer = DeviceTimer(device, self.on_timer)
+
+    # -------------------------------------------------------------- sockets
+
+    @property
+    def bound(self) -> bool:
+        return self.sock4 is not None or self.sock6 is not None
+
+    def sockets(self) -> list[socket.socket]:
+        return [s for s in (self.sock4, self.sock6) if s is not None]
+
+    def bind(self, port: int, fwmark: int) -> int:
+        """Bind 0.0.0.0 and :: (IPv6-only) on ``port`` (0: any free one), as wgpyd and
+        wireguard-go do; returns the port."""
+        sock4, sock6, port = udp.bind_pair(port, fwmark)
+        self._use(sock4, sock6, dual_stack=False)
+        return port
+
+    def bind_address(self, host: str, port: int) -> int:
+        """Bind one socket on ``host`` (an IPv6 one also reaches IPv4 endpoints, mapped)."""
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        if family == socket.AF_INET6:
+            self._use(None, sock, dual_stack=True)
+        else:
+            self._use(sock, None, dual_stack=False)
+        return int(sock.getsockname()[1])
+
+    def _use(
+        self, sock4: socket.socket | None, sock6: socket.socket | None, *, dual_stack: bool
+    ) -> None:
+        self.close()
+        self.sock4, self.sock6, self.dual_stack = sock4, sock6, dual_stack
+        socks = self.sockets()
+        self._gro = all(udp.enable_gro(s) for s in socks)
+        for sock in socks:
+            udp.enable_pktinfo(sock)
+            if self.loop is not None:
+                self.loop.add_reader(sock.fileno(), self.on_readable, sock)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve the sockets (bound now or later) on ``loop``."""
+        self.loop = loop
+        for sock in self.sockets():
+            loop.add_reader(sock.fileno(), self.on_readable, sock)
+
+    def close(self) -> None:
+        """Close the sockets (the pump can bind again)."""
+        for sock in self.sockets():
+            if self.loop is not None and not self.loop.is_closed():
+                self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sock4 = self.sock6 = None
+
+    def stop(self) -> None:
+        self.close()
+        self._timer.cancel()
+
+    def set_fwmark(self, mark: int) -> None:
+        udp.set_fwmark(self.sockets(), mark)
+
+    # ---------------------------------------------------------------- input
+
+    def on_readable(self, sock: socket.socket) -> None:
+        device = self.device
+        now = time.monotonic()
+        gro = self._gro
+        receiver = self._receiver
+        receive = receiver.receive
+        sources = self.sources
+        source_ifindex = self._source_ifindex
+        for _ in range(READ_BATCH):
+            try:
+                datagrams, endpoint, source = receive(sock, gro)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:  # e.g. ICMP port unreachable reported on the socket
+                log.debug("UDP receive error: %s", error)
+                break
+            authenticated = device.authenticated_received
+            for data in datagrams:
+                device.receive_datagram(data, endpoint, now)
+            if (
+                source is not None
+                and device.authenticated_received != authenticated
+                and (
+                    sources.get(endpoint) != source
+                    or source_ifindex.get(endpoint) != receiver.ifindex
+                )
+            ):
+                # learned from authenticated datagrams only, as wireguard-go does; replies
+                # to them (handshake responses) go out at the flush below, from this source
+                sources[endpoint] = source
+                source_ifindex[endpoint] = receiver.ifindex
+                if len(sources) > 2 * len(device.peers) + 64:
+                    self._prune_sources()
+        self.flush()
+
+    def on_timer(self) -> None:
+        self.device.handle_timer(time.monotonic())
+        self.flush()
+
+    def _prune_sources(self) -> None:
+        """Keep the sticky sources of current peer endpoints only (peers that roamed leave
+        their old endpoints behind)."""
+        endpoints = {peer.endpoint for peer in self.device.peers.values()}
+        self.sources = {ep: cmsg for ep, cmsg in self.sources.items() if ep in endpoints}
+        self._source_ifindex = {
+            ep: index for ep, index in self._source_ifindex.items() if ep in self.sources
+        }
+
+    def revalidate_sources(self) -> None:
+        """Routes or addresses changed: forget each sticky source the kernel would drop at its
+        next send (address gone; for IPv4 also: the route to the peer from that address now
+        leaves through another interface than the peer's datagrams came in on)."""
+        for endpoint, cmsg in list(self.sources.items()):
+            address, scope = udp.source_address(cmsg)
+            keep = rtnl.is_local_address(address, scope)
+            arrived_on = self._source_ifindex.get(endpoint, 0)
+            if keep and ":" not in address and arrived_on:
+                try:
+                    keep = rtnl.route_oif(endpoint[0], address, self.device.fwmark) == arrived_on
+                except OSError:
+                    keep = False
+            if not keep:
+                log.debug("Sticky source %s for %s:%d forgotten", address, *endpoint)
+                del self.sources[endpoint]
+                self._source_ifindex.pop(endpoint, None)
+
+    # --------------------------------------------------------------- output
+
+    def flush(self) -> None:
+        """Drain the Device: datagrams out, packets to ``deliver``, events to ``dispatch``."""
+        device = self.device
+        datagrams = device.datagrams_to_send()
+        if datagrams:
+            self._send(datagrams)
+        unfragmentable = device.datagrams_not_to_fragment()
+        if unfragmentable:
+            self._send_unfragmented(unfragmentable)
+        packets = device.packets_to_deliver()
+        if packets:
+            self._deliver(packets)
+        if self._unreachable is not None:
+            unreachable = device.unreachable_packets()
+            if unreachable:
+                self._unreachable(unreachable)
+        self._dispatch(device.events())
+        self._timer.update(self.loop)
+
+    def _socket_for(self, endpoint: tuple[str, int]) -> tuple[socket.socket | None, bool]:
+        """The socket for ``endpoint``, and whether its address must be written as mapped
+        IPv6."""
+        if ":" in endpoint[0]:
+            return self.sock6, False
+        if self.dual_stack:
+            return self.sock6, True
+        return self.sock4, False
+
+    def _by_socket(self, datagrams: Datagrams) -> Iterator[tuple[socket.socket | None, Datagrams]]:
+        groups: dict[int, tuple[socket.socket | None, Datagrams]] = {}
+        for datagram, endpoint in datagrams:
+            sock, mapped = self._socket_for(endpoint)
+            if mapped:
+                endpoint = (f"::ffff:{endpoint[0]}", endpoint[1])
+            groups.setdefault(id(sock), (sock, []))[1].append((datagram, endpoint))
+        yield from groups.values()
+
+    def _send(self, datagrams: Datagrams) -> None:
+        device = self.device
+        for sock, items in self._by_socket(datagrams):
+            if sock is None:
+                for datagram, endpoint in items:
+                    device.report_send_failure(datagram, endpoint, "no socket bound")
+                continue
+            failed = udp.send_runs(sock, items, self.gso, self.sources)
+            if failed and self.gso and any(e.errno in _GSO_ERRNOS for _, _, e in failed):
+                # The path refuses segmentation offload: from now on, one datagram per call.
+                self.gso = False
+                retry = [(d, e) for d, e, _ in failed]
+                failed = udp.send_runs(sock, retry, False, self.sources)
+                if len(failed) == len(retry):
+                    # they fail one by one too (an IPv6 datagram above the path MTU:
+                    # EMSGSIZE): the datagrams were the problem, not segmentation offload
+                    self.gso = True
+            for datagram, endpoint, error in failed:
+                device.report_send_failure(datagram, endpoint, error.strerror or str(error))
+
+    def _send_unfragmented(self, datagrams: Datagrams) -> None:
+        """A tunnel inside this one: never fragmented (see Device.datagrams_not_to_fragment)."""
+        for sock, items in self._by_socket(datagrams):
+            for datagram, endpoint in items:
+                if sock is None:
+                    self.device.report_send_failure(datagram, endpoint, "no socket bound")
+                    continue
+                for _, _, error in udp.send_unfragmented(
+                    sock, [(datagram, endpoint)], self.sources
+                ):
+                    detail = error.strerror or str(error)
+                    if error.errno == errno.EMSGSIZE:
+                        detail = "a tunnel inside the tunnel outgrew the path MTU (not fragmented)"
+                    self.device.report_send_failure(datagram, endpoint, detail)
