@@ -100,13 +100,24 @@ def create_uapi_socket(ifname: str) -> socket.socket:
             raise OSError(errno.EADDRINUSE, "unix socket in use")
         finally:
             probe.close()
+    # Bound and listening under a temporary name, then renamed into place: a client that sees
+    # the file (wg, wg-quick, a test waiting for it) never finds it refusing connections.
+    staging = f"{path}.{os.getpid()}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o077)
     try:
-        listener.bind(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        listener.bind(staging)
+        listener.listen(UAPI_BACKLOG)
+        os.rename(staging, path)
+    except OSError:
+        listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
     finally:
         os.umask(old_umask)
-    listener.listen(UAPI_BACKLOG)
     return listener
 
 
