@@ -156,6 +156,18 @@ class Demo:
             )
             _in(side, "ip", "addr", "add", f"{side.inner}/24", "dev", side.ifname)
             _in(side, "ip", "link", "set", side.ifname, "up")
+        # wgpyd binds its port when it sees the link go up (as the kernel does); the first ping
+        # must not race it, or the first handshake is lost and retried only after 5 s
+        deadline = time.monotonic() + 10
+        while not all(self.port_bound(side) for side in (a, b)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("wgpyd did not bind its port; its logs are in " + self.tmp)
+            time.sleep(0.05)
+
+    @staticmethod
+    def port_bound(side: Side) -> bool:
+        listing = _in(side, "ss", "-Hlnu", f"sport = :{LISTEN_PORT}", check=False).stdout
+        return bool(listing.strip())
 
     def ping(self, side: Side, target: str, count: int = 3) -> tuple[int, int, str]:
         wait = "2" if count > 1 else "1"
