@@ -10,7 +10,14 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["RouteInfo", "interface_exists", "link_mtu", "route_get"]
+__all__ = [
+    "RouteInfo",
+    "interface_addresses",
+    "interface_exists",
+    "link_mtu",
+    "route_get",
+    "routes_into",
+]
 
 # rtm_type values (linux/rtnetlink.h)
 _ROUTE_TYPES = {
@@ -100,3 +107,47 @@ def route_get(address: str) -> RouteInfo:
             gateway and str(gateway),
             mtu=mtu,
         )
+
+
+def interface_addresses(name: str) -> list[tuple[str, int]]:
+    """The addresses of a link in this network namespace as (address, prefix length)
+    (``ip addr show dev NAME``); empty when there is no such link."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        indices = ipr.link_lookup(ifname=name)
+        if not indices:
+            return []
+        found = []
+        for message in ipr.get_addr(index=indices[0]):
+            address = message.get_attr("IFA_ADDRESS")
+            if address is not None:
+                found.append((str(address), int(message["prefixlen"])))
+        return found
+
+
+def routes_into(name: str) -> list[str]:
+    """Every route through a link in this network namespace, in any routing table, as
+    prefixes (``ip route show table all dev NAME``, and ``-6``), local and broadcast
+    routes left out; empty when there is no such link."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        indices = ipr.link_lookup(ifname=name)
+        if not indices:
+            return []
+        found = []
+        for family, width in ((2, 32), (10, 128)):  # AF_INET, AF_INET6
+            for message in ipr.get_routes(family=family, table=0, oif=indices[0]):
+                if int(message["type"]) != 1:  # unicast only
+                    continue
+                dst = message.get_attr("RTA_DST")
+                length = int(message["dst_len"])
+                if dst is None:
+                    dst = "0.0.0.0" if width == 32 else "::"
+                prefix = f"{dst}/{length}"
+                if str(dst).lower().startswith("fe80:"):
+                    continue  # the link's own link-local route, not traffic for a peer
+                if prefix not in found:
+                    found.append(prefix)
+        return found

@@ -1,0 +1,158 @@
+"""Command lines of the tools that show an interface to look at: ``wgpy top``, ``wgpy map``,
+``wgpy web``.
+
+Exit statuses: 0 done, 1 the interface could not be read (or went away), 2 bad usage or a file
+that could not be read or parsed (``FILE:LINE: message``, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from ipaddress import ip_interface, ip_network
+from typing import Any
+
+from wgpy.config import Config, ConfigError, load
+from wgpy.tools.live import config_of_interface, is_config_path
+
+
+def _error(text: str, status: int = 2) -> int:
+    sys.stderr.write(f"wgpy: {text}\n")
+    return status
+
+
+def _names(path: str | None) -> dict[str, str]:
+    """Public key -> ``# Name =`` of a config file (raises ConfigError)."""
+    return load(path).peer_names() if path else {}
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from wgpy.tools import top
+
+    try:
+        names = _names(args.names)
+    except ConfigError as error:
+        return _error(str(error))
+    read = top.reader(args.interface)
+    try:
+        if args.once:
+            top.once(read, args.interval, sys.stdout, names)
+            return 0
+        read()  # fail before taking the screen over
+    except OSError as error:
+        return _error(f"Unable to access interface {args.interface}: {error.strerror or error}", 1)
+    return top.run_top(read, args.interval, sys.stdout, names)
+
+
+def load_target(target: str) -> tuple[Config, Any]:
+    """A config file, or a live interface as its config plus its addresses and routes (when it
+    is in this network namespace). Raises ConfigError or OSError."""
+    from wgpy.tools.aipmap import Live
+    from wgpy.tools.routes import interface_addresses, interface_exists, routes_into
+
+    if is_config_path(target):
+        return load(target), None
+    config = config_of_interface(target)
+    if not interface_exists(target):
+        return config, Live([], [])
+    addresses = []
+    for address, length in interface_addresses(target):
+        parsed = ip_interface(f"{address}/{length}")
+        addresses.append((parsed.ip, parsed.network))
+    return config, Live(addresses, [ip_network(r) for r in routes_into(target)])
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from wgpy.tools.aipmap import build_sides, render_html, render_svg
+
+    configs: list[Config] = []
+    extras: list[Any] = []
+    for target in args.targets:
+        try:
+            config, live = load_target(target)
+        except ConfigError as error:
+            return _error(str(error))
+        except OSError as error:
+            return _error(f"Unable to access interface {target}: {error.strerror or error}", 1)
+        configs.append(config)
+        extras.append(live)
+    try:
+        sides = build_sides(configs, extras)
+    except ConfigError as error:
+        return _error(str(error))
+    kind = args.format or ("html" if (args.output or "").endswith((".html", ".htm")) else "svg")
+    text = render_html(sides) if kind == "html" else render_svg(sides)
+    if not args.output or args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as error:
+        return _error(f"{args.output}: {error.strerror or error}")
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    try:
+        from wgpy.tools.web import WebError, serve
+    except ImportError as error:
+        return _error(f"web needs aiohttp ({error}): pip install 'wgpy[web]'")
+
+    try:
+        return serve(args.target, args.listen, token=args.token, names_file=args.names)
+    except (WebError, ConfigError) as error:
+        return _error(str(error))
+
+
+def add_parsers(sub: Any) -> None:
+    """Add top, map and web to ``wgpy``'s subcommand parsers."""
+    top = sub.add_parser(
+        "top",
+        help="a live view of an interface: peers, handshakes, rates, drops per second",
+        description="Refreshes like top; q or Ctrl-C quits. Drops need wgpyd, or a running "
+        "`wgpy watch IF` for a kernel interface.",
+    )
+    top.add_argument("interface", metavar="IF", help="a wgpyd, wireguard-go or kernel interface")
+    top.add_argument(
+        "-n", "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
+    top.add_argument(
+        "--once", action="store_true", help="print one frame (two readings --interval apart)"
+    )
+    top.add_argument("--names", metavar="CONF", help="peer names from a config's # Name = lines")
+    top.set_defaults(func=cmd_top)
+
+    map_parser = sub.add_parser(
+        "map",
+        help="draw the address space as AllowedIPs divide it (SVG or HTML)",
+        description="One panel per config or live interface (a hub and its spokes are "
+        "checked against each other, as lint does). Output is deterministic.",
+    )
+    map_parser.add_argument(
+        "targets", nargs="+", metavar="CONF|IF", help="wg-quick files or live interfaces"
+    )
+    map_parser.add_argument(
+        "-o", "--output", metavar="FILE", help="map.svg or map.html (default: SVG on stdout)"
+    )
+    map_parser.add_argument(
+        "--format", choices=("svg", "html"), help="default: from the output's extension"
+    )
+    map_parser.set_defaults(func=cmd_map)
+
+    web = sub.add_parser(
+        "web",
+        help="a small read-only web page: peers, drops, the map and an explain form",
+        description="Listens on loopback by default. Another address needs --token, which "
+        "every request must then carry (?token= or Authorization: Bearer).",
+    )
+    web.add_argument("target", metavar="IF|CONF", help="a live interface or a wg-quick file")
+    web.add_argument(
+        "--listen",
+        default="127.0.0.1:8787",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8787; port 0 picks a free one)",
+    )
+    web.add_argument("--token", help="required on every request; needed for a non-loopback HOST")
+    web.add_argument("--names", metavar="CONF", help="peer names from a config's # Name = lines")
+    web.set_defaults(func=cmd_web)
