@@ -116,15 +116,22 @@ def rates(
     return span, traffic, drops
 
 
-def _addresses(view: InterfaceView, key: DropKey) -> str:
-    parts = []
-    sources = view.sources.get(key, [])
-    destinations = view.destinations.get(key, [])
-    if sources:
-        parts.append("from " + ", ".join(f"{e.address}×{e.count}" for e in sources[:3]))
-    if destinations:
-        parts.append("to " + ", ".join(f"{e.address}×{e.count}" for e in destinations[:3]))
-    return "; ".join(parts)
+def _addresses(view: InterfaceView, key: DropKey, room: int) -> str:
+    """The addresses dropped most under ``key`` in at most ``room`` cells: as many as fit,
+    sources first, the number left out as ``+N``."""
+    items = [("from", e) for e in view.sources.get(key, [])[:3]]
+    items += [("to", e) for e in view.destinations.get(key, [])[:3]]
+    text = ""
+    label = ""
+    for index, (direction, entry) in enumerate(items):
+        word = f"{entry.address}×{entry.count}"
+        piece = (f"{direction} " if direction != label else "") + word
+        joined = piece if not text else text + (", " if direction == label else "; ") + piece
+        rest = len(items) - index - 1
+        if cell_len(joined) + (len(f" +{rest}") if rest else 0) > room and text:
+            return f"{text} +{len(items) - index}"
+        text, label = joined, direction
+    return text
 
 
 PEER_COLUMNS = ((19, "PEER"), (21, "ENDPOINT"), (9, "HANDSHAKE"), (10, "RX"), (10, "TX"))
@@ -227,7 +234,7 @@ def render_frame(
         lines.append(_fit("drops: none", width))
     else:
         lines.append(
-            _fit(f"{'DROP/s':>7} {'TOTAL':>8}  {'PEER':<17} {'REASON':<21} TOP ADDRESSES", width)
+            _fit(f"{'DROP/s':>6} {'TOTAL':>7} {'PEER':<14} {'REASON':<20} TOP ADDRESSES", width)
         )
         lower = view.kernel is not None and view.kernel.get("lower_bound")
         for key, count in drop_keys[:drop_rows]:
@@ -235,10 +242,8 @@ def render_frame(
             shown_rate = _per_second(drops.get(key)) if span_known else "-"
             total = f"≥{count}" if lower else str(count)
             who = "(interface)" if sender is None else _peer_label(sender, names)
-            line = (
-                f"{shown_rate:>7} {total:>8}  {_cell(who, 17)} {_cell(reason, 21)} "
-                f"{_addresses(view, key)}"
-            )
+            line = f"{shown_rate:>6} {total:>7} {_cell(who, 14)} {_cell(reason, 20)} "
+            line += _addresses(view, key, width - cell_len(line))
             lines.append(_fit(line.rstrip(), width))
         if len(drop_keys) > drop_rows:
             lines.append(_fit(f"  … {len(drop_keys) - drop_rows} more (wgpy show)", width))
