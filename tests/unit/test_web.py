@@ -1,0 +1,129 @@
+"""``wgpy web`` on a config: the JSON the page reads, explain answered by the explain engine,
+the token and Host checks, read-only, and no key material in any response. (The page in a
+real browser against a real wgpyd: tests/netns/test_web_netns.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from wgpy.cli import main
+from wgpy.config import load
+from wgpy.tools.explain import Source, explain_from, explain_to
+from wgpy.tools.web import WebError, make_app, make_target, serve
+
+GOLDEN = Path(__file__).parent / "golden"
+PSK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Path:
+    """The map's hub config, with a preshared key for alice."""
+    text = (GOLDEN / "map-hub.conf").read_text()
+    text = text.replace("# Name = alice\n", f"# Name = alice\nPresharedKey = {PSK}\n")
+    path = tmp_path / "hub.conf"
+    path.write_text(text)
+    return path
+
+
+def secrets_of(path: Path) -> list[str]:
+    found = re.findall(r"^(?:PrivateKey|PresharedKey) = (\S+)", path.read_text(), re.M)
+    assert len(found) == 2
+    return found
+
+
+Call = Callable[[TestClient[Any, Any]], Awaitable[None]]
+
+
+def with_client(path: Path, token: str | None, call: Call) -> None:
+    async def run() -> None:
+        app = make_app(make_target(str(path), None), token)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            await call(client)
+
+    asyncio.run(run())
+
+
+def test_state_explain_and_map_without_secrets(hub: Path) -> None:
+    source = Source.from_config(load(hub))
+    bodies: list[str] = []
+
+    async def call(client: TestClient[Any, Any]) -> None:
+        for path in ("/", "/app.js", "/map.svg", "/api/state"):
+            response = await client.get(path)
+            assert response.status == 200, path
+            assert response.headers["Cache-Control"] == "no-store"
+            bodies.append(await response.text())
+        state = await (await client.get("/api/state")).json()
+        assert [(p["name"], p["public_key"]) for p in state["peers"]] == [
+            (source.names[k], k) for k in source.peers
+        ]
+        assert state["peers"][0]["preshared_key"] is True and state["drops"] is None
+        questions = [
+            ({"direction": "to", "address": "10.1.5.7"}, explain_to(source, "10.1.5.7")),
+            (
+                {"direction": "from", "address": "10.1.5.7", "peer": "alice"},
+                explain_from(source, "10.1.5.7", "alice"),
+            ),
+        ]
+        for query, expected in questions:
+            response = await client.get("/api/explain", params=query)
+            bodies.append(await response.text())
+            answer = await response.json()
+            assert answer["verdict"] == expected["verdict"]
+            assert answer["reasons"] == expected["reasons"]
+            assert answer["text"].startswith(f"{query['direction']} 10.1.5.7 ")
+            assert f"on config {hub}: {expected['verdict'].upper()}" in answer["text"]
+        assert answer["verdict"] == "dropped"  # 10.1.5.7 is bob's, not alice's
+        bad = await client.get("/api/explain", params={"direction": "to", "address": "nope"})
+        assert bad.status == 400 and "not an IP address" in (await bad.json())["error"]
+        assert (await client.post("/api/state")).status == 405
+
+    with_client(hub, None, call)
+    assert "bob" in bodies[2] and "<svg" in bodies[2]
+    for secret in secrets_of(hub):
+        raw_hex = base64.b64decode(secret).hex()
+        for body in bodies:
+            assert secret not in body and raw_hex not in body
+
+
+def test_token_required_on_every_request(hub: Path) -> None:
+    async def call(client: TestClient[Any, Any]) -> None:
+        for path in ("/", "/api/state", "/map.svg", "/api/explain?address=10.0.0.2"):
+            assert (await client.get(path)).status == 401, path
+            assert (await client.get(path, params={"token": "wrong"})).status == 401
+        ok = await client.get("/api/state", params={"token": "s3cret-token"})
+        assert ok.status == 200
+        bearer = await client.get("/api/state", headers={"Authorization": "Bearer s3cret-token"})
+        assert bearer.status == 200
+
+    with_client(hub, "s3cret-token", call)
+
+
+def test_without_token_only_loopback_host_names(hub: Path) -> None:
+    async def call(client: TestClient[Any, Any]) -> None:
+        for host, status in (
+            ("127.0.0.1:8787", 200),
+            ("localhost:8787", 200),
+            ("[::1]:8787", 200),
+            ("rebound.example:8787", 401),
+            ("192.0.2.1:8787", 401),
+        ):
+            response = await client.get("/api/state", headers={"Host": host})
+            assert response.status == status, host
+
+    with_client(hub, None, call)
+
+
+def test_non_loopback_listener_needs_a_token(hub: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(WebError, match="without --token"):
+        serve(str(hub), "192.0.2.1:0", token=None, names_file=None)
+    assert main(["web", str(hub), "--listen", "[2001:db8::1]:8787"]) == 2
+    assert "not a loopback address, without --token" in capsys.readouterr().err
