@@ -114,6 +114,8 @@ class Live:
 
     addresses: list[tuple[IPv4Address | IPv6Address, Prefix]]
     routes: list[Prefix]
+    #: how the routes were found (shown in the legend)
+    note: str = "routes into the interface (this namespace's routing tables)"
 
 
 def _public_key(config: Config) -> str | None:
@@ -154,7 +156,7 @@ def _side(config: Config, live: Live | None) -> tuple[MapSide, str | None]:
     if live is not None:
         side.addresses = live.addresses
         side.routes = live.routes
-        side.routes_note = "routes into the interface (this namespace's routing tables)"
+        side.routes_note = live.note
     elif config.interface is not None:
         for value in config.interface.addresses:
             try:

@@ -138,7 +138,7 @@ def routes_into(name: str) -> list[str]:
             return []
         found = []
         for family, width in ((2, 32), (10, 128)):  # AF_INET, AF_INET6
-            for message in ipr.get_routes(family=family, table=0, oif=indices[0]):
+            for message in ipr.get_routes(family=family, oif=indices[0]):
                 if int(message["type"]) != 1:  # unicast only
                     continue
                 dst = message.get_attr("RTA_DST")

@@ -54,7 +54,9 @@ def load_target(target: str) -> tuple[Config, Any]:
         return load(target), None
     config = config_of_interface(target)
     if not interface_exists(target):
-        return config, Live([], [])
+        return config, Live(
+            [], [], "routes and Address unknown: the interface is not in this netns"
+        )
     addresses = []
     for address, length in interface_addresses(target):
         parsed = ip_interface(f"{address}/{length}")
