@@ -88,6 +88,8 @@ def test_hub_and_spokes_golden() -> None:
     svg = render_svg(sides)
     golden("map-hub.svg", svg)
     golden("map-hub.html", render_html(sides))
+    # the picture in docs/see-it.md is this one
+    assert (GOLDEN.parents[2] / "docs" / "map-example.svg").read_text() == svg
     assert render_svg(build_sides(configs("hub", "alice", "bob"))) == svg  # deterministic
 
 

@@ -45,6 +45,8 @@ def test_frame_golden() -> None:
     if os.environ.get("WGPY_UPDATE_GOLDEN") == "1":
         path.write_text(frame)
     assert frame == path.read_text()
+    # docs/see-it.md shows this frame
+    assert frame in (GOLDEN.parents[2] / "docs" / "see-it.md").read_text()
 
 
 def test_rates_are_differences_over_the_time_between_readings() -> None:
