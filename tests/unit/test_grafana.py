@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from wgpy.tools.metrics import PeerSample, Snapshot, make_registry
+from wgpy.sinks.metrics import PeerSample, Snapshot, make_registry
 
 DASHBOARD = Path(__file__).parents[2] / "contrib" / "grafana" / "wgpy-dashboard.json"
 KEY = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
