@@ -36,7 +36,17 @@ import pytest
 from rich.cells import cell_len
 
 from tests.netns.core_peer import icmp_echo
-from tests.netns.harness import Netns, kill_process, veth_pair, wait_for
+from tests.netns.harness import (
+    Netns,
+    genkey,
+    kill_process,
+    pubkey,
+    start_wireguard_go,
+    unique_ifname,
+    veth_pair,
+    wait_for,
+    wg,
+)
 from tests.netns.test_drop_addresses import DUT_TUNNEL, PEER_TUNNEL, SPOOFED, Setup, setup
 
 pytestmark = pytest.mark.netns
@@ -106,6 +116,25 @@ def test_top_once_shows_the_peer_and_its_drops_per_second(spoofing: Setup) -> No
     assert 4.0 <= float(rate) <= 12.5, drops
     assert int(total) <= setup.disallowed()
     assert f"from {SPOOFED[0]}×" in drops, drops
+
+
+def test_top_once_on_wireguard_go_says_it_has_no_drop_counters(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    ns = netns_factory()
+    ifname = unique_ifname("wgg")
+    start_wireguard_go(ns, ifname)
+    peer = pubkey(genkey())
+    wg(ns, "set", ifname, "listen-port", "51999", "peer", peer, "allowed-ips", "10.1.2.0/24")
+    wg(ns, "set", ifname, "peer", peer, "endpoint", "192.0.2.9:51820")
+    env = {**os.environ, "COLUMNS": "80", "LINES": "24"}
+    argv = [*WGPY, "top", ifname, "--once", "--interval", "0.2"]
+    frame = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=True)
+    lines = frame.stdout.splitlines()
+    assert lines[0].startswith(f"wgpy top {ifname}: 1 peer, port 51999, rates over 0.2"), lines
+    (row,) = [line for line in lines if line.startswith(peer[:10])]
+    assert row.split()[1:3] == ["192.0.2.9:51820", "never"], row
+    assert "drops: not a wgpyd interface (no drop counters)" in lines
 
 
 def _read_until(fd: int, marker: bytes, count: int, timeout: float = 15.0) -> bytes:
