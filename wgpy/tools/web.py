@@ -309,9 +309,7 @@ async def _serve(app: web.Application, host: str, port: int, with_token: bool) -
     except OSError as error:
         await runner.cleanup()
         raise WebError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    server = site._server  # the bound port, when 0 was asked
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = runner.addresses[0][1] if runner.addresses else port  # port 0: the one picked
     shown = f"[{host}]" if ":" in host else host
     note = " (add ?token=YOUR_TOKEN)" if with_token else ""
     sys.stdout.write(f"wgpy web: serving on http://{shown}:{bound}/{note}; Ctrl-C stops\n")
