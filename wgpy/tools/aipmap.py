@@ -21,6 +21,7 @@ from exact fractions rounded the same way. Private and preshared keys never appe
 from __future__ import annotations
 
 import base64
+import bisect
 from dataclasses import dataclass, field
 from fractions import Fraction
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -96,9 +97,12 @@ class MapSide:
     routes_note: str = ""
     cross: list[CrossMark] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    _by_key: dict[str, MapPeer] = field(default_factory=dict, repr=False, compare=False)
 
     def peer(self, key: str) -> MapPeer | None:
-        return next((p for p in self.peers if p.key == key), None)
+        if len(self._by_key) != len(self.peers):
+            self._by_key = {p.key: p for p in self.peers}
+        return self._by_key.get(key)
 
     def label(self, key: str | None) -> str:
         if key is None:
@@ -145,6 +149,7 @@ def _side(config: Config, live: Live | None) -> tuple[MapSide, str | None]:
         for value in peer.allowed_ips:
             written.append((parse_prefix(value), peer.public_key.text))
     owned = [(p, k) for k in table.peers() for p in table.entries(k)]
+    coverage = _Coverage([p for p, _k in owned])
     seen: set[tuple[Prefix, str]] = set()
     for prefix, key in written:
         if (prefix, key) in seen:
@@ -152,7 +157,8 @@ def _side(config: Config, live: Live | None) -> tuple[MapSide, str | None]:
         seen.add((prefix, key))
         owner = table.owner(prefix)
         lost_to = owner if owner != key else None
-        side.held.append(Held(prefix, key, lost_to, lost_to is None and _shadowed(prefix, owned)))
+        shadowed = lost_to is None and coverage.shadowed(prefix)
+        side.held.append(Held(prefix, key, lost_to, shadowed))
     if live is not None:
         side.addresses = live.addresses
         side.routes = live.routes
@@ -181,14 +187,31 @@ def _order(prefix: Prefix) -> tuple[int, int, int]:
     return prefix.version, prefix.prefixlen, int(prefix.network_address)
 
 
-def _shadowed(prefix: Prefix, owned: list[tuple[Prefix, str]]) -> bool:
-    """Whether more specific prefixes held by any peer cover all of ``prefix``."""
-    longer = [
-        p
-        for p, _k in owned
-        if p.version == prefix.version and p.prefixlen > prefix.prefixlen and p.subnet_of(prefix)  # type: ignore[arg-type]
-    ]
-    return bool(longer) and not difference([prefix], longer)
+class _Coverage:
+    """Which prefixes lie inside a prefix, found by bisection over the prefixes sorted by
+    first address (a hub's thousands of peers stay fast)."""
+
+    def __init__(self, prefixes: list[Prefix]) -> None:
+        self.items: dict[int, list[tuple[int, int, Prefix]]] = {4: [], 6: []}
+        for prefix in prefixes:
+            start = int(prefix.network_address)
+            self.items[prefix.version].append((start, prefix.prefixlen, prefix))
+        for items in self.items.values():
+            items.sort(key=lambda item: (item[0], item[1]))
+        self.starts = {v: [item[0] for item in items] for v, items in self.items.items()}
+
+    def shadowed(self, prefix: Prefix) -> bool:
+        """Whether more specific prefixes (of any peer) cover all of ``prefix``."""
+        items = self.items[prefix.version]
+        first = int(prefix.network_address)
+        last = first + prefix.num_addresses
+        index = bisect.bisect_left(self.starts[prefix.version], first)
+        longer: list[Prefix] = []
+        while index < len(items) and items[index][0] < last:
+            if items[index][1] > prefix.prefixlen:
+                longer.append(items[index][2])
+            index += 1
+        return bool(longer) and not difference([prefix], longer)
 
 
 def build_sides(configs: list[Config], live: list[Live | None] | None = None) -> list[MapSide]:
