@@ -39,6 +39,7 @@ from tests.netns.core_peer import icmp_echo
 from tests.netns.harness import (
     Netns,
     genkey,
+    genpsk,
     kill_process,
     pubkey,
     start_wireguard_go,
@@ -46,6 +47,7 @@ from tests.netns.harness import (
     veth_pair,
     wait_for,
     wg,
+    write_secret,
 )
 from tests.netns.test_drop_addresses import DUT_TUNNEL, PEER_TUNNEL, SPOOFED, Setup, setup
 
@@ -322,6 +324,12 @@ def test_non_loopback_listener_requires_its_token(
     ns, client = netns_factory(), netns_factory()
     veth_pair(ns, client, "10.97.0.1", "10.97.0.2", 24)
     ifname = setup.dut.ifname
+    # a preshared key on the peer now (the session already made goes on): it must not leak
+    psk = genpsk()
+    setup.dut.add_peer(
+        setup.core.public_b64, f"{PEER_TUNNEL}/32", psk_file=write_secret(ns, "psk", psk)
+    )
+    secrets = [*secrets_of(setup), psk, base64.b64decode(psk).hex()]
     refused = ns.run(*WGPY, "web", ifname, "--listen", "10.97.0.1:0", check=False)
     assert refused.returncode == 2 and "without --token" in refused.stderr
     token = base64.urlsafe_b64encode(os.urandom(18)).decode()
@@ -339,7 +347,9 @@ def test_non_loopback_listener_requires_its_token(
             query = ("&" if "?" in path else "?") + "token=" + token
             status, body = _get(client, url + path + query)
             assert status == 200, (path, body)
-            for secret in secrets_of(setup):
+            for secret in secrets:
                 assert secret not in body, path
+        state = json.loads(_get(client, url + "api/state?token=" + token)[1])
+        assert state["peers"][0]["preshared_key"] is True  # said to be set, never shown
     finally:
         kill_process(proc)
