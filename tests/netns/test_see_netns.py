@@ -288,6 +288,8 @@ def test_web_page_in_chromium(spoofing: Setup) -> None:
                     timeout=15000,
                 )
                 assert f"SENT to peer {core} via {PEER_TUNNEL}/32" in result.inner_text()
+                # served from another namespace than the interface's: said, not guessed
+                assert "the OS route was not checked" in result.inner_text()
                 page.wait_for_function(
                     "() => document.getElementById('map').naturalWidth > 0", timeout=15000
                 )

@@ -175,3 +175,17 @@ def test_cli_writes_svg_or_html_and_reports_a_bad_file(
     assert main(["map", str(bad), "-o", str(tmp_path / "x.svg")]) == 2
     assert f"{bad}:4: " in capsys.readouterr().err
     assert not (tmp_path / "x.svg").exists()
+
+
+def test_names_for_a_config_without_them(tmp_path: Path) -> None:
+    """A live interface has no # Name comments: --names CONF supplies them."""
+    text = (GOLDEN / "map-hub.conf").read_text()
+    bare = tmp_path / "bare.conf"
+    bare.write_text("\n".join(line for line in text.splitlines() if "# Name" not in line))
+    out = tmp_path / "named.svg"
+    assert main(["map", str(bare), "--names", str(GOLDEN / "map-hub.conf"), "-o", str(out)]) == 0
+    names = [t.text for t in ET.parse(out).iter(f"{SVG}text") if t.get("class") == "peer-name"]
+    assert names == ["alice", "bob", "carol"]
+    assert main(["map", str(bare), "-o", str(out)]) == 0
+    names = [t.text for t in ET.parse(out).iter(f"{SVG}text") if t.get("class") == "peer-name"]
+    assert names == ["(no # Name)"] * 3

@@ -133,10 +133,10 @@ def _public_key(config: Config) -> str | None:
     return base64.b64encode(crypto.public_key(raw)).decode()
 
 
-def _side(config: Config, live: Live | None) -> tuple[MapSide, str | None]:
+def _side(config: Config, live: Live | None, names: dict[str, str]) -> tuple[MapSide, str | None]:
     table = config.table()  # raises ConfigError (FILE:LINE) like explain and lint
     side = MapSide(config.filename)
-    names = config.peer_names()
+    names = config.peer_names() | names
     for peer in config.peers:
         assert peer.public_key is not None  # table() checked it
         key = peer.public_key.text
@@ -214,11 +214,16 @@ class _Coverage:
         return bool(longer) and not difference([prefix], longer)
 
 
-def build_sides(configs: list[Config], live: list[Live | None] | None = None) -> list[MapSide]:
+def build_sides(
+    configs: list[Config],
+    live: list[Live | None] | None = None,
+    names: dict[str, str] | None = None,
+) -> list[MapSide]:
     """One side per config (``live``: the addresses and routes of a live interface, in the
-    same order), with the cross-side marks and the lint findings of each file."""
+    same order), with the cross-side marks and the lint findings of each file. ``names``
+    (public key -> name) adds to the configs' ``# Name =`` comments, for live interfaces."""
     live = live or [None] * len(configs)
-    built = [_side(config, extra) for config, extra in zip(configs, live, strict=True)]
+    built = [_side(c, extra, names or {}) for c, extra in zip(configs, live, strict=True)]
     findings = lint(configs)
     for side, _key in built:
         side.findings = [f for f in findings if f.file == side.title]

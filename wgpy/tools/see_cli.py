@@ -69,6 +69,10 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     configs: list[Config] = []
     extras: list[Any] = []
+    try:
+        names = _names(args.names)
+    except ConfigError as error:
+        return _error(str(error))
     for target in args.targets:
         try:
             config, live = load_target(target)
@@ -79,7 +83,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         configs.append(config)
         extras.append(live)
     try:
-        sides = build_sides(configs, extras)
+        sides = build_sides(configs, extras, names)
     except ConfigError as error:
         return _error(str(error))
     kind = args.format or ("html" if (args.output or "").endswith((".html", ".htm")) else "svg")
@@ -139,6 +143,9 @@ def add_parsers(sub: Any) -> None:
     )
     map_parser.add_argument(
         "--format", choices=("svg", "html"), help="default: from the output's extension"
+    )
+    map_parser.add_argument(
+        "--names", metavar="CONF", help="peer names from a config's # Name = lines (for IF)"
     )
     map_parser.set_defaults(func=cmd_map)
 

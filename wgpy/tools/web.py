@@ -163,6 +163,11 @@ def explain_json(target: Target, query: dict[str, str]) -> dict[str, Any]:
         if not target.is_config:
             route = _route(target.name, address)
         result = explain_to(source, address, route)
+        if not target.is_config and route is None:
+            result["reasons"].append(
+                "(the OS route was not checked: the interface is not in the network namespace "
+                "wgpy web runs in)"
+            )
     elif direction == "from":
         if not peer:
             raise ExplainError("from ADDRESS via PEER: give the peer (key, key prefix or name)")
@@ -189,7 +194,7 @@ def map_svg(target: Target) -> str:
     from wgpy.tools.see_cli import load_target
 
     config, live = load_target(target.name)
-    return render_svg(build_sides([config], [live]))
+    return render_svg(build_sides([config], [live], target.names))
 
 
 # ------------------------------------------------------------------------------ the server
