@@ -444,6 +444,19 @@ def _family_svg(
             f'class="{"cross-ok" if mark.ok else "cross-mismatch"}"><title>{escape(text)}'
             "</title></circle>"
         )
+        if not mark.ok:  # named on the picture, not only on hover
+            x = float(cx) + 10
+            anchor = ""
+            if x > square.x0 + SQUARE - 110:
+                x, anchor = float(cx) - 10, ' text-anchor="end"'
+            out.append(
+                _text(
+                    f"{x:g}",
+                    f"{float(cy) + 4:g}",
+                    f"{mark.address} ({mark.side})",
+                    f' font-size="10" fill="{ALERT}"{anchor}',
+                )
+            )
     return out
 
 
