@@ -156,7 +156,7 @@ def _read_until(fd: int, marker: bytes, count: int, timeout: float = 15.0) -> by
     return data
 
 
-@pytest.mark.parametrize("leave", ["q", "ctrl-c"])
+@pytest.mark.parametrize("leave", ["q", "ctrl-c", "sigterm"])
 def test_top_live_leaves_cleanly(spoofing: Setup, leave: str) -> None:
     setup = spoofing
     master, slave = pty.openpty()
@@ -179,7 +179,7 @@ def test_top_live_leaves_cleanly(spoofing: Setup, leave: str) -> None:
         if leave == "q":
             os.write(master, b"q")
         else:
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT if leave == "ctrl-c" else signal.SIGTERM)
         assert proc.wait(5) == 0
         rest = _read_until(master, b"\x1b[?1049l", 1, timeout=5)
         assert rest.endswith(b"\x1b[?25h\x1b[?1049l"), rest[-200:]  # screen and cursor back

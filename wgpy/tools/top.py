@@ -18,6 +18,7 @@ import contextlib
 import os
 import select
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -318,6 +319,7 @@ def run_top(read: Read, interval: float, out: TextIO, names: dict[str, str]) -> 
     """Refresh every ``interval`` seconds until q, Ctrl-C or the interface goes away."""
     before: Reading | None = None
     gone: str | None = None
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` leaves the terminal as Ctrl-C does
     try:
         with _screen(out) as fd:
             while True:
@@ -341,6 +343,10 @@ def run_top(read: Read, interval: float, out: TextIO, names: dict[str, str]) -> 
         sys.stderr.write(f"wgpy: top: the interface went away: {gone}\n")
         return 1
     return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_for_quit(fd: int | None, seconds: float) -> bool:
