@@ -144,13 +144,17 @@ function render(state) {
       ? 'a config file has no counters: serve a live interface for drops'
       : 'no drop counters (not wgpyd; for a kernel interface run wgpy watch)';
   } else {
+    const lower = state.kernel !== null && state.kernel.lower_bound;
     note.textContent = state.drops.length ? '' : 'no drops';
+    if (lower) {
+      note.textContent += ' counts are lower bounds (≥): the kernel rate-limits its messages';
+    }
     for (const d of state.drops) {
       const row = document.createElement('tr');
       row.className = 'drop';
       cell(row, label(d.name, d.peer));
       cell(row, d.reason);
-      cell(row, d.count, 'num');
+      cell(row, (lower ? '≥' : '') + d.count, 'num');
       cell(row, d.rate === null ? '-' : d.rate.toFixed(1), 'num');
       cell(row, addresses(d));
       drops.appendChild(row);
