@@ -40,9 +40,42 @@ from wgpy.cookie import CookieGenerator
 
 WGPYD: tuple[str, ...] = (sys.executable, "-m", "wgpy.daemon", "-f")
 GO: tuple[str, ...] = WIREGUARD_GO
+FETCH_GO23 = Path(__file__).resolve().parents[1] / "scripts" / "fetch_wireguard_go_trixie.sh"
 DAEMONS: dict[str, tuple[str, ...]] = {"wgpyd": WGPYD, "go": GO}
+#: The anchors every daemon figure is measured against, oldest first: Debian bookworm's
+#: wireguard-go 0.0.20220316 (installed) and, once :func:`add_modern_anchor` found it, trixie's
+#: 0.0.20231211 with the 2023 TUN and UDP offloads ("go23").
+ANCHORS: list[str] = ["go"]
+ANCHOR_NAMES: dict[str, str] = {
+    "go": "wireguard-go 0.0.20220316",
+    "go23": "wireguard-go 0.0.20231211",
+}
 QUIET = {"LOG_LEVEL": "error"}
 HS_SENDER = Path(__file__).with_name("hs_sender.py")
+
+
+def add_modern_anchor() -> str | None:
+    """Fetch (once) and register trixie's wireguard-go as the anchor "go23"; its path, or None
+    with the reason printed when it cannot be had (no network, no mirror)."""
+    path = os.environ.get("WGPY_BENCH_GO23")
+    if not path:
+        res = subprocess.run(
+            ["bash", str(FETCH_GO23)], capture_output=True, text=True, timeout=600, check=False
+        )
+        if res.returncode != 0:
+            progress(f"no modern wireguard-go anchor: {res.stderr.strip()[-500:]}")
+            return None
+        path = res.stdout.strip().splitlines()[-1]
+    DAEMONS["go23"] = (path, "-f")
+    if "go23" not in ANCHORS:
+        ANCHORS.append("go23")
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def progress(text: str) -> None:
@@ -67,6 +100,8 @@ class Pair:
     b: Netns
     daemons: list[WgDaemon] = field(default_factory=list)
     server: subprocess.Popen[bytes] | None = None
+    #: per iperf3 run: (bytes received, CPU seconds of daemon A, of daemon B)
+    cpu: list[tuple[float, ...]] = field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -137,18 +172,27 @@ def warm_up(pair: Pair) -> None:
 
 
 def iperf(pair: Pair, duration: float) -> float:
-    """TCP throughput A -> B in Mbit/s (receiver side), iperf3 client in A."""
+    """TCP throughput A -> B in Mbit/s (receiver side), iperf3 client in A; the bytes received
+    and each daemon's CPU seconds during the run go to ``pair.cpu``."""
     if pair.server is None:
         pair.server = pair.b.popen("iperf3", "-s", "-B", pair.target, "-p", "5201")
     last = ""
     for _ in range(50):
+        before = [cpu_seconds(d.proc.pid) for d in pair.daemons]
         res = pair.a.run(
             "iperf3", "-c", pair.target, "-p", "5201", "-t", f"{duration:g}", "-J",
             check=False, timeout=duration + 60,
         )  # fmt: skip
         try:
             data = json.loads(res.stdout)
-            return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
+            received = data["end"]["sum_received"]
+            mbps = float(received["bits_per_second"]) / 1e6
+            if pair.daemons:
+                after = [cpu_seconds(d.proc.pid) for d in pair.daemons]
+                pair.cpu.append(
+                    (float(received["bytes"]), *(b - a for a, b in zip(before, after, strict=True)))
+                )
+            return mbps
         except (ValueError, KeyError, TypeError):
             pass
         last = res.stdout[-800:] + res.stderr[-500:]
@@ -160,9 +204,15 @@ def iperf(pair: Pair, duration: float) -> float:
 def bench_throughput(
     runs: int, duration: float, with_tunnels: bool, with_veth: bool
 ) -> dict[str, list[float]]:
+    """Mbit/s per run of each pair; with tunnels also ``NAME-cpu``: CPU seconds per GB
+    received of daemon A, of daemon B, per run (A then B, flattened)."""
     specs: list[tuple[str, Sequence[str] | None, Sequence[str] | None]] = []
     if with_tunnels:
-        specs += [("go-go", GO, GO), ("wgpyd-wgpyd", WGPYD, WGPYD), ("wgpyd-go", WGPYD, GO)]
+        for anchor in ANCHORS:
+            specs.append((f"{anchor}-{anchor}", DAEMONS[anchor], DAEMONS[anchor]))
+        specs.append(("wgpyd-wgpyd", WGPYD, WGPYD))
+        for anchor in ANCHORS:
+            specs.append((f"wgpyd-{anchor}", WGPYD, DAEMONS[anchor]))
     if with_veth:
         specs.append(("veth", None, None))
     out: dict[str, list[float]] = {name: [] for name, _a, _b in specs}
@@ -174,6 +224,11 @@ def bench_throughput(
             for pair in made:  # interleaved, so background load hits every config alike
                 progress(f"iperf3 {pair.name} run {run + 1}/{runs} ({duration:g} s)")
                 out[pair.name].append(iperf(pair, duration))
+        for pair in made:
+            if pair.cpu:
+                out[f"{pair.name}-cpu"] = [
+                    cpu / (received / 1e9) for received, *cpus in pair.cpu for cpu in cpus
+                ]
     return out
 
 
@@ -186,9 +241,9 @@ _RTT = re.compile(r"time=([0-9.]+) ms")
 def bench_ping(runs: int, count: int, interval: float = 0.05) -> dict[str, list[float]]:
     """Median idle RTT in ms per run, through the tunnel A -> B."""
     specs: list[tuple[str, Sequence[str] | None, Sequence[str] | None]] = [
-        ("go-go", GO, GO),
-        ("wgpyd-wgpyd", WGPYD, WGPYD),
+        (f"{anchor}-{anchor}", DAEMONS[anchor], DAEMONS[anchor]) for anchor in ANCHORS
     ]
+    specs.append(("wgpyd-wgpyd", WGPYD, WGPYD))
     out: dict[str, list[float]] = {name: [] for name, _a, _b in specs}
     with pairs(specs) as made:
         for pair in made:
@@ -276,9 +331,9 @@ def timed_setconf(
 def bench_setconf(runs: int, outer: int, inner: int) -> dict[str, list[float]]:
     config = many_prefixes_config(genkey(), random_public_keys(1)[0], outer, inner)
     total = outer * inner * 2
-    out: dict[str, list[float]] = {"go": [], "wgpyd": []}
+    out: dict[str, list[float]] = {name: [] for name in (*ANCHORS, "wgpyd")}
     for run in range(runs):
-        for name in ("go", "wgpyd"):
+        for name in out:
             progress(f"wg setconf {total:,} prefixes on {name}, run {run + 1}/{runs}")
             seconds, _rss = timed_setconf(name, config, total, check=run == 0)
             out[name].append(seconds)
@@ -288,9 +343,10 @@ def bench_setconf(runs: int, outer: int, inner: int) -> dict[str, list[float]]:
 def bench_peers(runs: int, peers: int) -> dict[str, list[float]]:
     progress(f"generating {peers:,} peer keys")
     config = many_peers_config(genkey(), random_public_keys(peers))
-    out: dict[str, list[float]] = {"go-time": [], "wgpyd-time": [], "go-rss": [], "wgpyd-rss": []}
+    names = (*ANCHORS, "wgpyd")
+    out: dict[str, list[float]] = {f"{n}-{what}": [] for n in names for what in ("time", "rss")}
     for run in range(runs):
-        for name in ("go", "wgpyd"):
+        for name in names:
             progress(f"wg setconf {peers:,} peers × 4 prefixes on {name}, run {run + 1}/{runs}")
             seconds, rss = timed_setconf(name, config, peers * 4, check=run == 0)
             out[f"{name}-time"].append(seconds)
@@ -378,17 +434,15 @@ def bench_handshake(runs: int, count: int, idle: float = 1.0) -> dict[str, list[
     for key in keys:
         lines += ["", "[Peer]", f"PublicKey = {key}"]
     config = "\n".join(lines) + "\n"
+    names = (*ANCHORS, "wgpyd")
     out: dict[str, list[dict[str, float]]] = {
-        "go": [],
-        "wgpyd": [],
-        "go-mac2": [],
-        "wgpyd-mac2": [],
+        f"{name}{tail}": [] for name in names for tail in ("", "-mac2")
     }
     with tempfile.TemporaryDirectory(prefix="wgpy-bench-") as tmp:
         blob_path = Path(tmp) / "initiations.bin"
         blob_path.write_bytes(blob)
         for run in range(runs):
-            for name in ("go", "wgpyd"):
+            for name in names:
                 for mac2 in (False, True):
                     what = "with cookie round trips " if mac2 else ""
                     progress(f"handshake burst of {count:,} {what}to {name}, run {run + 1}/{runs}")
