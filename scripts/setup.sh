@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh          (as root, or: sudo bash scripts/setup.sh)
 #
 # Idempotent: installs only the Debian packages that are missing, creates .venv only if it is
-# missing, and re-runs `pip install -e '.[dev,fuzz,bench,web]'` only when pyproject.toml changed since the last
+# missing, and re-runs `pip install -e '.[dev,fuzz,bench,web,offload]'` only when pyproject.toml changed since the last
 # successful run. Also fetches, without installing them, Debian's kernel and busybox for the
 # kernel tests (tests/kernel/) into .cache/kernel/ and builds the guest's boot files there.
 # Quiet on success; on failure the captured output of the failing step is shown.
@@ -148,7 +148,7 @@ if [[ "$want" != "$have" ]] || ! .venv/bin/python -I -c 'import wgpy' >/dev/null
     || [[ ! -x .venv/bin/ruff || ! -x .venv/bin/mypy || ! -x .venv/bin/pytest ]]; then
     log "installing wgpy in editable mode with its dev dependencies"
     rm -f -- "$STAMP"
-    quietly .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev,fuzz,bench,web]'
+    quietly .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev,fuzz,bench,web,offload]'
     printf '%s\n' "$want" >"$STAMP"
 fi
 

@@ -323,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     tun_fd = _inherited_fd(ENV_TUN_FD)
     try:
         if tun_fd is None:
-            tun_fd, ifname = tun.open_tun(requested)
+            # WGPY_NO_TUN_OFFLOAD=1: plain reads and writes, one packet each (for comparisons)
+            vnet = os.environ.get("WGPY_NO_TUN_OFFLOAD") != "1"
+            tun_fd, ifname = tun.open_tun(requested, vnet_header=vnet)
             with contextlib.suppress(OSError):
                 tun.set_mtu(ifname, 1420)
             tun.disable_ipv6_link_local(ifname)

@@ -42,6 +42,7 @@ class DropReason(enum.StrEnum):
     DISALLOWED_SOURCE = "disallowed_source"
     TUN_WRITE_FAILED = "tun_write_failed"
     SEND_FAILED = "send_failed"
+    BAD_OFFLOAD = "bad_offload"
     HANDSHAKE_QUEUE_FULL = "handshake_queue_full"
     UNRECOGNISED = "unrecognised"
 
@@ -114,6 +115,10 @@ DROP_REASON_HELP: dict[DropReason, str] = {
     ),
     DropReason.SEND_FAILED: (
         "The adapter could not send a datagram (no socket, unreachable network...)."
+    ),
+    DropReason.BAD_OFFLOAD: (
+        "A TUN read whose virtio-net header (segmentation offload) disagrees with its packet, or"
+        " too large to segment; the adapter dropped it whole."
     ),
     DropReason.HANDSHAKE_QUEUE_FULL: (
         "Kernel module only: a handshake message dropped unexamined because the interface's"

@@ -55,8 +55,9 @@ def test_setup_installs_what_a_fresh_debian_lacks() -> None:
     for needed in ("python3-venv", "python3-dev", "build-essential"):
         assert needed in packages, needed
     text = (REPO / "scripts/setup.sh").read_text()
-    # the extras that need the compiler are installed here, and web (aiohttp, for `wgpy web`)
-    assert "[dev,fuzz,bench,web]" in text
+    # the extras that need the compiler are installed here, web (aiohttp, for `wgpy web`) and
+    # offload (numpy, for TUN segmentation offload)
+    assert "[dev,fuzz,bench,web,offload]" in text
     # an interpreter without ensurepip is named before `python -m venv` fails half-way
     assert "import ensurepip" in text
 

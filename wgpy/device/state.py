@@ -224,6 +224,18 @@ class DeviceState:
             detail=detail,
         )
 
+    def report_bad_offload(self, packet: bytes, detail: str) -> None:
+        """Adapters call this for a TUN read whose offload header they could not follow
+        (wgpy.offload.OffloadError): the packet or super-packet is dropped whole."""
+        self._drop(
+            DropReason.BAD_OFFLOAD,
+            Direction.OUTGOING,
+            None,
+            packet=packet,
+            size=len(packet),
+            detail=detail,
+        )
+
     def report_send_failure(self, datagram: bytes, endpoint: Endpoint, detail: str) -> None:
         self._drop(
             DropReason.SEND_FAILED,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -38,6 +39,15 @@ from wgpy.events import (
 )
 from wgpy.io import icmp_errors, netlink, rtnl, tun
 from wgpy.io.pump import READ_BATCH, DatagramPump
+from wgpy.offload import (
+    NO_OFFLOAD_HEADER,
+    VALID_HEADER,
+    VNET_HDR_LEN,
+    OffloadError,
+    coalesce,
+    split,
+    vectorised_sums_available,
+)
 from wgpy.packet import icmp_unreachable
 from wgpy.sinks import pcapng
 from wgpy.sinks.eventlog import JsonEventLog, event_record, lost_record
@@ -54,6 +64,9 @@ _LINK_POLL_SECONDS: Final = 1.0
 #: daemon does not receive (a socket there would keep that namespace alive).
 _MOVED_LINK_POLL_SECONDS: Final = 0.1
 _MAX_PACKET: Final = 65535
+#: A TUN read with a virtio-net header: the header and an IPv6 super-packet of 40 + 65535
+#: bytes at most; one more byte tells a longer one (dropped as bad_offload).
+_MAX_FRAME: Final = VNET_HDR_LEN + 40 + 65535 + 1
 #: Events kept for ``wgpy-events=1`` (``wgpy events IF``), the newest last.
 RECENT_EVENTS: Final = 256
 _EVENTS_BUFFER_LIMIT: Final = 1 << 20
@@ -152,7 +165,25 @@ class DeviceRunner:
         # destination address -> MTU of its route through the interface (0: none set)
         self._route_mtu_cache: dict[bytes, int] = {}
         device.route_mtu = self._route_mtu_for
-        self._tun_buffers = [bytearray(_MAX_PACKET)]
+        # Offloads (wgpy.offload): with a virtio-net header, reads may be TSO/USO super-packets
+        # to cut, and decrypted segments of a flow are glued into one write (GRO)
+        try:
+            self._vnet = tun.has_vnet_header(tun_fd)
+            choice = os.environ.get("WGPY_TUN_OFFLOADS")  # a TUN_F_* set, for comparisons
+            if choice is not None:
+                choices: tuple[int, ...] | None = (int(choice, 0),)
+            elif not vectorised_sums_available():
+                choices = (0,)  # cutting in pure Python costs more than the kernel's cutting
+            else:
+                choices = None
+            offloads = tun.enable_offloads(tun_fd, choices) if self._vnet else 0
+        except OSError as error:
+            log.debug("TUN offloads unavailable: %s", error)
+            self._vnet, offloads = False, 0
+        self._tun_gro = self._vnet
+        self._udp_gro = offloads & (tun.TUN_F_USO4 | tun.TUN_F_USO6) != 0
+        log.debug("TUN virtio-net header %s, offloads %#x", self._vnet, offloads)
+        self._tun_buffers = [bytearray(_MAX_FRAME if self._vnet else _MAX_PACKET)]
         self._tun_view = memoryview(self._tun_buffers[0])
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Future[str] | None = None
@@ -245,21 +276,39 @@ class DeviceRunner:
             # packets come only from an interface that is up: a change not seen yet (the
             # interface lives in another namespace, or rtnetlink is late)
             self._check_link()
-        for _ in range(_READ_BATCH):
+        vnet = self._vnet
+        send_packet = device.send_packet
+        # a batch ends after _READ_BATCH packets, however many super-packets brought them: the
+        # datagrams leave at the end of a batch, and 128 super-packets are 8 MiB
+        read = 0
+        while read < _READ_BATCH:
             try:
                 # into a preallocated buffer: os.read would allocate 64 KiB per packet
                 size = os.readv(self.tun_fd, buffers)
-                packet = bytes(view[:size])
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
                 gone = error.errno in tun.GONE_ERRNOS
                 self._shutdown("interface removed" if gone else f"TUN read failed: {error}")
                 return
-            if not packet:
+            if not size:
                 self._shutdown("TUN closed")
                 return
-            device.send_packet(packet, now)
+            if not vnet:
+                send_packet(bytes(view[:size]), now)
+                read += 1
+                continue
+            try:
+                if size == _MAX_FRAME:
+                    raise OffloadError(f"a read of more than {_MAX_FRAME - 1} bytes")
+                packets = split(view[:size])
+            except OffloadError as error:
+                device.report_bad_offload(bytes(view[VNET_HDR_LEN:size]), str(error))
+                read += 1
+                continue
+            for packet in packets:
+                send_packet(packet, now)
+            read += len(packets)
         self.flush()
 
     # --------------------------------------------------------------- output
@@ -268,11 +317,33 @@ class DeviceRunner:
         self._pump.flush()
 
     def _write_tun(self, packets: list[bytes]) -> None:
+        if self._tun_gro:
+            self._write_coalesced(packets)
+            return
+        fd = self.tun_fd
+        vnet = self._vnet
         for packet in packets:
             try:
-                os.write(self.tun_fd, packet)
+                os.write(fd, VALID_HEADER + packet if vnet else packet)
             except OSError as error:
                 self.device.report_tun_write_failure(packet, error.strerror or str(error))
+
+    def _write_coalesced(self, packets: list[bytes]) -> None:
+        """GRO: segments of one flow glued into one write (wgpy.offload.coalesce)."""
+        fd = self.tun_fd
+        for frame, held in coalesce(packets, udp=self._udp_gro):
+            try:
+                os.write(fd, frame)
+                continue
+            except OSError as error:
+                if len(held) == 1 or error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    for packet in held:
+                        self.device.report_tun_write_failure(packet, error.strerror or str(error))
+                    continue
+            # the kernel refuses super-packets: one packet per write from now on
+            log.info("TUN refused a coalesced write; writing packets one by one")
+            self._tun_gro = False
+            self._write_tun(held)
 
     def _drain_events(self, events: Iterator[Event]) -> None:
         """Events to the log, the ring of recent ones and the ``wgpy events`` followers."""
@@ -337,7 +408,7 @@ class DeviceRunner:
         reply = icmp_unreachable(packet)  # no raw socket here: the TUN answer
         if reply is not None:
             with contextlib.suppress(OSError):
-                os.write(self.tun_fd, reply)
+                os.write(self.tun_fd, NO_OFFLOAD_HEADER + reply if self._vnet else reply)
 
     # ------------------------------------------------------------------ UAPI
 

@@ -17,6 +17,7 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +25,20 @@ TUNSETIFF: Final = 0x400454CA
 TUNGETIFF: Final = 0x800454D2
 IFF_TUN: Final = 0x0001
 IFF_NO_PI: Final = 0x1000
+IFF_VNET_HDR: Final = 0x4000
+TUNSETOFFLOAD: Final = 0x400454D0
+TUN_F_CSUM: Final = 0x01
+TUN_F_TSO4: Final = 0x02
+TUN_F_TSO6: Final = 0x04
+TUN_F_USO4: Final = 0x20  # Linux 6.2+
+TUN_F_USO6: Final = 0x40
+#: The offload sets asked for, best first: TCP and UDP segmentation, TCP only, checksums only.
+OFFLOAD_CHOICES: Final = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+    TUN_F_CSUM,
+    0,
+)
 IFF_UP: Final = 0x1
 IFF_RUNNING: Final = 0x40
 SIOCGIFFLAGS: Final = 0x8913
@@ -37,13 +52,17 @@ CLONE_NEWNET: Final = 0x40000000
 GONE_ERRNOS: Final = (errno.EBADFD, errno.ENODEV, errno.ENXIO)
 
 
-def open_tun(name: str) -> tuple[int, str]:
-    """Create (or attach to) the TUN interface ``name``; returns (fd, kernel's name)."""
+def open_tun(name: str, *, vnet_header: bool = False) -> tuple[int, str]:
+    """Create (or attach to) the TUN interface ``name``; returns (fd, kernel's name).
+
+    With ``vnet_header`` every read and write on the descriptor starts with a virtio-net header
+    (wgpy.offload), which offloads (:func:`enable_offloads`) need."""
     if not name or len(name) >= IFNAMSIZ or "/" in name:
         raise ValueError(f"invalid interface name {name!r}")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
-        request = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_header else 0)
+        request = struct.pack("16sH22x", name.encode(), flags)
         result = fcntl.ioctl(fd, TUNSETIFF, request)
     except OSError:
         os.close(fd)
@@ -56,6 +75,28 @@ def open_tun(name: str) -> tuple[int, str]:
 def tun_name(fd: int) -> str:
     result = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
     return result[:IFNAMSIZ].split(b"\0", 1)[0].decode()
+
+
+def has_vnet_header(fd: int) -> bool:
+    """Whether reads and writes on the TUN descriptor carry a virtio-net header."""
+    result = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    (flags,) = struct.unpack_from("H", result, IFNAMSIZ)
+    return bool(flags & IFF_VNET_HDR)
+
+
+def enable_offloads(fd: int, choices: Sequence[int] | None = None) -> int:
+    """Ask for the best of ``choices`` (default :data:`OFFLOAD_CHOICES`) the kernel accepts;
+    returns the accepted ``TUN_F_*`` set (0: none, every read is one packet, and TSO stays in
+    the kernel)."""
+    for choice in OFFLOAD_CHOICES if choices is None else choices:
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, choice)
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            continue
+        return choice
+    return 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ def render() -> str:
     ]
     for reason, text in DROP_REASON_HELP.items():
         where = "incoming datagram" if reason.value in INCOMING_DATAGRAM else "inner packet"
-        if reason.value in ("tun_write_failed", "send_failed"):
+        if reason.value in ("tun_write_failed", "send_failed", "bad_offload"):
             where = "adapter"
         lines.append(f"| `{reason.value}` | {where} | {text} |")
     return "\n".join(lines) + "\n"
