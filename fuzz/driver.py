@@ -24,6 +24,7 @@ TARGETS: Final = {
     "uapi": "fuzz.target_uapi",
     "config": "fuzz.target_config",
     "explain": "fuzz.target_explain",
+    "offload": "fuzz.target_offload",
 }
 """Target name -> module. ``config`` exists only when wgpy/config.py does."""
 
