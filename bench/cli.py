@@ -196,11 +196,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(Row(label, f"wgpyd→{SHORT[anchor]} (client A)",
                                 median(tp[f"wgpyd-{anchor}"]), side(anchor, "{0}↔{0}"), both,
                                 "Mbit/s", TARGETS[anchor]["mixed"]))  # fmt: skip
+            rows.append(Row(label, "wgpyd↔wgpyd", median(tp["wgpyd-wgpyd"]),
+                            "wgpyd↔wgpyd without TUN offloads", median(tp["plain-plain"]),
+                            "Mbit/s", "context"))  # fmt: skip
+            cpu_label = "CPU seconds per GB through the tunnel, each daemon (lower is better)"
             for anchor in anchors:
-                rows.append(Row("CPU seconds per GB through the tunnel, each daemon (lower is "
-                                "better)", "wgpyd↔wgpyd", median(tp["wgpyd-wgpyd-cpu"]),
+                rows.append(Row(cpu_label, "wgpyd↔wgpyd", median(tp["wgpyd-wgpyd-cpu"]),
                                 side(anchor, "{0}↔{0}"), median(tp[f"{anchor}-{anchor}-cpu"]),
                                 "s/GB", "context"))  # fmt: skip
+            rows.append(Row(cpu_label, "wgpyd↔wgpyd", median(tp["wgpyd-wgpyd-cpu"]),
+                            "wgpyd↔wgpyd without TUN offloads", median(tp["plain-plain-cpu"]),
+                            "s/GB", "context"))  # fmt: skip
             for name in tp:
                 if name.endswith("-cpu"):
                     values = ", ".join(f"{v:.2f}" for v in tp[name])

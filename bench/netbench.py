@@ -39,6 +39,8 @@ from wgpy import crypto, noise
 from wgpy.cookie import CookieGenerator
 
 WGPYD: tuple[str, ...] = (sys.executable, "-m", "wgpy.daemon", "-f")
+#: wgpyd with its TUN opened without the virtio-net header: no TSO, no GRO
+WGPYD_PLAIN: tuple[str, ...] = ("env", "WGPY_NO_TUN_OFFLOAD=1", *WGPYD)
 GO: tuple[str, ...] = WIREGUARD_GO
 FETCH_GO23 = Path(__file__).resolve().parents[1] / "scripts" / "fetch_wireguard_go_trixie.sh"
 DAEMONS: dict[str, tuple[str, ...]] = {"wgpyd": WGPYD, "go": GO}
@@ -211,6 +213,8 @@ def bench_throughput(
         for anchor in ANCHORS:
             specs.append((f"{anchor}-{anchor}", DAEMONS[anchor], DAEMONS[anchor]))
         specs.append(("wgpyd-wgpyd", WGPYD, WGPYD))
+        # the same without TUN offloads: what they change, in the same run
+        specs.append(("plain-plain", WGPYD_PLAIN, WGPYD_PLAIN))
         for anchor in ANCHORS:
             specs.append((f"wgpyd-{anchor}", WGPYD, DAEMONS[anchor]))
     if with_veth:
