@@ -276,19 +276,31 @@ def _cut_full_vectorised(
     of the last of them (FIN and PSH only if it is the super-packet's last segment)."""
     ip_len, header_len = len(ip_header), len(ip_header) + len(l4_header)
     width = header_len + gso_size
-    uint8 = numpy.uint8
+    length = header_len - ip_len + gso_size
+    # what every full segment shares goes into the templates: lengths, the middle flags
+    template = bytearray(ip_header) + l4_header
+    middle_flags = last_flags & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
+    constant = base + length
+    if ip_len == 20:
+        struct.pack_into("!H", template, 2, ip_len + length)
+    else:
+        struct.pack_into("!H", template, 4, length)
+    if protocol == TCP:
+        template[ip_len + 13] = middle_flags
+        constant += middle_flags
+    else:
+        struct.pack_into("!H", template, ip_len + 4, length)
+        constant += length  # the UDP length counts twice: pseudo-header and header
+    uint8, uint64 = numpy.uint8, numpy.uint64
     rows = numpy.empty((full, width), dtype=uint8)
-    rows[:, :ip_len] = numpy.frombuffer(ip_header, dtype=uint8)
-    rows[:, ip_len:header_len] = numpy.frombuffer(l4_header, dtype=uint8)
+    rows[:, :header_len] = numpy.frombuffer(template, dtype=uint8)
     payload = packet[header_len : header_len + full * gso_size]
     rows[:, header_len:] = numpy.frombuffer(payload, dtype=uint8).reshape(full, gso_size)
-    index = numpy.arange(full, dtype=numpy.uint64)
-    length = header_len - ip_len + gso_size
-    total = _row_sums(numpy, payload, full, gso_size) + (base + length)
+    total = _row_sums(numpy, payload, full, gso_size) + constant
+    index = numpy.arange(full, dtype=uint64)
 
     def put16(column: int, values: Any) -> None:
-        rows[:, column] = values >> 8
-        rows[:, column + 1] = values & 0xFF
+        rows[:, column : column + 2] = values.astype(">u2").view(uint8).reshape(full, 2)
 
     def folded(sums: Any) -> Any:
         sums = sums % 0xFFFF
@@ -296,30 +308,22 @@ def _cut_full_vectorised(
 
     if protocol == TCP:
         seqs = (index * gso_size + seq) & 0xFFFFFFFF
-        flags = numpy.full(
-            full, last_flags & ~(_TCP_FIN | _TCP_PSH) & ~_TCP_CWR, dtype=numpy.uint64
-        )
-        flags[0] |= last_flags & _TCP_CWR
-        flags[-1] = last_flags & ~_TCP_CWR if full > 1 else last_flags
-        put16(ip_len + 4, seqs >> 16)
-        put16(ip_len + 6, seqs & 0xFFFF)
-        rows[:, ip_len + 13] = flags
-        put16(ip_len + 16, folded(total + flags + (seqs >> 16) + (seqs & 0xFFFF)))
+        rows[:, ip_len + 4 : ip_len + 8] = seqs.astype(">u4").view(uint8).reshape(full, 4)
+        # the first keeps CWR, the last FIN and PSH (when it is the super-packet's last)
+        first_flags = middle_flags | last_flags & _TCP_CWR
+        final_flags = last_flags if full == 1 else last_flags & ~_TCP_CWR
+        total[0] += first_flags - middle_flags
+        total[-1] += final_flags - (first_flags if full == 1 else middle_flags)
+        rows[0, ip_len + 13] = first_flags
+        rows[-1, ip_len + 13] = final_flags
+        put16(ip_len + 16, folded(total + seqs))  # a 32-bit word ≡ the sum of its halves
     else:
-        checksums = folded(total + length)
+        checksums = folded(total)
         put16(ip_len + 6, numpy.where(checksums == 0, 0xFFFF, checksums))
-        rows[:, ip_len + 4] = length >> 8
-        rows[:, ip_len + 5] = length & 0xFF
     if ip_len == 20:
         ids = (index + ident) & 0xFFFF
-        ip_length = ip_len + length
-        rows[:, 2] = ip_length >> 8
-        rows[:, 3] = ip_length & 0xFF
         put16(4, ids)
-        put16(10, folded(ids + (ip_base + ip_length)))
-    else:
-        rows[:, 4] = length >> 8
-        rows[:, 5] = length & 0xFF
+        put16(10, folded(ids + (ip_base + ip_len + length)))
     blob = rows.tobytes()
     return [blob[start : start + width] for start in range(0, full * width, width)]
 
