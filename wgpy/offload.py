@@ -177,7 +177,7 @@ def _split_segments(
     if count <= 1:
         # nothing to cut: complete the checksum of the one packet
         one = bytearray(packet)
-        _finish(one, 0, ip_len, header_len, protocol, is_v6, 0)
+        _finish(one, ip_len, protocol, is_v6)
         return [bytes(one)]
     return _cut(packet, ip_len, header_len, gso_size, count, protocol)
 
@@ -384,25 +384,15 @@ def vectorised_sums_available() -> bool:
     return importlib.util.find_spec("numpy") is not None
 
 
-def _finish(
-    segment: bytearray,
-    index: int,
-    ip_len: int,
-    header_len: int,
-    protocol: int,
-    is_v6: bool,
-    _data_len: int,
-) -> None:
-    """Lengths, IPv4 ID and header checksum, transport length and checksum of one segment."""
+def _finish(segment: bytearray, ip_len: int, protocol: int, is_v6: bool) -> None:
+    """Lengths, IPv4 header checksum, transport length and checksum of a super-packet with
+    one segment's payload or less."""
     total = len(segment)
     l4_length = total - ip_len
     if is_v6:
         segment[4:6] = l4_length.to_bytes(2, "big")
     else:
         segment[2:4] = total.to_bytes(2, "big")
-        if index:
-            ident = (int.from_bytes(segment[4:6], "big") + index) & 0xFFFF
-            segment[4:6] = ident.to_bytes(2, "big")
         segment[10:12] = b"\0\0"
         segment[10:12] = ipv4_header_checksum(segment[:ip_len]).to_bytes(2, "big")
     where = ip_len + (16 if protocol == TCP else 6)
