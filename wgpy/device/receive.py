@@ -6,11 +6,14 @@ address longest-matches the peer that sent it (cryptokey routing, incoming).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cryptography.exceptions import InvalidTag
 
 from wgpy import messages
 from wgpy.device.state import (
     DATA_HEADER,
+    NONCE,
     NONCE_PREFIX,
     SEND_KEEPALIVE,
     TYPE_DATA,
@@ -22,7 +25,7 @@ from wgpy.events import (
     KeepaliveReceived,
     Verdict,
 )
-from wgpy.peer import Endpoint, Peer
+from wgpy.peer import Endpoint, Keypair, Peer
 from wgpy.replay import REJECT_AFTER_MESSAGES
 from wgpy.timers import (
     KEEPALIVE_TIMEOUT,
@@ -70,6 +73,98 @@ class Receiving(DeviceState):
             self._receive_response(datagram, endpoint, now)
         elif kind == messages.TYPE_COOKIE_REPLY:
             self._receive_cookie_reply(datagram, endpoint, now)
+
+    def receive_datagrams(self, datagrams: Sequence[bytes], endpoint: Endpoint, now: float) -> None:
+        """:meth:`receive_datagram` for each of ``datagrams`` (all from ``endpoint``), in
+        order, with the same outcome.
+
+        After a data message took the full path, the data messages that follow it on the same
+        keypair (a UDP GRO read brings dozens) take a short one: what the full path did for
+        the first (endpoint, keypair confirmation, timers of authenticated traffic, age) holds
+        for them at the same ``now``, so each is only decrypted, checked against replay and
+        the keepalive timer, and delivered. Anything unusual takes the full path again."""
+        keypair: Keypair | None = None
+        receiver = -1
+        peer: Peer | None = None
+        tap = self.tap
+        deliver = self._packets.append
+        lookup_v4 = self.allowed_ips.lookup_v4
+        lookup_v6 = self.allowed_ips.lookup_v6
+        # the source address last looked up and its owner (the table cannot change in here)
+        owned_source = b""
+        owner: Peer | None = None
+        for datagram in datagrams:
+            if keypair is not None and peer is not None and len(datagram) >= 32:
+                # the type as a little-endian word: a data message is 4, three zero bytes
+                kind, index, counter = DATA_HEADER.unpack_from(datagram)
+                if kind == TYPE_DATA and index == receiver and counter < REJECT_AFTER_MESSAGES:
+                    try:
+                        plaintext = keypair.receive.decrypt(
+                            NONCE.pack(counter), datagram[16:], None
+                        )
+                    except InvalidTag:
+                        plaintext = None
+                    if plaintext is not None and keypair.replay.accept(counter):
+                        self.authenticated_received += 1
+                        peer.rx_bytes += len(datagram)
+                        if not plaintext:
+                            self._emit(KeepaliveReceived(peer.public_key))
+                            continue
+                        if peer.deadlines[SEND_KEEPALIVE] is None:
+                            self.timers.arm(peer, SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
+                        else:
+                            peer.need_another_keepalive = True
+                        # _deliver, shortened for a well-formed packet from its owner
+                        size = len(plaintext)
+                        first = plaintext[0]
+                        if first == 0x45 and size >= 20 and tap is None:
+                            source = plaintext[12:16]
+                            length = (plaintext[2] << 8) | plaintext[3]
+                            if source != owned_source:
+                                owner = lookup_v4(int.from_bytes(source, "big"))
+                                owned_source = source
+                        elif first >> 4 == 6 and size >= 40 and tap is None:
+                            source = plaintext[8:24]
+                            length = 40 + ((plaintext[4] << 8) | plaintext[5])
+                            if source != owned_source:
+                                owner = lookup_v6(int.from_bytes(source, "big"))
+                                owned_source = source
+                        else:
+                            length = 0
+                        if owner is peer and 20 <= length <= size:
+                            deliver(plaintext if length == size else plaintext[:length])
+                        else:
+                            self._deliver(peer, plaintext, endpoint)
+                        continue
+                    # a failure: the full path says why (decrypting once more)
+            authenticated = self.authenticated_received
+            self.receive_datagram(datagram, endpoint, now)
+            if self.authenticated_received != authenticated:
+                keypair, receiver, peer = self._fast_receiver(datagram, endpoint, now)
+            else:
+                keypair, receiver, peer = None, -1, None
+
+    def _fast_receiver(
+        self, datagram: bytes, endpoint: Endpoint, now: float
+    ) -> tuple[Keypair | None, int, Peer | None]:
+        """The keypair a data message that just took the full path and authenticated was
+        received on, if the data messages after it on the same keypair may take the short
+        path of :meth:`receive_datagrams`: its peer's endpoint is ``endpoint``, the keypair
+        is confirmed (not ``next``) and young enough."""
+        if len(datagram) < 32 or datagram[0] != TYPE_DATA:
+            return None, -1, None
+        receiver = int.from_bytes(datagram[4:8], "little")
+        keypair = self._keypair_index.get(receiver)
+        if keypair is None:
+            return None, -1, None
+        peer = keypair.peer
+        if (
+            keypair is peer.next
+            or peer.endpoint != endpoint
+            or now - keypair.birth >= REJECT_AFTER_TIME
+        ):
+            return None, -1, None
+        return keypair, receiver, peer
 
     def _receive_data(self, datagram: bytes, endpoint: Endpoint, now: float) -> None:
         _, receiver, counter = DATA_HEADER.unpack_from(datagram)

@@ -48,6 +48,8 @@ PacketTap = Callable[[Direction, Verdict, bytes | None, bytes, DropReason | None
 #: four zero bytes.
 DATA_HEADER: Final = struct.Struct("<IIQ")
 NONCE_PREFIX: Final = bytes(4)
+#: The nonce of a counter: four zero bytes and the counter, little-endian.
+NONCE: Final = struct.Struct("<4xQ")
 TYPE_DATA: Final = messages.TYPE_DATA
 
 

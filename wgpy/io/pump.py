@@ -158,8 +158,7 @@ class DatagramPump:
                 log.debug("UDP receive error: %s", error)
                 break
             authenticated = device.authenticated_received
-            for data in datagrams:
-                device.receive_datagram(data, endpoint, now)
+            device.receive_datagrams(datagrams, endpoint, now)
             if (
                 source is not None
                 and device.authenticated_received != authenticated

@@ -277,11 +277,11 @@ class DeviceRunner:
             # interface lives in another namespace, or rtnetlink is late)
             self._check_link()
         vnet = self._vnet
-        send_packet = device.send_packet
         # a batch ends after _READ_BATCH packets, however many super-packets brought them: the
         # datagrams leave at the end of a batch, and 128 super-packets are 8 MiB
-        read = 0
-        while read < _READ_BATCH:
+        batch: list[bytes] = []
+        refused = 0
+        while len(batch) + refused < _READ_BATCH:
             try:
                 # into a preallocated buffer: os.read would allocate 64 KiB per packet
                 size = os.readv(self.tun_fd, buffers)
@@ -295,20 +295,17 @@ class DeviceRunner:
                 self._shutdown("TUN closed")
                 return
             if not vnet:
-                send_packet(bytes(view[:size]), now)
-                read += 1
+                batch.append(bytes(view[:size]))
                 continue
             try:
                 if size == _MAX_FRAME:
                     raise OffloadError(f"a read of more than {_MAX_FRAME - 1} bytes")
-                packets = split(view[:size])
+                batch += split(view[:size])
             except OffloadError as error:
                 device.report_bad_offload(bytes(view[VNET_HDR_LEN:size]), str(error))
-                read += 1
-                continue
-            for packet in packets:
-                send_packet(packet, now)
-            read += len(packets)
+                refused += 1
+        # one call for the batch: runs to one peer are routed and encrypted together
+        device.send_packets(batch, now)
         self.flush()
 
     # --------------------------------------------------------------- output

@@ -185,7 +185,8 @@ class Receiver:
                 if source is not None:
                     self.ifindex = _arrival_ifindex(level, value)
         if gro and 0 < segment < size:
-            datagrams = [bytes(view[i : min(i + segment, size)]) for i in range(0, size, segment)]
+            view = view[:size]  # a slice past the end stops at it
+            datagrams = [bytes(view[i : i + segment]) for i in range(0, size, segment)]
             return datagrams, endpoint, source
         return [bytes(view[:size])], endpoint, source
 

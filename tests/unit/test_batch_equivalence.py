@@ -1,0 +1,207 @@
+"""Device.send_packets and Device.receive_datagrams are the per-packet calls, batched.
+
+Two identical pairs of Devices (same seeds) get the same inputs: one pair packet by packet, the
+other as batches. Everything observable must come out the same: datagrams (byte for byte),
+delivered packets, events, drop counters, byte counters, timers and keypair state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.packets import ipv4_udp, ipv6_udp
+from tests.unit.test_device import Node, Pair, make_pair
+from wgpy.device import Device
+from wgpy.peer import Peer
+
+
+def _peer_state(peer: Peer) -> tuple[Any, ...]:
+    keypairs = tuple(
+        None if k is None else (k.local_index, k.send_counter, k.replay.top)
+        for k in (peer.previous, peer.current, peer.next)
+    )
+    return (
+        peer.rx_bytes,
+        peer.tx_bytes,
+        peer.endpoint,
+        len(peer.staged),
+        tuple(peer.staged),
+        tuple(peer.deadlines),
+        peer.need_another_keepalive,
+        peer.sent_lastminute_handshake,
+        keypairs,
+    )
+
+
+def _device_state(device: Device) -> tuple[Any, ...]:
+    return (
+        dict(device.drop_counts),
+        dict(device.disallowed_owners),
+        device.authenticated_received,
+        tuple(_peer_state(p) for p in device.peers.values()),
+        device.get_timer(),
+    )
+
+
+def _drain(device: Device) -> tuple[Any, ...]:
+    return (
+        device.datagrams_to_send(),
+        device.datagrams_not_to_fragment(),
+        device.packets_to_deliver(),
+        device.unreachable_packets(),
+        list(device.events()),
+    )
+
+
+def _session(pair: Pair) -> None:
+    pair.a.device.send_packet(ipv4_udp("10.0.0.1", "10.0.0.2", b"hello"), pair.now)
+    pair.roundtrip()
+    pair.a.collect()
+    pair.b.collect()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A packet A reads from its TUN."""
+
+    kind: str  # "v4", "v6", "nopeer", "short", "nested", "big"
+    size: int
+
+
+def _outgoing(op: Outgoing) -> bytes:
+    payload = bytes(op.size)
+    if op.kind == "v4":
+        return ipv4_udp("10.0.0.1", "10.0.0.2", payload)
+    if op.kind == "v6":
+        return ipv6_udp("fd00::1", "fd00::2", payload)
+    if op.kind == "nopeer":
+        return ipv4_udp("10.0.0.1", "10.7.7.7", payload)
+    if op.kind == "nested":  # a WireGuard data message inside: sent unfragmented
+        return ipv4_udp("10.0.0.1", "10.0.0.2", b"\x04\0\0\0" + bytes(600 + op.size))
+    if op.kind == "big":  # larger than the MTU
+        return ipv4_udp("10.0.0.1", "10.0.0.2", bytes(1400 + op.size))
+    return bytes([0x45]) + payload[:10]  # "short": not a whole IPv4 header
+
+
+outgoing_ops = st.builds(
+    Outgoing,
+    st.sampled_from(["v4", "v4", "v4", "v6", "nopeer", "short", "nested", "big"]),
+    st.integers(0, 1500),
+)
+
+
+@settings(max_examples=150)
+@given(
+    batches=st.lists(st.lists(outgoing_ops, max_size=12), min_size=1, max_size=4),
+    with_session=st.booleans(),
+    route_mtu=st.sampled_from([0, 1280]),
+)
+def test_send_packets_is_send_packet_per_packet(
+    batches: list[list[Outgoing]], with_session: bool, route_mtu: int
+) -> None:
+    one, many = make_pair(seed=7), make_pair(seed=7)
+    for pair in (one, many):
+        if with_session:
+            _session(pair)
+        if route_mtu:
+            pair.a.device.route_mtus = (route_mtu,)
+            pair.a.device.route_mtu = lambda packet: route_mtu if packet[19] & 1 else 0
+    for number, batch in enumerate(batches):
+        packets = [_outgoing(op) for op in batch]
+        now = one.now + number * 0.25
+        for packet in packets:
+            one.a.device.send_packet(packet, now)
+        many.a.device.send_packets(packets, now)
+        assert _drain(one.a.device) == _drain(many.a.device)
+        assert _device_state(one.a.device) == _device_state(many.a.device)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A datagram A receives from B's endpoint."""
+
+    kind: str  # "data", "v6", "spoof", "keepalive", "dup", "tamper", "garbage", "unknown", "rekey"
+    arg: int
+
+
+incoming_ops = st.builds(
+    Incoming,
+    st.sampled_from(
+        [
+            *["data"] * 4,
+            *["v6", "spoof", "keepalive", "dup", "tamper", "garbage"],
+            *["unknown", "rekey", "short", "badlength"],
+        ]
+    ),
+    st.integers(0, 1500),
+)
+
+
+def _from_b(node: Node, now: float, op: Incoming, earlier: list[bytes]) -> list[bytes]:
+    """What B sends for ``op`` (B's device is driven; its datagrams are returned)."""
+    device, peer = node.device, node.peer
+    if op.kind in ("data", "v6", "spoof", "short", "badlength"):
+        if op.kind == "data":
+            packet = ipv4_udp("10.0.0.2", "10.0.0.1", bytes(op.arg))
+        elif op.kind == "v6":
+            packet = ipv6_udp("fd00::2", "fd00::1", bytes(op.arg))
+        elif op.kind == "spoof":  # a source A does not give to B
+            packet = ipv4_udp("10.9.9.9", "10.0.0.1", bytes(op.arg))
+        elif op.kind == "short":
+            packet = bytes([0x45]) + bytes(17) + bytes([10, 0, 0, 1])
+        else:  # the IPv4 length field says more than the packet holds
+            good = bytearray(ipv4_udp("10.0.0.2", "10.0.0.1", bytes(op.arg)))
+            good[2:4] = (len(good) + 9).to_bytes(2, "big")
+            packet = bytes(good)
+        device.send_packet(packet, now)
+    elif op.kind == "keepalive":
+        device._send_keepalive(peer, now)
+    elif op.kind == "rekey":
+        device._send_initiation(peer, now, is_retry=False)
+    elif op.kind == "dup" and earlier:
+        return [earlier[op.arg % len(earlier)]]
+    elif op.kind == "tamper" and earlier:
+        damaged = bytearray(earlier[op.arg % len(earlier)])
+        damaged[op.arg % len(damaged)] ^= 0x40
+        return [bytes(damaged)]
+    elif op.kind == "unknown":
+        return [bytes([4, 0, 0, 0]) + op.arg.to_bytes(4, "little") + bytes(40)]
+    elif op.kind == "garbage":
+        return [op.arg.to_bytes(2, "big") * (op.arg % 40)]
+    return [d for d, _ in device.datagrams_to_send()]
+
+
+@settings(max_examples=150)
+@given(batches=st.lists(st.lists(incoming_ops, max_size=16), min_size=1, max_size=4))
+def test_receive_datagrams_is_receive_datagram_per_datagram(
+    batches: list[list[Incoming]],
+) -> None:
+    one, many = make_pair(seed=11), make_pair(seed=11)
+    for pair in (one, many):
+        _session(pair)
+    earlier: list[bytes] = []
+    for number, batch in enumerate(batches):
+        now = one.now + number * 0.5
+        datagrams: list[bytes] = []
+        for op in batch:
+            sent = _from_b(one.b, now, op, earlier)
+            again = _from_b(many.b, now, op, earlier)
+            assert sent == again  # both pairs are the same so far
+            datagrams += sent
+        earlier += datagrams
+        for datagram in datagrams:
+            one.a.device.receive_datagram(datagram, one.b.endpoint, now)
+        many.a.device.receive_datagrams(datagrams, many.b.endpoint, now)
+        out_one, out_many = _drain(one.a.device), _drain(many.a.device)
+        assert out_one == out_many
+        assert _device_state(one.a.device) == _device_state(many.a.device)
+        # A's replies (handshake responses, keepalives) reach B in both pairs alike
+        for pair, out in ((one, out_one), (many, out_many)):
+            for datagram, _ in out[0]:
+                pair.b.device.receive_datagram(datagram, pair.a.endpoint, now)
+            pair.b.collect()
+        assert _device_state(one.b.device) == _device_state(many.b.device)
