@@ -236,14 +236,22 @@ class DatagramPump:
             return self.sock6, True
         return self.sock4, False
 
-    def _by_socket(self, datagrams: Datagrams) -> Iterator[tuple[socket.socket | None, Datagrams]]:
+    def _by_socket(self, datagrams: Datagrams) -> list[tuple[socket.socket | None, Datagrams]]:
+        """The datagrams grouped by the socket that sends them, in order; the socket is
+        looked up once per run to one endpoint (a peer's datagrams share its endpoint)."""
         groups: dict[int, tuple[socket.socket | None, Datagrams]] = {}
-        for datagram, endpoint in datagrams:
-            sock, mapped = self._socket_for(endpoint)
-            if mapped:
-                endpoint = (f"::ffff:{endpoint[0]}", endpoint[1])
-            groups.setdefault(id(sock), (sock, []))[1].append((datagram, endpoint))
-        yield from groups.values()
+        last: tuple[str, int] | None = None
+        group: Datagrams = []
+        mapped_endpoint: tuple[str, int] | None = None
+        for item in datagrams:
+            endpoint = item[1]
+            if endpoint is not last:
+                last = endpoint
+                sock, mapped = self._socket_for(endpoint)
+                group = groups.setdefault(id(sock), (sock, []))[1]
+                mapped_endpoint = (f"::ffff:{endpoint[0]}", endpoint[1]) if mapped else None
+            group.append(item if mapped_endpoint is None else (item[0], mapped_endpoint))
+        return list(groups.values())
 
     def _send(self, datagrams: Datagrams) -> None:
         device = self.device

@@ -221,7 +221,7 @@ def send_runs(
         cmsgs: list[Cmsg] = []
         if end - index > 1:
             cmsgs.append((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)))
-            datagram = b"".join(d for d, _ in datagrams[index:end])
+            datagram = b"".join([d for d, _ in datagrams[index:end]])
         try:
             send_one(sock, datagram, endpoint, cmsgs, sources)
         except OSError as error:
