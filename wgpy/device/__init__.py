@@ -1,8 +1,9 @@
 """The sans-I/O WireGuard device: peers, cryptokey routing, handshakes, transport and timers.
 
 Inputs: :meth:`Device.receive_datagram` (from the UDP socket), :meth:`Device.send_packet` (from
-the TUN), :meth:`Device.handle_timer` (when :meth:`Device.get_timer` says so). Each takes
-``now``, a monotonic time in seconds. Outputs are drained by the adapter:
+the TUN), :meth:`Device.handle_timer` (when :meth:`Device.get_timer` says so), and the batched
+:meth:`Device.receive_datagrams` and :meth:`Device.send_packets` (same outcome, less Python per
+packet). Each takes ``now``, a monotonic time in seconds. Outputs are drained by the adapter:
 :meth:`Device.datagrams_to_send`, :meth:`Device.packets_to_deliver` and :meth:`Device.events`.
 Nothing here touches a socket, a file or the clock; randomness comes from ``random``.
 
