@@ -13,16 +13,30 @@ The first byte of an input picks a mode; the rest are its parameters:
    carried back to b, so that new sessions are made and replaced;
 5. as 1 while a is under load (cookie replies, mac2, the rate limiter);
 6. the clock jumps forward by up to about 200 s and timers run, then the rest is a datagram;
-7. as 1, sent from another of a few source endpoints (IPv6, scoped, v4-mapped).
+7. as 1, sent from another of a few source endpoints (IPv6, scoped, v4-mapped);
+8. a batch for ``Device.receive_datagrams`` (the short path after a data message that
+   authenticated): each following byte adds a fresh data message from b, one with a flipped
+   byte, a replay of the one before, or a real message.
 
-Invariants after every datagram: no exception; accepted or counted under exactly one drop
-reason; a's index tables, timers, rate-limiter buckets and staged queues stay bounded. The
-world is rebuilt (deterministically) every 4096 inputs.
+Invariants after every datagram (in a batch: for each of its datagrams): no exception;
+accepted or counted under exactly one drop reason; a's index tables, timers, rate-limiter
+buckets and staged queues stay bounded. The world is rebuilt (deterministically) every 4096
+inputs.
 """
 
 from __future__ import annotations
 
-from fuzz.world import B_ENDPOINT, ENDPOINTS, World, check_bounded, ipv4, receive_checked
+from fuzz.world import (
+    A_TUNNEL,
+    B_ENDPOINT,
+    B_TUNNEL,
+    ENDPOINTS,
+    World,
+    check_bounded,
+    ipv4,
+    receive_batch_checked,
+    receive_checked,
+)
 from wgpy import crypto, messages
 
 REBUILD_EVERY = 4096
@@ -73,7 +87,10 @@ def test_one_input(data: bytes) -> None:
     if not data:
         receive_checked(a, data, B_ENDPOINT, world.now)
         return
-    mode, rest = data[0] % 8, data[1:]
+    mode, rest = data[0] % 9, data[1:]
+    if mode == 8 and world.peer_ba.current is not None:
+        _batch(world, rest)
+        return
     endpoint = B_ENDPOINT
     pick = world.samples[rest[0] % len(world.samples)] if rest else world.samples[0]
     params = rest[1:]
@@ -110,6 +127,24 @@ def test_one_input(data: bytes) -> None:
     world.now += 0.0001
 
 
+def _batch(world: World, rest: bytes) -> None:
+    batch: list[bytes] = []
+    for byte in rest[:32]:
+        kind = byte & 3
+        if kind == 0 or not batch:
+            batch.append(world.seal(ipv4(B_TUNNEL, A_TUNNEL, bytes(byte))))
+        elif kind == 1:
+            flipped = bytearray(world.seal(ipv4(B_TUNNEL, A_TUNNEL, b"flip")))
+            flipped[byte % len(flipped)] ^= 0x10
+            batch.append(bytes(flipped))
+        elif kind == 2:
+            batch.append(batch[-1])
+        else:
+            batch.append(world.samples[byte % len(world.samples)])
+    receive_batch_checked(world.a, batch, B_ENDPOINT, world.now)
+    world.now += 0.0001
+
+
 def seeds() -> list[bytes]:
     world = World(seed=1)
     out = [b"", bytes([0]) + b"\x01\x00\x00\x00", bytes([0]) + b"\x04\x00\x00\x00" + bytes(28)]
@@ -123,4 +158,5 @@ def seeds() -> list[bytes]:
     out.append(bytes([4, 0, 100, 7]))
     out.append(bytes([6, 0xFF, 0xFF]) + world.samples[0])
     out.append(bytes([0]) + ipv4("10.0.0.2", "10.0.0.1"))
+    out.append(bytes([8, 0, 4, 8, 2, 1, 0, 3, 7, 0]))
     return out

@@ -192,6 +192,26 @@ def receive_checked(
     return device.datagrams_to_send()
 
 
+def receive_batch_checked(
+    device: Device, datagrams: list[bytes], endpoint: Endpoint, now: float
+) -> list[tuple[bytes, Endpoint]]:
+    """:func:`receive_checked` for a batch through ``Device.receive_datagrams``: each datagram
+    accepted or counted under exactly one drop reason."""
+    device.packets_to_deliver()
+    list(device.events())
+    before = device.drop_counts.total()
+    device.receive_datagrams(datagrams, endpoint, now)
+    dropped = device.drop_counts.total() - before
+    delivered = device.packets_to_deliver()
+    events = list(device.events())
+    ok = accepted(events, len(delivered))
+    assert dropped + ok == len(datagrams), (
+        f"batch of {len(datagrams)}: {dropped} drops, {ok} acceptances; events {events}"
+    )
+    check_bounded(device)
+    return device.datagrams_to_send()
+
+
 def check_bounded(device: Device) -> None:
     """Nothing an outsider sends may make the device's tables grow past their bounds."""
     peers = len(device.peers)

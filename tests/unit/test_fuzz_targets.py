@@ -73,3 +73,26 @@ def test_fresh_world_accepts_its_own_traffic() -> None:
     datagram = world.seal(b"\x45" + bytes(3) + bytes(16))  # IP length 0: dropped, counted
     receive_checked(world.a, datagram, ("198.51.100.2", 40000), world.now)
     assert [reason for _, reason in (world.a.drop_counts - before)] == ["bad_length"]
+
+
+def test_device_batch_mode_takes_the_short_path() -> None:
+    """Mode 8 batches data messages: most take receive_datagrams' short path (fewer full-path
+    calls than datagrams), and its flipped and replayed ones are dropped, each counted."""
+    module = target_device
+    module._world, module._inputs = None, 0
+    module.test_one_input(b"")  # builds the world
+    world = module._world
+    assert world is not None
+    full_path = world.a.receive_datagram
+    calls: list[int] = []
+
+    def counted(datagram: bytes, endpoint: tuple[str, int], now: float) -> None:
+        calls.append(len(datagram))
+        full_path(datagram, endpoint, now)
+
+    world.a.receive_datagram = counted
+    before = world.a.drop_counts.copy()
+    module.test_one_input(bytes([8, 0, 4, 8, 12, 16, 2, 33, 20, 24, 2]))
+    reasons = collections.Counter(reason for _, reason in (world.a.drop_counts - before).elements())
+    assert reasons["replayed_counter"] == 2 and reasons["decryption_failed"] == 1, reasons
+    assert 0 < len(calls) < 10, calls
