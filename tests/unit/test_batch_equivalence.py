@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tests.packets import ipv4_udp, ipv6_udp
 from tests.unit.test_device import Node, Pair, make_pair
 from wgpy.device import Device
+from wgpy.device.state import RUN_MAX_BYTES, RUN_MAX_DATAGRAMS
 from wgpy.peer import Peer
 
 
@@ -166,7 +167,8 @@ def _from_b(node: Node, now: float, op: Incoming, earlier: list[bytes]) -> list[
         return [earlier[op.arg % len(earlier)]]
     elif op.kind == "tamper" and earlier:
         damaged = bytearray(earlier[op.arg % len(earlier)])
-        damaged[op.arg % len(damaged)] ^= 0x40
+        if damaged:  # an empty garbage datagram stays empty
+            damaged[op.arg % len(damaged)] ^= 0x40
         return [bytes(damaged)]
     elif op.kind == "unknown":
         return [bytes([4, 0, 0, 0]) + op.arg.to_bytes(4, "little") + bytes(40)]
@@ -205,3 +207,35 @@ def test_receive_datagrams_is_receive_datagram_per_datagram(
                 pair.b.device.receive_datagram(datagram, pair.a.endpoint, now)
             pair.b.collect()
         assert _device_state(one.b.device) == _device_state(many.b.device)
+
+
+@settings(max_examples=60)
+@given(
+    sizes=st.lists(st.integers(0, 1600), min_size=1, max_size=150),
+    mtu=st.sampled_from([1280, 1420, 9000]),
+)
+def test_runs_are_ready_for_one_gso_send(sizes: list[int], mtu: int) -> None:
+    """send_packets queues each run as one buffer that one UDP GSO send can take: equal
+    datagrams but the last, at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES, and exactly the
+    datagrams the per-packet calls make."""
+    one, many = make_pair(seed=5), make_pair(seed=5)
+    packets = [ipv4_udp("10.0.0.1", "10.0.0.2", bytes(size)) for size in sizes]
+    for pair in (one, many):
+        _session(pair)
+        pair.a.device.mtu = mtu
+    for packet in packets:
+        one.a.device.send_packet(packet, one.now)
+    many.a.device.send_packets(packets, many.now)
+    runs = many.a.device.datagram_runs_to_send()
+    flattened: list[bytes] = []
+    for data, endpoint, size in runs:
+        assert endpoint == many.a.peer.endpoint
+        if not size:
+            flattened.append(bytes(data))
+            continue
+        count = -(-len(data) // size)
+        assert 2 <= count <= RUN_MAX_DATAGRAMS and len(data) <= RUN_MAX_BYTES
+        flattened += [bytes(data[i : i + size]) for i in range(0, len(data), size)]
+    assert flattened == [d for d, _ in one.a.device.datagrams_to_send()]
+    if len(set(len(p) for p in packets)) == 1 and len(packets) > 1:
+        assert len(runs) < len(packets)  # equal packets do share runs

@@ -102,3 +102,31 @@ def test_sticky_source_ipv6() -> None:
         udp.send_one(server, b"back", endpoint, [], {endpoint: source})
         data, address = client.recvfrom(100)
         assert data == b"back" and address[0] == "::1"
+
+
+@pytest.mark.parametrize("gso", [False, True])
+def test_queued_runs_arrive_as_their_datagrams(gso: bool) -> None:
+    """Runs the Device encrypted back to back (Device.datagram_runs_to_send) leave as the
+    datagrams they hold, in order with single ones, with GSO or one by one."""
+    sender, receiver, address = _pair()
+    with sender, receiver:
+        run = b"".join(bytes([i]) * 1452 for i in range(40)) + b"\xee" * 300
+        queued: list[tuple[bytes | bytearray, tuple[str, int], int]] = [
+            (b"first", address, 0),
+            (bytearray(run), address, 1452),
+            (b"between" * 3, address, 0),
+            (b"\x01" * 96 + b"\x02" * 96, address, 96),
+        ]
+        assert udp.send_queued(sender, queued, gso) == []
+        expected = [d for d, _ in udp.datagrams_of(queued)]
+        assert len(expected) == 1 + 41 + 1 + 2
+        assert _drain(receiver, False, len(expected)) == expected
+
+
+def test_failed_run_returns_each_datagram() -> None:
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sender:
+        # 64 segments of 1100 bytes: more than a UDP datagram can carry, refused whole
+        run = bytes(1100) * 64
+        failed = udp.send_queued(sender, [(run, ("127.0.0.1", 9), 1100)], True)
+        assert len(failed) == 64 and all(d == bytes(1100) for d, _, _ in failed)

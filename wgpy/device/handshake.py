@@ -73,7 +73,7 @@ class Handshakes(DeviceState):
                 return
             self._handshake_index[index] = peer
             datagram = peer.cookies.add_macs(message.pack_without_macs(), now)
-            self._datagrams.append((datagram, peer.endpoint))
+            self._datagrams.append((datagram, peer.endpoint, 0))
             peer.tx_bytes += len(datagram)
             self._after_authenticated_sent(peer, now)
             self._emit(HandshakeInitiationSent(peer.public_key, peer.handshake_attempts + 1))
@@ -115,7 +115,7 @@ class Handshakes(DeviceState):
         self.timers.arm(peer, ZERO_KEYS, now + ZERO_KEYS_AFTER)
         datagram = peer.cookies.add_macs(message.pack_without_macs(), now)
         peer.last_sent_handshake = now
-        self._datagrams.append((datagram, peer.endpoint))
+        self._datagrams.append((datagram, peer.endpoint, 0))
         peer.tx_bytes += len(datagram)
         self._after_authenticated_sent(peer, now)
         self._emit(HandshakeResponseSent(peer.public_key))
@@ -326,7 +326,7 @@ class Handshakes(DeviceState):
             reply = self.cookie_checker.create_reply(
                 datagram, mac1_offset, sender_index, source, now, self.random
             )
-            self._datagrams.append((reply, endpoint))
+            self._datagrams.append((reply, endpoint, 0))
             self._emit(CookieReplySent((endpoint[0], endpoint[1])))
             self._drop(
                 DropReason.COOKIE_REQUIRED,

@@ -47,10 +47,21 @@ PacketTap = Callable[[Direction, Verdict, bytes | None, bytes, DropReason | None
 #: A data message's header: type, receiver index, counter; the nonce is the counter after
 #: four zero bytes.
 DATA_HEADER: Final = struct.Struct("<IIQ")
+DATA_HEADER_SIZE: Final = DATA_HEADER.size
+#: What a data message adds to its (padded) plaintext: the header and the Poly1305 tag.
+DATA_OVERHEAD: Final = DATA_HEADER_SIZE + 16
+#: A run of data messages queued as one buffer holds at most this many datagrams and bytes:
+#: the kernel's bounds for one UDP GSO send, so that an adapter can send a run whole.
+RUN_MAX_DATAGRAMS: Final = 64
+RUN_MAX_BYTES: Final = 65000
 NONCE_PREFIX: Final = bytes(4)
 #: The nonce of a counter: four zero bytes and the counter, little-endian.
 NONCE: Final = struct.Struct("<4xQ")
 TYPE_DATA: Final = messages.TYPE_DATA
+
+
+#: A queued output (see :meth:`DeviceState.datagram_runs_to_send`).
+QueuedDatagrams = tuple[bytes | bytearray, Endpoint, int]
 
 
 class DeviceState:
@@ -114,7 +125,7 @@ class DeviceState:
         )
         self._handshake_index: dict[int, Peer] = {}
         self._keypair_index: dict[int, Keypair] = {}
-        self._datagrams: list[tuple[bytes, Endpoint]] = []
+        self._datagrams: list[QueuedDatagrams] = []
         self._packets: list[bytes] = []
         self._unfragmentable: list[tuple[bytes, Endpoint]] = []
         #: Set by an adapter that sends ICMP errors from the interface's own network stack
@@ -139,6 +150,20 @@ class DeviceState:
         return f"Device(peers={len(self.peers)}, listen_port={self.listen_port})"
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out: list[tuple[bytes, Endpoint]] = []
+        for data, endpoint, size in self.datagram_runs_to_send():
+            if not size:
+                out.append((bytes(data), endpoint))
+            else:
+                out += [(bytes(data[i : i + size]), endpoint) for i in range(0, len(data), size)]
+        return out
+
+    def datagram_runs_to_send(self) -> list[QueuedDatagrams]:
+        """What :meth:`datagrams_to_send` returns (drain one or the other), with each run of data
+        messages to one peer still as the one buffer they were encrypted into: ``(data,
+        endpoint, size)``, ``size`` 0 for one datagram, else the size of each datagram in
+        ``data`` (the last may be shorter; at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES): what
+        one UDP GSO send takes."""
         out, self._datagrams = self._datagrams, []
         return out
 

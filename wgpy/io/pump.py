@@ -31,7 +31,9 @@ _GSO_ERRNOS: Final = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
 
 log = logging.getLogger("wgpy")
 
-Datagrams = list[tuple[bytes, tuple[str, int]]]
+#: Datagrams queued by the Device (Device.datagram_runs_to_send): (data, endpoint, size), size
+#: 0 for one datagram, else the size of each of the datagrams back to back in data.
+Queued = list[tuple[bytes | bytearray, tuple[str, int], int]]
 
 
 class DatagramPump:
@@ -43,6 +45,7 @@ class DatagramPump:
         dispatch: receives the Device's events (an iterator to drain), after each batch.
         unreachable: receives the packets that get an ICMP error from the interface's own
             stack (``device.icmp_from_stack``), if the face sends those.
+        after_read: called after each batch of datagrams was read and handled.
     """
 
     def __init__(
@@ -52,8 +55,10 @@ class DatagramPump:
         deliver: Callable[[list[bytes]], None],
         dispatch: Callable[[Iterator[Event]], None],
         unreachable: Callable[[list[bytes]], None] | None = None,
+        after_read: Callable[[], None] | None = None,
     ) -> None:
         self.device = device
+        self._after_read = after_read
         self._deliver = deliver
         self._dispatch = dispatch
         self._unreachable = unreachable
@@ -174,6 +179,8 @@ class DatagramPump:
                 if len(sources) > 2 * len(device.peers) + 64:
                     self._prune_sources()
         self.flush()
+        if self._after_read is not None:
+            self._after_read()
 
     def on_timer(self) -> None:
         self.device.handle_timer(time.monotonic())
@@ -211,12 +218,12 @@ class DatagramPump:
     def flush(self) -> None:
         """Drain the Device: datagrams out, packets to ``deliver``, events to ``dispatch``."""
         device = self.device
-        datagrams = device.datagrams_to_send()
-        if datagrams:
-            self._send(datagrams)
+        queued = device.datagram_runs_to_send()
+        if queued:
+            self._send(queued)
         unfragmentable = device.datagrams_not_to_fragment()
         if unfragmentable:
-            self._send_unfragmented(unfragmentable)
+            self._send_unfragmented([(d, e, 0) for d, e in unfragmentable])
         packets = device.packets_to_deliver()
         if packets:
             self._deliver(packets)
@@ -236,31 +243,31 @@ class DatagramPump:
             return self.sock6, True
         return self.sock4, False
 
-    def _by_socket(self, datagrams: Datagrams) -> list[tuple[socket.socket | None, Datagrams]]:
-        """The datagrams grouped by the socket that sends them, in order; the socket is
+    def _by_socket(self, queued: Queued) -> list[tuple[socket.socket | None, Queued]]:
+        """The queued datagrams grouped by the socket that sends them, in order; the socket is
         looked up once per run to one endpoint (a peer's datagrams share its endpoint)."""
-        groups: dict[int, tuple[socket.socket | None, Datagrams]] = {}
+        groups: dict[int, tuple[socket.socket | None, Queued]] = {}
         last: tuple[str, int] | None = None
-        group: Datagrams = []
+        group: Queued = []
         mapped_endpoint: tuple[str, int] | None = None
-        for item in datagrams:
+        for item in queued:
             endpoint = item[1]
             if endpoint is not last:
                 last = endpoint
                 sock, mapped = self._socket_for(endpoint)
                 group = groups.setdefault(id(sock), (sock, []))[1]
                 mapped_endpoint = (f"::ffff:{endpoint[0]}", endpoint[1]) if mapped else None
-            group.append(item if mapped_endpoint is None else (item[0], mapped_endpoint))
+            group.append(item if mapped_endpoint is None else (item[0], mapped_endpoint, item[2]))
         return list(groups.values())
 
-    def _send(self, datagrams: Datagrams) -> None:
+    def _send(self, queued: Queued) -> None:
         device = self.device
-        for sock, items in self._by_socket(datagrams):
+        for sock, items in self._by_socket(queued):
             if sock is None:
-                for datagram, endpoint in items:
+                for datagram, endpoint in udp.datagrams_of(items):
                     device.report_send_failure(datagram, endpoint, "no socket bound")
                 continue
-            failed = udp.send_runs(sock, items, self.gso, self.sources)
+            failed = udp.send_queued(sock, items, self.gso, self.sources)
             if failed and self.gso and any(e.errno in _GSO_ERRNOS for _, _, e in failed):
                 # The path refuses segmentation offload: from now on, one datagram per call.
                 self.gso = False
@@ -273,10 +280,10 @@ class DatagramPump:
             for datagram, endpoint, error in failed:
                 device.report_send_failure(datagram, endpoint, error.strerror or str(error))
 
-    def _send_unfragmented(self, datagrams: Datagrams) -> None:
+    def _send_unfragmented(self, queued: Queued) -> None:
         """A tunnel inside this one: never fragmented (see Device.datagrams_not_to_fragment)."""
-        for sock, items in self._by_socket(datagrams):
-            for datagram, endpoint in items:
+        for sock, items in self._by_socket(queued):
+            for datagram, endpoint in udp.datagrams_of(items):
                 if sock is None:
                     self.device.report_send_failure(datagram, endpoint, "no socket bound")
                     continue

@@ -158,7 +158,9 @@ class DeviceRunner:
             deliver=self._write_tun,
             dispatch=self._drain_events,
             unreachable=self._answer_unreachable_all,
+            after_read=self._read_answers,
         )
+        self._wrote_tun = False
         self._revalidation: asyncio.Handle | None = None
         self._link_moved = False
         self._link_key: tuple[int, int] | None = None  # (ifindex, mtu) the route MTUs are for
@@ -313,7 +315,17 @@ class DeviceRunner:
     def flush(self) -> None:
         self._pump.flush()
 
+    def _read_answers(self) -> None:
+        """After datagrams were delivered to the TUN, read it at once: what the stack answers
+        (an echo reply, TCP acknowledgements) is usually queued by the time the write returns,
+        and reading it here saves a trip through the event loop. Reads never block; the loop
+        still sees anything left (level-triggered)."""
+        if self._wrote_tun:
+            self._wrote_tun = False
+            self._on_tun()
+
     def _write_tun(self, packets: list[bytes]) -> None:
+        self._wrote_tun = True
         if self._tun_gro:
             self._write_coalesced(packets)
             return

@@ -230,9 +230,54 @@ def send_runs(
     return failed
 
 
+def datagrams_of(
+    queued: list[tuple[bytes | bytearray, tuple[str, int], int]],
+) -> list[tuple[bytes, tuple[str, int]]]:
+    """Queued datagrams (Device.datagram_runs_to_send) one by one."""
+    out: list[tuple[bytes, tuple[str, int]]] = []
+    for data, endpoint, size in queued:
+        if size:
+            out += [(bytes(data[i : i + size]), endpoint) for i in range(0, len(data), size)]
+        else:
+            out.append((bytes(data), endpoint))
+    return out
+
+
+def send_queued(
+    sock: socket.socket,
+    queued: list[tuple[bytes | bytearray, tuple[str, int], int]],
+    gso: bool,
+    sources: dict[tuple[str, int], Cmsg] | None = None,
+) -> list[tuple[bytes, tuple[str, int], OSError]]:
+    """Send queued datagrams in order: a run the Device encrypted back to back (size > 0) in
+    one call with ``gso``, one datagram per call without; single datagrams as
+    :func:`send_runs` does. Returns the datagrams that failed."""
+    failed: list[tuple[bytes, tuple[str, int], OSError]] = []
+    singles: list[tuple[bytes, tuple[str, int]]] = []
+    for data, endpoint, size in queued:
+        if not size:
+            singles.append((bytes(data), endpoint))
+            continue
+        if singles:
+            failed += send_runs(sock, singles, gso, sources)
+            singles = []
+        if not gso:
+            failed += send_runs(sock, datagrams_of([(data, endpoint, size)]), False, sources)
+            continue
+        try:
+            send_one(
+                sock, data, endpoint, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], sources
+            )
+        except OSError as error:
+            failed += [(d, e, error) for d, e in datagrams_of([(data, endpoint, size)])]
+    if singles:
+        failed += send_runs(sock, singles, gso, sources)
+    return failed
+
+
 def send_one(
     sock: socket.socket,
-    data: bytes,
+    data: bytes | bytearray,
     endpoint: tuple[str, int],
     cmsgs: list[Cmsg],
     sources: dict[tuple[str, int], Cmsg] | None,
