@@ -296,19 +296,15 @@ def _cut_full_vectorised(
     rows[:, :header_len] = numpy.frombuffer(template, dtype=uint8)
     payload = packet[header_len : header_len + full * gso_size]
     rows[:, header_len:] = numpy.frombuffer(payload, dtype=uint8).reshape(full, gso_size)
+    # the fields that change, as named columns of the rows (one write each, byte order and
+    # all): IPv4 ID and header checksum, TCP sequence number, transport checksum
+    fields = _changing_fields(numpy, ip_len, protocol, width)
+    columns = rows.view(fields).reshape(full)
     total = _row_sums(numpy, payload, full, gso_size) + constant
     index = numpy.arange(full, dtype=uint64)
-
-    def put16(column: int, values: Any) -> None:
-        rows[:, column : column + 2] = values.astype(">u2").view(uint8).reshape(full, 2)
-
-    def folded(sums: Any) -> Any:
-        sums = sums % 0xFFFF
-        return 0xFFFF - numpy.where(sums == 0, 0xFFFF, sums)
-
     if protocol == TCP:
         seqs = (index * gso_size + seq) & 0xFFFFFFFF
-        rows[:, ip_len + 4 : ip_len + 8] = seqs.astype(">u4").view(uint8).reshape(full, 4)
+        columns["seq"] = seqs
         # the first keeps CWR, the last FIN and PSH (when it is the super-packet's last)
         first_flags = middle_flags | last_flags & _TCP_CWR
         final_flags = last_flags if full == 1 else last_flags & ~_TCP_CWR
@@ -316,16 +312,47 @@ def _cut_full_vectorised(
         total[-1] += final_flags - (first_flags if full == 1 else middle_flags)
         rows[0, ip_len + 13] = first_flags
         rows[-1, ip_len + 13] = final_flags
-        put16(ip_len + 16, folded(total + seqs))  # a 32-bit word ≡ the sum of its halves
+        total += seqs  # a 32-bit word ≡ the sum of its halves
+        columns["check"] = 0xFFFE - (total + 0xFFFE) % 0xFFFF  # fold(), vectorised
     else:
-        checksums = folded(total)
-        put16(ip_len + 6, numpy.where(checksums == 0, 0xFFFF, checksums))
+        checksums = 0xFFFE - (total + 0xFFFE) % 0xFFFF
+        checksums[checksums == 0] = 0xFFFF
+        columns["check"] = checksums
     if ip_len == 20:
         ids = (index + ident) & 0xFFFF
-        put16(4, ids)
-        put16(10, folded(ids + (ip_base + ip_len + length)))
+        columns["id"] = ids
+        ids += ip_base + ip_len + length + 0xFFFE
+        columns["ip_check"] = 0xFFFE - ids % 0xFFFF
     blob = rows.tobytes()
     return [blob[start : start + width] for start in range(0, full * width, width)]
+
+
+_FIELDS: dict[tuple[int, int, int], Any] = {}
+
+
+def _changing_fields(numpy: Any, ip_len: int, protocol: int, width: int) -> Any:
+    """A structured dtype over one segment's bytes naming the fields :func:`_cut` rewrites
+    (cached per shape: one super-packet after another has the same)."""
+    key = (ip_len, protocol, width)
+    fields = _FIELDS.get(key)
+    if fields is None:
+        names = ["check"]
+        formats = [">u2"]
+        offsets = [ip_len + (16 if protocol == TCP else 6)]
+        if protocol == TCP:
+            names.append("seq")
+            formats.append(">u4")
+            offsets.append(ip_len + 4)
+        if ip_len == 20:
+            names += ["id", "ip_check"]
+            formats += [">u2", ">u2"]
+            offsets += [4, 10]
+        spec = {"names": names, "formats": formats, "offsets": offsets, "itemsize": width}
+        fields = _FIELDS[key] = numpy.dtype(spec)
+        if len(_FIELDS) > 64:
+            _FIELDS.clear()
+            _FIELDS[key] = fields
+    return fields
 
 
 def _row_sums(numpy: Any, payload: memoryview, rows: int, size: int) -> Any:
