@@ -303,7 +303,9 @@ def _cut_full_vectorised(
     total = _row_sums(numpy, payload, full, gso_size) + constant
     index = numpy.arange(full, dtype=uint64)
     if protocol == TCP:
-        seqs = (index * gso_size + seq) & 0xFFFFFFFF
+        seqs = index * gso_size + seq
+        if seq + full * gso_size > 0xFFFFFFFF:  # the sequence numbers wrap in here
+            seqs &= 0xFFFFFFFF
         columns["seq"] = seqs
         # the first keeps CWR, the last FIN and PSH (when it is the super-packet's last)
         first_flags = middle_flags | last_flags & _TCP_CWR
@@ -319,7 +321,9 @@ def _cut_full_vectorised(
         checksums[checksums == 0] = 0xFFFF
         columns["check"] = checksums
     if ip_len == 20:
-        ids = (index + ident) & 0xFFFF
+        ids = index + ident
+        if ident + full > 0xFFFF:
+            ids &= 0xFFFF
         columns["id"] = ids
         ids += ip_base + ip_len + length + 0xFFFE
         columns["ip_check"] = 0xFFFE - ids % 0xFFFF
@@ -356,7 +360,8 @@ def _changing_fields(numpy: Any, ip_len: int, protocol: int, width: int) -> Any:
 
 
 def _row_sums(numpy: Any, payload: memoryview, rows: int, size: int) -> Any:
-    """The sums (mod 0xFFFF, as big-endian words) of ``rows`` pieces of an even ``size``.
+    """Numbers congruent (mod 0xFFFF) to the sums as big-endian words of ``rows`` pieces of
+    an even ``size``, not reduced (below 2**57: the caller's fold reduces them).
 
     Summed as native little-endian words (a big-endian dtype makes numpy swap every element
     first), 32 bits at a time when ``size`` allows: ``65536*hi + lo ≡ hi + lo``. Swapping a
@@ -366,7 +371,7 @@ def _row_sums(numpy: Any, payload: memoryview, rows: int, size: int) -> Any:
         words = numpy.frombuffer(payload, dtype="<u4").reshape(rows, size // 4)
     else:
         words = numpy.frombuffer(payload, dtype="<u2").reshape(rows, size // 2)
-    return words.sum(1, dtype=numpy.uint64) % 0xFFFF * 256 % 0xFFFF
+    return words.sum(1, dtype=numpy.uint64) * 256
 
 
 def payload_sums(payload: memoryview, size: int) -> list[int]:
@@ -379,7 +384,7 @@ def payload_sums(payload: memoryview, size: int) -> list[int]:
     sums: list[int] = []
     numpy = _numpy() if full >= _VECTOR_MIN and not size & 1 else None
     if numpy is not None:
-        sums = _row_sums(numpy, payload[: full * size], full, size).tolist()
+        sums = (_row_sums(numpy, payload[: full * size], full, size) % 0xFFFF).tolist()
     else:
         sums = [checksum_sum(payload[i * size : (i + 1) * size]) for i in range(full)]
     if len(payload) > full * size:

@@ -258,15 +258,18 @@ def test_gro_never_passes_64_kib() -> None:
 @pytest.mark.parametrize("addrs", [V4, V6], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("gso_size", [1368, 1366, 1001, 64])
 @pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
+@pytest.mark.parametrize("ident", [77, 0xFFFA], ids=["id", "id-wraps"])
 def test_vectorised_cut_equals_the_scalar_one(
-    addrs: tuple[str, str], gso_size: int, udp: bool, monkeypatch: pytest.MonkeyPatch
+    addrs: tuple[str, str], gso_size: int, udp: bool, ident: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """numpy's rows (even sizes, at least _VECTOR_MIN full pieces) and the per-segment way
     (odd sizes, no numpy) give the same valid segments, for sizes of 4k and 4k+2 bytes."""
     pytest.importorskip("numpy")
     payload = random.Random(gso_size).randbytes(gso_size * 9 + 17)
     whole = (
-        udp_packet(addrs, payload) if udp else tcp_packet(addrs, 0xFFFFFF00, payload, flags=0x99)
+        udp_packet(addrs, payload, ident=ident)
+        if udp
+        else tcp_packet(addrs, 0xFFFFFF00, payload, flags=0x99, ident=ident)
     )
     frame = super_packet(whole, gso_size)
     vectorised = split(frame)
