@@ -16,7 +16,6 @@ from wgpy.device.state import (
 from wgpy.events import (
     CookieReceived,
     CookieReplySent,
-    Direction,
     DropReason,
     EndpointChanged,
     HandshakeCompleted,
@@ -127,69 +126,46 @@ class Handshakes(DeviceState):
         ):
             return
         if self.private_key is None or self.public_key is None:
-            self._drop(
-                DropReason.NO_IDENTITY,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.NO_IDENTITY, datagram, endpoint)
             return
         decoded = noise.decode_initiation(
             message, local_private=self.private_key, local_public=self.public_key
         )
         if decoded is None:
-            self._drop(
+            self._drop_datagram(
                 DropReason.HANDSHAKE_FAILED,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
+                datagram,
+                endpoint,
                 detail="initiation does not decrypt",
             )
             return
         peer = self.peers.get(decoded.initiator_public)
         if peer is None or peer.static_static is None:
-            self._drop(
+            self._drop_datagram(
                 DropReason.HANDSHAKE_FAILED,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
+                datagram,
+                endpoint,
                 detail="initiation from an unknown or unusable peer key",
             )
             return
         opened = noise.open_initiation_timestamp(decoded, message, static_static=peer.static_static)
         if opened is None:
-            self._drop(
+            self._drop_datagram(
                 DropReason.HANDSHAKE_FAILED,
-                Direction.INCOMING,
+                datagram,
+                endpoint,
                 peer,
-                endpoint=endpoint,
-                size=len(datagram),
                 detail="initiation timestamp does not decrypt",
             )
             return
         timestamp, chaining_key, h = opened
         hs = peer.handshake
         if timestamp <= hs.latest_timestamp:
-            self._drop(
-                DropReason.REPLAYED_INITIATION,
-                Direction.INCOMING,
-                peer,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.REPLAYED_INITIATION, datagram, endpoint, peer)
             return
         last = hs.last_initiation_consumed
         if last is not None and now - last <= INITIATIONS_MIN_INTERVAL:
-            self._drop(
-                DropReason.INITIATION_FLOOD,
-                Direction.INCOMING,
-                peer,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.INITIATION_FLOOD, datagram, endpoint, peer)
             return
         self._clear_handshake(peer)
         noise.accept_initiation(hs, message, chaining_key, h, timestamp, now)
@@ -206,35 +182,23 @@ class Handshakes(DeviceState):
             return
         peer = self._handshake_index.get(message.receiver_index)
         if peer is None:
-            self._drop(
-                DropReason.UNKNOWN_INDEX,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-                detail="handshake response",
+            self._drop_datagram(
+                DropReason.UNKNOWN_INDEX, datagram, endpoint, detail="handshake response"
             )
             return
         if self.private_key is None:
-            self._drop(
-                DropReason.NO_IDENTITY,
-                Direction.INCOMING,
-                peer,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.NO_IDENTITY, datagram, endpoint, peer)
             return
         hs = peer.handshake
         result = noise.consume_response(
             hs, message, local_private=self.private_key, preshared_key=peer.preshared_key
         )
         if result is None:
-            self._drop(
+            self._drop_datagram(
                 DropReason.HANDSHAKE_FAILED,
-                Direction.INCOMING,
+                datagram,
+                endpoint,
                 peer,
-                endpoint=endpoint,
-                size=len(datagram),
                 detail="response does not decrypt or no initiation is pending",
             )
             return
@@ -277,23 +241,10 @@ class Handshakes(DeviceState):
             keypair = self._keypair_index.get(message.receiver_index)
             peer = None if keypair is None else keypair.peer
         if peer is None:
-            self._drop(
-                DropReason.UNKNOWN_INDEX,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-                detail="cookie reply",
-            )
+            self._drop_datagram(DropReason.UNKNOWN_INDEX, datagram, endpoint, detail="cookie reply")
             return
         if not peer.cookies.consume_reply(message, now):
-            self._drop(
-                DropReason.INVALID_COOKIE,
-                Direction.INCOMING,
-                peer,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.INVALID_COOKIE, datagram, endpoint, peer)
             return
         self._emit(CookieReceived(peer.public_key))
 
@@ -308,13 +259,7 @@ class Handshakes(DeviceState):
         """mac1 always; under load, mac2 (else answer with a cookie) and the rate limiter."""
         under_load = self._under_load(now)
         if not self.cookie_checker.check_mac1(datagram, mac1_offset):
-            self._drop(
-                DropReason.INVALID_MAC1,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.INVALID_MAC1, datagram, endpoint)
             return False
         if not under_load:
             return True
@@ -328,22 +273,10 @@ class Handshakes(DeviceState):
             )
             self._datagrams.append((reply, endpoint, 0))
             self._emit(CookieReplySent((endpoint[0], endpoint[1])))
-            self._drop(
-                DropReason.COOKIE_REQUIRED,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.COOKIE_REQUIRED, datagram, endpoint)
             return False
         if not self.rate_limiter.allow(address, now):
-            self._drop(
-                DropReason.RATE_LIMITED,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.RATE_LIMITED, datagram, endpoint)
             return False
         return True
 

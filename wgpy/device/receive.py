@@ -48,22 +48,13 @@ class Receiving(DeviceState):
             reason = (
                 DropReason.UNKNOWN_TYPE if error.reason == "unknown_type" else DropReason.BAD_SIZE
             )
-            self._drop(
-                reason,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-                detail=str(error),
-            )
+            self._drop_datagram(reason, datagram, endpoint, detail=str(error))
             return
         if not self.is_up:
-            self._drop(
+            self._drop_datagram(
                 DropReason.INTERFACE_DOWN,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
+                datagram,
+                endpoint,
                 detail="handshake message while the interface is down",
             )
             return
@@ -170,46 +161,22 @@ class Receiving(DeviceState):
         _, receiver, counter = DATA_HEADER.unpack_from(datagram)
         keypair = self._keypair_index.get(receiver)
         if keypair is None:
-            self._drop(
-                DropReason.UNKNOWN_INDEX,
-                Direction.INCOMING,
-                None,
-                endpoint=endpoint,
-                size=len(datagram),
-                detail="data message",
-            )
+            self._drop_datagram(DropReason.UNKNOWN_INDEX, datagram, endpoint, detail="data message")
             return
         peer = keypair.peer
         if now - keypair.birth >= REJECT_AFTER_TIME or counter >= REJECT_AFTER_MESSAGES:
-            self._drop(
-                DropReason.EXPIRED_KEYPAIR,
-                Direction.INCOMING,
-                peer,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.EXPIRED_KEYPAIR, datagram, endpoint, peer)
             return
         try:
             plaintext = keypair.receive.decrypt(
                 NONCE_PREFIX + counter.to_bytes(8, "little"), datagram[16:], None
             )
         except InvalidTag:
-            self._drop(
-                DropReason.DECRYPTION_FAILED,
-                Direction.INCOMING,
-                peer,
-                endpoint=endpoint,
-                size=len(datagram),
-            )
+            self._drop_datagram(DropReason.DECRYPTION_FAILED, datagram, endpoint, peer)
             return
         if not keypair.replay.accept(counter):
-            self._drop(
-                DropReason.REPLAYED_COUNTER,
-                Direction.INCOMING,
-                peer,
-                endpoint=endpoint,
-                size=len(datagram),
-                detail=f"counter {counter}",
+            self._drop_datagram(
+                DropReason.REPLAYED_COUNTER, datagram, endpoint, peer, detail=f"counter {counter}"
             )
             return
         if peer.endpoint != endpoint:

@@ -240,6 +240,19 @@ class DeviceState:
             )
         )
 
+    def _drop_datagram(
+        self,
+        reason: DropReason,
+        datagram: bytes,
+        endpoint: Endpoint,
+        peer: Peer | None = None,
+        detail: str = "",
+    ) -> None:
+        """A received datagram dropped before any inner packet was read from it."""
+        self._drop(
+            reason, Direction.INCOMING, peer, endpoint=endpoint, size=len(datagram), detail=detail
+        )
+
     def report_tun_write_failure(self, packet: bytes, detail: str) -> None:
         """Adapters call this when a delivered packet could not be written to the TUN."""
         self._drop(
