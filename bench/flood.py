@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.netbench import DAEMONS, HS_SENDER, QUIET, b64, progress, vm_rss_mib
+from bench.netbench import DAEMONS, HS_SENDER, QUIET, b64, progress, report_json, vm_rss_mib
 from tests.netns.harness import (
     WIREGUARD_GO,
     Netns,
@@ -272,11 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per daemon (medians)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    result = run(args.peers, args.rounds, args.daemons.split(","), args.runs)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    report_json(run(args.peers, args.rounds, args.daemons.split(","), args.runs), args.json)
     return 0
 
 

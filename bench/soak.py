@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.netbench import report_json
 from tests.netns.harness import (
     Netns,
     genkey,
@@ -415,11 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between changes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    result = run(args.minutes, args.interval)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    report_json(run(args.minutes, args.interval), args.json)
     return 0
 
 

@@ -8,10 +8,12 @@ the kernel does not log: not attributable), and the guest pings a destination no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
@@ -87,6 +89,36 @@ def _send_datagrams(tunnel: KernelTunnel, payloads: list[str]) -> None:
 
 def _drops(view: dict[str, Any]) -> dict[tuple[str | None, str], int]:
     return {(d["peer"], d["reason"]): d["count"] for d in view["drops"] or []}
+
+
+@contextlib.contextmanager
+def running_watch(tunnel: KernelTunnel, log: str) -> Iterator[None]:
+    """`wgpy watch` on the guest's wg0 (chrooted, as above) from its first state file until
+    the block ends; its output goes to /run/``log`` in the host root."""
+    _prepare_host_root(tunnel)
+    watch = f"{WGPY} watch {GUEST_IF} --enable-debug --unthrottle"
+    tunnel.guest.run_in_host_root(
+        f"setsid sh -c {shlex.quote(watch)} </dev/null >/run/{log} 2>&1 &", timeout=30
+    )
+    try:
+        wait_for(lambda: _watch_state(tunnel) is not None, 60, interval=0.5, what="the watch")
+        yield
+    finally:
+        state = _watch_state(tunnel)
+        if state is not None:
+            tunnel.guest.run(f"kill -TERM {int(state['pid'])}")
+            wait_for(lambda: _watch_state(tunnel) is None, 30, interval=0.5, what="watch end")
+
+
+def wait_for_drops(tunnel: KernelTunnel, reason: str, at_least: int = 1) -> None:
+    """Until the running watch has counted ``at_least`` drops of the host peer for ``reason``."""
+    key = (tunnel.host_public, reason)
+    wait_for(
+        lambda: _drops(_watch_state(tunnel) or {"drops": []}).get(key, 0) >= at_least,
+        30,
+        interval=0.5,
+        what=f"the watch to count {reason}",
+    )
 
 
 def test_watch_attributes_kernel_drops_to_peers_and_reasons(tunnel: KernelTunnel) -> None:
