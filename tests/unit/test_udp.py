@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from wgpy.device.state import datagrams_of
 from wgpy.io import udp
 
 
@@ -118,7 +119,7 @@ def test_queued_runs_arrive_as_their_datagrams(gso: bool) -> None:
             (b"\x01" * 96 + b"\x02" * 96, address, 96),
         ]
         assert udp.send_queued(sender, queued, gso) == []
-        expected = [d for d, _ in udp.datagrams_of(queued)]
+        expected = [d for d, _ in datagrams_of(queued)]
         assert len(expected) == 1 + 41 + 1 + 2
         assert _drain(receiver, False, len(expected)) == expected
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from wgpy import messages, noise
@@ -62,6 +62,17 @@ TYPE_DATA: Final = messages.TYPE_DATA
 
 #: A queued output (see :meth:`DeviceState.datagram_runs_to_send`).
 QueuedDatagrams = tuple[bytes | bytearray, Endpoint, int]
+
+
+def datagrams_of(queued: Iterable[QueuedDatagrams]) -> list[tuple[bytes, Endpoint]]:
+    """Queued outputs one datagram at a time: each run cut into its datagrams."""
+    out: list[tuple[bytes, Endpoint]] = []
+    for data, endpoint, size in queued:
+        if size:
+            out += [(bytes(data[i : i + size]), endpoint) for i in range(0, len(data), size)]
+        else:
+            out.append((bytes(data), endpoint))
+    return out
 
 
 class DeviceState:
@@ -150,13 +161,7 @@ class DeviceState:
         return f"Device(peers={len(self.peers)}, listen_port={self.listen_port})"
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
-        out: list[tuple[bytes, Endpoint]] = []
-        for data, endpoint, size in self.datagram_runs_to_send():
-            if not size:
-                out.append((bytes(data), endpoint))
-            else:
-                out += [(bytes(data[i : i + size]), endpoint) for i in range(0, len(data), size)]
-        return out
+        return datagrams_of(self.datagram_runs_to_send())
 
     def datagram_runs_to_send(self) -> list[QueuedDatagrams]:
         """What :meth:`datagrams_to_send` returns (drain one or the other), with each run of data

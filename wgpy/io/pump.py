@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from wgpy.device import Device
+from wgpy.device.state import QueuedDatagrams, datagrams_of
 from wgpy.events import Event
 from wgpy.io import rtnl, udp
 from wgpy.io.timer import DeviceTimer
@@ -31,9 +32,8 @@ _GSO_ERRNOS: Final = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
 
 log = logging.getLogger("wgpy")
 
-#: Datagrams queued by the Device (Device.datagram_runs_to_send): (data, endpoint, size), size
-#: 0 for one datagram, else the size of each of the datagrams back to back in data.
-Queued = list[tuple[bytes | bytearray, tuple[str, int], int]]
+#: What the Device queued (Device.datagram_runs_to_send).
+Queued = list[QueuedDatagrams]
 
 
 class DatagramPump:
@@ -264,7 +264,7 @@ class DatagramPump:
         device = self.device
         for sock, items in self._by_socket(queued):
             if sock is None:
-                for datagram, endpoint in udp.datagrams_of(items):
+                for datagram, endpoint in datagrams_of(items):
                     device.report_send_failure(datagram, endpoint, "no socket bound")
                 continue
             failed = udp.send_queued(sock, items, self.gso, self.sources)
@@ -283,7 +283,7 @@ class DatagramPump:
     def _send_unfragmented(self, queued: Queued) -> None:
         """A tunnel inside this one: never fragmented (see Device.datagrams_not_to_fragment)."""
         for sock, items in self._by_socket(queued):
-            for datagram, endpoint in udp.datagrams_of(items):
+            for datagram, endpoint in datagrams_of(items):
                 if sock is None:
                     self.device.report_send_failure(datagram, endpoint, "no socket bound")
                     continue

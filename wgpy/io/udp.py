@@ -8,6 +8,8 @@ import socket
 import struct
 from typing import Final
 
+from wgpy.device.state import RUN_MAX_BYTES, RUN_MAX_DATAGRAMS, QueuedDatagrams, datagrams_of
+
 SO_MARK: Final = 36
 _BUFFER_SIZE: Final = 7 << 20
 _PORT_RETRIES: Final = 100
@@ -88,8 +90,8 @@ def set_fwmark(sockets: list[socket.socket], fwmark: int) -> None:
 SOL_UDP: Final = 17
 UDP_SEGMENT: Final = 103
 UDP_GRO: Final = 104
-GSO_MAX_SEGMENTS: Final = 64
-GSO_MAX_BYTES: Final = 65000
+GSO_MAX_SEGMENTS: Final = RUN_MAX_DATAGRAMS
+GSO_MAX_BYTES: Final = RUN_MAX_BYTES
 
 
 def enable_gro(sock: socket.socket) -> bool:
@@ -230,22 +232,9 @@ def send_runs(
     return failed
 
 
-def datagrams_of(
-    queued: list[tuple[bytes | bytearray, tuple[str, int], int]],
-) -> list[tuple[bytes, tuple[str, int]]]:
-    """Queued datagrams (Device.datagram_runs_to_send) one by one."""
-    out: list[tuple[bytes, tuple[str, int]]] = []
-    for data, endpoint, size in queued:
-        if size:
-            out += [(bytes(data[i : i + size]), endpoint) for i in range(0, len(data), size)]
-        else:
-            out.append((bytes(data), endpoint))
-    return out
-
-
 def send_queued(
     sock: socket.socket,
-    queued: list[tuple[bytes | bytearray, tuple[str, int], int]],
+    queued: list[QueuedDatagrams],
     gso: bool,
     sources: dict[tuple[str, int], Cmsg] | None = None,
 ) -> list[tuple[bytes, tuple[str, int], OSError]]:
