@@ -14,7 +14,6 @@ from wgpy import messages
 from wgpy.device.state import (
     DATA_HEADER,
     NONCE,
-    NONCE_PREFIX,
     SEND_KEEPALIVE,
     TYPE_DATA,
     DeviceState,
@@ -168,9 +167,7 @@ class Receiving(DeviceState):
             self._drop_datagram(DropReason.EXPIRED_KEYPAIR, datagram, endpoint, peer)
             return
         try:
-            plaintext = keypair.receive.decrypt(
-                NONCE_PREFIX + counter.to_bytes(8, "little"), datagram[16:], None
-            )
+            plaintext = keypair.receive.decrypt(NONCE.pack(counter), datagram[16:], None)
         except InvalidTag:
             self._drop_datagram(DropReason.DECRYPTION_FAILED, datagram, endpoint, peer)
             return

@@ -17,7 +17,6 @@ from wgpy.device.state import (
     ICMP_PER_SECOND,
     NEW_HANDSHAKE,
     NONCE,
-    NONCE_PREFIX,
     RUN_MAX_BYTES,
     RUN_MAX_DATAGRAMS,
     TYPE_DATA,
@@ -256,7 +255,7 @@ class Sending(DeviceState):
         if padded != size:
             packet += bytes(padded - size)
         datagram = DATA_HEADER.pack(TYPE_DATA, keypair.remote_index, counter) + (
-            keypair.send.encrypt(NONCE_PREFIX + counter.to_bytes(8, "little"), packet, None)
+            keypair.send.encrypt(NONCE.pack(counter), packet, None)
         )
         if size >= _NESTED_CHECK_MIN and _carries_wireguard(packet):
             self._unfragmentable.append((datagram, endpoint))

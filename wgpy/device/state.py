@@ -54,7 +54,6 @@ DATA_OVERHEAD: Final = DATA_HEADER_SIZE + 16
 #: the kernel's bounds for one UDP GSO send, so that an adapter can send a run whole.
 RUN_MAX_DATAGRAMS: Final = 64
 RUN_MAX_BYTES: Final = 65000
-NONCE_PREFIX: Final = bytes(4)
 #: The nonce of a counter: four zero bytes and the counter, little-endian.
 NONCE: Final = struct.Struct("<4xQ")
 TYPE_DATA: Final = messages.TYPE_DATA
