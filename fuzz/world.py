@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wgpy import crypto, messages
@@ -177,19 +178,12 @@ def receive_checked(
 
     Returns what the device sent in answer. Raises AssertionError on a broken invariant.
     """
-    device.packets_to_deliver()
-    list(device.events())
-    before = device.drop_counts.total()
-    device.receive_datagram(datagram, endpoint, now)
-    dropped = device.drop_counts.total() - before
-    delivered = device.packets_to_deliver()
-    events = list(device.events())
-    ok = accepted(events, len(delivered))
-    assert dropped + ok == 1, (
-        f"datagram of {len(datagram)} bytes: {dropped} drops, {ok} acceptances; events {events}"
+    return _checked(
+        device,
+        lambda: device.receive_datagram(datagram, endpoint, now),
+        1,
+        f"datagram of {len(datagram)} bytes",
     )
-    check_bounded(device)
-    return device.datagrams_to_send()
 
 
 def receive_batch_checked(
@@ -197,17 +191,28 @@ def receive_batch_checked(
 ) -> list[tuple[bytes, Endpoint]]:
     """:func:`receive_checked` for a batch through ``Device.receive_datagrams``: each datagram
     accepted or counted under exactly one drop reason."""
+    return _checked(
+        device,
+        lambda: device.receive_datagrams(datagrams, endpoint, now),
+        len(datagrams),
+        f"batch of {len(datagrams)}",
+    )
+
+
+def _checked(
+    device: Device, feed: Callable[[], None], count: int, what: str
+) -> list[tuple[bytes, Endpoint]]:
+    """Run ``feed``, which hands ``count`` datagrams to ``device``; check that each was
+    accepted or counted under exactly one drop reason and that the tables stay bounded."""
     device.packets_to_deliver()
     list(device.events())
     before = device.drop_counts.total()
-    device.receive_datagrams(datagrams, endpoint, now)
+    feed()
     dropped = device.drop_counts.total() - before
     delivered = device.packets_to_deliver()
     events = list(device.events())
     ok = accepted(events, len(delivered))
-    assert dropped + ok == len(datagrams), (
-        f"batch of {len(datagrams)}: {dropped} drops, {ok} acceptances; events {events}"
-    )
+    assert dropped + ok == count, f"{what}: {dropped} drops, {ok} acceptances; events {events}"
     check_bounded(device)
     return device.datagrams_to_send()
 
