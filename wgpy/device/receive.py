@@ -7,6 +7,7 @@ address longest-matches the peer that sent it (cryptokey routing, incoming).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 
@@ -31,6 +32,11 @@ from wgpy.timers import (
     REJECT_AFTER_TIME,
     REKEY_TIMEOUT,
 )
+
+#: The short path of :meth:`Receiving.receive_datagrams` takes counters below this one: the
+#: last counter a keypair accepts exhausts it (:attr:`ReplayWindow.exhausted`), which only the
+#: full path checks.
+_LAST_COUNTER: Final = REJECT_AFTER_MESSAGES - 1
 
 
 class Receiving(DeviceState):
@@ -87,7 +93,7 @@ class Receiving(DeviceState):
             if keypair is not None and peer is not None and len(datagram) >= 32:
                 # the type as a little-endian word: a data message is 4, three zero bytes
                 kind, index, counter = DATA_HEADER.unpack_from(datagram)
-                if kind == TYPE_DATA and index == receiver and counter < REJECT_AFTER_MESSAGES:
+                if kind == TYPE_DATA and index == receiver and counter < _LAST_COUNTER:
                     try:
                         plaintext = keypair.receive.decrypt(
                             NONCE.pack(counter), datagram[16:], None
@@ -152,6 +158,7 @@ class Receiving(DeviceState):
             keypair is peer.next
             or peer.endpoint != endpoint
             or now - keypair.birth >= REJECT_AFTER_TIME
+            or keypair.replay.exhausted
         ):
             return None, -1, None
         return keypair, receiver, peer
@@ -163,7 +170,10 @@ class Receiving(DeviceState):
             self._drop_datagram(DropReason.UNKNOWN_INDEX, datagram, endpoint, detail="data message")
             return
         peer = keypair.peer
-        if now - keypair.birth >= REJECT_AFTER_TIME or counter >= REJECT_AFTER_MESSAGES:
+        # as the kernel: a keypair past its age or whose window reached the message limit
+        # takes nothing more; a counter at or past the limit is decrypted and then refused
+        # by the replay check (the kernel's "invalid nonce")
+        if now - keypair.birth >= REJECT_AFTER_TIME or keypair.replay.exhausted:
             self._drop_datagram(DropReason.EXPIRED_KEYPAIR, datagram, endpoint, peer)
             return
         try:

@@ -40,12 +40,16 @@ from wgpy.timers import (
 
 
 def _can_send(keypair: Keypair, now: float, packets: int) -> bool:
-    """Whether ``keypair`` may encrypt ``packets`` more: valid, young enough, counter left."""
-    return (
-        keypair.can_send
-        and now - keypair.birth < REJECT_AFTER_TIME
-        and keypair.send_counter + packets < REJECT_AFTER_MESSAGES
-    )
+    """Whether ``keypair`` may encrypt ``packets`` more: valid, young enough, and every
+    counter they would take below REJECT_AFTER_MESSAGES. A keypair without counters
+    enough left is invalidated for sending, as the kernel does when a nonce of a batch
+    reaches the limit; the packets stay staged for the next session."""
+    if not keypair.can_send or now - keypair.birth >= REJECT_AFTER_TIME:
+        return False
+    if keypair.send_counter + packets > REJECT_AFTER_MESSAGES:
+        keypair.can_send = False
+        return False
+    return True
 
 
 #: Below this size a datagram is never fragmented (576 is IPv4's minimum MTU), so whether a
