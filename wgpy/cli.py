@@ -237,11 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(func=cmd_watch)
     from wgpy.tools.aip_cli import add_parsers  # explain, lint, calc
     from wgpy.tools.doctor_cli import add_parser as add_doctor
+    from wgpy.tools.net_cli import add_parser as add_net  # net check, net trace
     from wgpy.tools.see_cli import add_parsers as add_see  # top, map, web
 
     add_parsers(sub)
     add_doctor(sub)
     add_see(sub)
+    add_net(sub)
     return parser
 
 
