@@ -158,8 +158,11 @@ def test_demo_keep_leaves_it_running_and_says_how_to_remove_it() -> None:
     finally:
         if cleanup:
             subprocess.run(["sh", "-c", "\n".join(cleanup)], timeout=30)
-        else:  # never leave a failed run's namespaces behind (only this run's)
+        else:  # never leave a failed run's daemons and namespaces behind (only this run's)
             for ns in _left_behind(tag)[0]:
+                pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+                for pid in pids.stdout.split():
+                    subprocess.run(["kill", pid], check=False)
                 subprocess.run(["ip", "netns", "del", ns])
     deadline = time.monotonic() + 10
     while _left_behind(tag)[1] and time.monotonic() < deadline:
