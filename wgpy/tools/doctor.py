@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from wgpy.allowedips import AllowedIPs
+from wgpy.events import explaining_address
 from wgpy.tools import lint as lint_mod
 from wgpy.tools.routes import RouteInfo
 from wgpy.tools.show import AddressCount, InterfaceView, PeerView, ago
@@ -374,7 +375,10 @@ def _drops(facts: Facts, out: list[Finding]) -> None:
 
 def _top(view: InterfaceView, key: tuple[str | None, str]) -> list[str]:
     lines = []
-    for label, entries in (("sources", view.sources), ("destinations", view.destinations)):
+    sides = [("sources", view.sources), ("destinations", view.destinations)]
+    if explaining_address(key[1]) == "destination":
+        sides.reverse()
+    for label, entries in sides:
         if entries.get(key):
             lines.append(f"top {label}: " + ", ".join(_counted(e) for e in entries[key]))
     return lines
