@@ -135,7 +135,7 @@ def test_wrong_endpoint_port_never_completes_a_handshake(
 
 def test_destination_routed_in_but_held_by_no_peer(netns_factory: Callable[[], Netns]) -> None:
     topo = _topology(netns_factory)
-    a = topo.a
+    a, b = topo.a, topo.b
 
     def no_peer() -> dict[str, Any] | None:
         assert not _pings(a.ns, NOBODY)
@@ -149,6 +149,22 @@ def test_destination_routed_in_but_held_by_no_peer(netns_factory: Callable[[], N
     assert finding["severity"] == "warning" and finding["peer"] is None, finding
     assert f"ip route get {NOBODY}: dev {a.ifname}" in finding["evidence"], finding
     assert f"routed into {a.ifname}" in finding["message"], finding
+    # A's only peer is B, and NOBODY is in A's own 10.100.0.0/24: B, as A's hub, gets the
+    # subnet (replacing the /32 it covers), named by its key with its real list
+    assert (
+        f"{NOBODY} is in {a.ifname}'s own subnet 10.100.0.0/24 (its Address)"
+        in (finding["evidence"])
+    ), finding
+    subnet, host = finding["commands"]
+    prefix = f"wg set {a.ifname} peer {b.public_key} allowed-ips "
+    assert subnet == prefix + "fd00:100::2/128,10.100.0.0/24", finding
+    assert host == prefix + f"10.100.0.2/32,fd00:100::2/128,{NOBODY}/32", finding
+    wg(a.ns, *shlex.split(subnet)[1:])
+    _pings(a.ns, NOBODY)  # now sent to B (which has no such address)
+    _status, after = _doctor(a)
+    assert not _with_code(after, "no-peer"), after
+    (fixed,) = _with_code(after, "no-peer-fixed")
+    assert fixed["peer"] == b.public_key and "10.100.0.0/24" in fixed["message"], fixed
 
 
 def test_unreadable_interface_exits_2(netns_factory: Callable[[], Netns]) -> None:

@@ -303,3 +303,66 @@ def test_kernel_interface_without_a_watch_says_to_start_one() -> None:
     view.kernel = {"watch": False, "link_counters": {}}
     (finding,) = [f for f in diagnose(Facts(view, NOW)) if f.code == "no-drop-counters"]
     assert "wgpy watch wg0" in finding.message and finding.fix is not None
+
+
+def _no_peer_finding(view: InterfaceView, address: str, **kw: object) -> Finding:
+    view.drops = {(None, "no_peer"): 3}
+    view.destinations[(None, "no_peer")] = [AddressCount(address, 3)]
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), **kw))  # type: ignore[arg-type]
+    (finding,) = [f for f in findings if f.code == "no-peer"]
+    return finding
+
+
+def test_no_peer_with_one_peer_names_it_and_its_list() -> None:
+    """One peer and a destination outside the interface's subnet: the fix adds it to that
+    peer, with its real key and current list (no PEER or CURRENT placeholder)."""
+    view = _view(_peer(P1, "10.0.0.2/32", "fd00::2/128"))
+    finding = _no_peer_finding(view, "192.168.9.4", addresses=["10.0.0.1/24"])
+    assert finding.commands == [
+        f"wg set wg0 peer {P1} allowed-ips 10.0.0.2/32,fd00::2/128,192.168.9.4/32"
+    ]
+    assert finding.config[0].startswith("AllowedIPs = 10.0.0.2/32, fd00::2/128, 192.168.9.4/32")
+    assert finding.fix is not None and P1 in finding.fix and "only peer" in finding.fix
+    assert "PEER" not in " ".join(finding.commands) and "CURRENT" not in " ".join(finding.config)
+
+
+def test_no_peer_in_the_subnet_of_a_spoke_gives_its_hub_the_subnet() -> None:
+    """A spoke (one peer, the hub, holding 10.0.0.1/32) pinging another spoke 10.0.0.3 of its
+    own Address subnet: the hub should carry the whole subnet, which replaces the /32s it
+    covers; the /32 alone is the alternative."""
+    view = _view(_peer(P1, "10.0.0.1/32", "fd00::1/128"))
+    finding = _no_peer_finding(view, "10.0.0.3", addresses=["10.0.0.2/24", "fd00::2/64"])
+    assert finding.commands[0] == f"wg set wg0 peer {P1} allowed-ips fd00::1/128,10.0.0.0/24"
+    assert (
+        finding.commands[1]
+        == f"wg set wg0 peer {P1} allowed-ips 10.0.0.1/32,fd00::1/128,10.0.0.3/32"
+    )
+    assert finding.config[0].startswith("AllowedIPs = fd00::1/128, 10.0.0.0/24")
+    assert finding.fix is not None and "10.0.0.0/24" in finding.fix and "hub" in finding.fix
+
+
+def test_no_peer_in_the_subnet_of_a_hub_says_both_and_why() -> None:
+    """Several peers holding one address each (a hub's layout): the destination is most likely
+    a spoke this interface does not know yet (its /32 on that spoke's [Peer]); if this
+    interface is a spoke of a mesh whose hub is among the peers, the hub wants the subnet.
+    doctor cannot tell which from the interface: it says both, and why."""
+    view = _view(_peer(P1, "10.0.0.2/32"), _peer(P2, "10.0.0.3/32"))
+    finding = _no_peer_finding(view, "10.0.0.9", addresses=["10.0.0.1/24"])
+    assert finding.commands == [
+        "wg set wg0 peer SPOKE allowed-ips CURRENT,10.0.0.9/32   # on a hub: the spoke using "
+        "10.0.0.9",
+        "wg set wg0 peer HUB allowed-ips CURRENT,10.0.0.0/24   # on a spoke: its hub",
+    ]
+    assert finding.fix is not None
+    assert "10.0.0.9/32" in finding.fix and "10.0.0.0/24" in finding.fix
+    assert "cannot tell" in finding.fix
+
+
+def test_no_peer_with_unknown_addresses_says_both() -> None:
+    """The interface's addresses could not be read (another namespace): with one peer the
+    /32 is given, and the subnet named as the fix if the destination is in the tunnel's own
+    subnet."""
+    view = _view(_peer(P1, "10.0.0.1/32"))
+    finding = _no_peer_finding(view, "10.0.0.3")
+    assert finding.commands == [f"wg set wg0 peer {P1} allowed-ips 10.0.0.1/32,10.0.0.3/32"]
+    assert finding.fix is not None and "could not read" in finding.fix and "subnet" in finding.fix

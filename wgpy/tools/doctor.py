@@ -75,6 +75,8 @@ class Facts:
     mtu: int | None = None
     #: route lookups of the peers' endpoint hosts (:func:`endpoint_host`), for the path MTU
     endpoint_routes: dict[str, RouteInfo] = field(default_factory=dict)
+    #: the interface's addresses with their prefix length (``10.0.0.1/24``; None: unknown)
+    addresses: list[str] | None = None
 
 
 #: WireGuard's outer overhead per data packet: IP header + UDP 8 + WireGuard 32 (header 16,
@@ -132,11 +134,19 @@ def _host(address: str) -> str:
 
 
 def _allowed_fix(ifname: str, peer: PeerView, extra: str) -> tuple[list[str], list[str]]:
-    new = [*peer.allowed_ips, extra]
+    """``wg set`` and the wg-quick line that give ``peer`` the prefix ``extra`` too (the
+    prefixes of its list that ``extra`` covers dropped: wg set replaces the whole list)."""
+    wider = ipaddress.ip_network(extra, strict=False)
+    new = [text for text in peer.allowed_ips if not _covered(text, wider)] + [extra]
     return (
         [f"wg set {ifname} peer {peer.public_key} allowed-ips {','.join(new)}"],
         [f"AllowedIPs = {', '.join(new)}   # in the [Peer] with PublicKey = {peer.public_key}"],
     )
+
+
+def _covered(text: str, wider: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    network = ipaddress.ip_network(text, strict=False)
+    return network.version == wider.version and network != wider and network.subnet_of(wider)  # type: ignore[arg-type]
 
 
 # --- 1. handshakes ---------------------------------------------------------------------------
@@ -481,6 +491,10 @@ def _no_peer(
         )
         if route is not None:
             evidence.append(f"ip route get {entry.address}: {_route_text(route)}")
+        subnet = _own_subnet(facts.addresses, entry.address)
+        if subnet is not None:
+            evidence.append(f"{entry.address} is in {name}'s own subnet {subnet} (its Address)")
+        fix, commands, config = _no_peer_fix(facts, entry.address, subnet)
         out.append(
             Finding(
                 WARNING,
@@ -489,12 +503,93 @@ def _no_peer(
                 "those packets are dropped (the sender gets ICMP unreachable)",
                 None,
                 evidence,
-                f"add {entry.address} to the AllowedIPs of the peer that should receive it, or "
-                f"stop routing it into {name}",
-                [f"wg set {name} peer PEER allowed-ips CURRENT,{_host(entry.address)}"],
-                [f"AllowedIPs = CURRENT, {_host(entry.address)}   # in that peer's [Peer]"],
+                fix,
+                commands,
+                config,
             )
         )
+
+
+def _own_subnet(
+    addresses: list[str] | None, address: str
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet of the interface's Address that holds ``address`` (not a single host)."""
+    target = ipaddress.ip_address(address)
+    for text in addresses or []:
+        network = ipaddress.ip_interface(text).network
+        if network.version == target.version and network.num_addresses > 1 and target in network:
+            return network
+    return None
+
+
+def _no_peer_fix(
+    facts: Facts, address: str, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+) -> tuple[str, list[str], list[str]]:
+    """(fix, ``wg set`` commands, wg-quick lines) for packets to ``address`` that no peer
+    takes, as precise as the interface allows: its only peer by key and list; in a hub's
+    layout both readings (a spoke's /32 here, or the subnet to the hub), and why."""
+    view, name, host = facts.view, facts.view.name, _host(address)
+    peers = view.peers
+    stop = f"; or stop routing {address} into {name}"
+    if len(peers) == 1:
+        (peer,) = peers
+        key = peer.public_key
+        if subnet is not None:
+            commands, config = _allowed_fix(name, peer, str(subnet))
+            alt_commands, alt_config = _allowed_fix(name, peer, host)
+            return (
+                f"give peer {key}, the only peer of {name}, the whole subnet {subnet}: "
+                f"{address} is in {name}'s own subnet, and with one peer this is a spoke whose "
+                f"hub carries the subnet for every other spoke; or only {host}, if it is an "
+                f"address of that peer itself (second command)" + stop,
+                commands + alt_commands,
+                config + alt_config,
+            )
+        commands, config = _allowed_fix(name, peer, host)
+        fix = f"add {host} to the AllowedIPs of peer {key}, the only peer of {name}"
+        if facts.addresses is None:
+            fix += (
+                f" (doctor could not read {name}'s addresses: if {address} is in its own "
+                "tunnel subnet, give that peer the whole subnet instead, as a spoke's hub has)"
+            )
+        return fix + stop, commands, config
+    if subnet is not None and peers and all(_hosts_only(p) for p in peers):
+        return (
+            f"{address} is in {name}'s own subnet {subnet} and every peer holds single "
+            f"addresses, a hub's layout; doctor cannot tell from the interface which side this "
+            f"is: on a hub, {address} is a spoke not configured here: add {host} to that "
+            f"spoke's [Peer] (or add the spoke as a peer); on a spoke of a mesh whose hub is "
+            f"among these peers, give that hub the subnet {subnet}" + stop,
+            [
+                f"wg set {name} peer SPOKE allowed-ips CURRENT,{host}   # on a hub: the spoke "
+                f"using {address}",
+                f"wg set {name} peer HUB allowed-ips CURRENT,{subnet}   # on a spoke: its hub",
+            ],
+            [
+                f"AllowedIPs = CURRENT, {host}   # on a hub: in the spoke's [Peer]",
+                f"AllowedIPs = CURRENT, {subnet}   # on a spoke: in the hub's [Peer]",
+            ],
+        )
+    fix = (
+        f"add {host} (or the prefix it belongs to) to the AllowedIPs of the peer that should "
+        "receive it"
+    )
+    if facts.addresses is None:
+        fix += (
+            f" (doctor could not read {name}'s addresses: if {address} is in its own tunnel "
+            "subnet, that is a spoke's /32 on a hub, or the whole subnet on a spoke's hub)"
+        )
+    return (
+        fix + stop,
+        [f"wg set {name} peer PEER allowed-ips CURRENT,{host}"],
+        [f"AllowedIPs = CURRENT, {host}   # in that peer's [Peer]"],
+    )
+
+
+def _hosts_only(peer: PeerView) -> bool:
+    return all(
+        ipaddress.ip_network(text, strict=False).num_addresses == 1 for text in peer.allowed_ips
+    )
 
 
 def _route_text(route: RouteInfo) -> str:

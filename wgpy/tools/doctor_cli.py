@@ -32,21 +32,24 @@ def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
     return found
 
 
-def _routes(view: InterfaceView) -> tuple[dict[str, Any] | None, dict[str, Any], int | None]:
+def _routes(
+    view: InterfaceView,
+) -> tuple[dict[str, Any] | None, dict[str, Any], int | None, list[str] | None]:
     """Routes of the AllowedIPs and no_peer destinations (None: not in this namespace), routes
-    of the endpoint hosts, and the interface MTU."""
+    of the endpoint hosts, the interface MTU and its addresses (None: unknown)."""
     from wgpy.tools.doctor import endpoint_addresses, route_addresses
-    from wgpy.tools.routes import interface_exists, link_mtu, route_get
+    from wgpy.tools.routes import interface_addresses, interface_exists, link_mtu, route_get
 
     try:
         if not interface_exists(view.name):
-            return None, {}, None
+            return None, {}, None, None
         routes = {address: route_get(address) for address in route_addresses(view)}
         endpoints = {address: route_get(address) for address in endpoint_addresses(view)}
-        return routes, endpoints, link_mtu(view.name)
+        addresses = [f"{address}/{length}" for address, length in interface_addresses(view.name)]
+        return routes, endpoints, link_mtu(view.name), addresses
     except OSError as error:
         sys.stderr.write(f"wgpy: note: route lookup failed: {error}; route check skipped\n")
-        return None, {}, None
+        return None, {}, None, None
 
 
 def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | int:
@@ -66,8 +69,10 @@ def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | in
     except ConfigError as error:
         sys.stderr.write(f"wgpy: note: lint skipped: {error}\n")
         lint_findings = []
-    routes, endpoint_routes, mtu = _routes(view)
-    facts = Facts(view, time.time(), before, watch, routes, lint_findings, mtu, endpoint_routes)
+    routes, endpoint_routes, mtu, addresses = _routes(view)
+    facts = Facts(
+        view, time.time(), before, watch, routes, lint_findings, mtu, endpoint_routes, addresses
+    )
     return diagnose(facts), _secrets(pairs)
 
 
