@@ -366,3 +366,22 @@ def test_no_peer_with_unknown_addresses_says_both() -> None:
     finding = _no_peer_finding(view, "10.0.0.3")
     assert finding.commands == [f"wg set wg0 peer {P1} allowed-ips 10.0.0.1/32,10.0.0.3/32"]
     assert finding.fix is not None and "could not read" in finding.fix and "subnet" in finding.fix
+
+
+def test_lint_findings_carry_lints_own_fix() -> None:
+    """Inside doctor a lint finding's fix is lint's own fix text, not a pointer to lint."""
+    text = (
+        "[Interface]\nPrivateKey = " + "E" * 43 + "=\nTable = off\n"
+        "[Peer]\nPublicKey = " + _public(1) + "\nAllowedIPs = 0.0.0.0/0\n"
+        "[Peer]\nPublicKey = " + _public(2) + "\nAllowedIPs = 10.0.0.0/8\nFooBar = 1\n"
+    )
+    findings = from_lint(lint([parse_config(text, "wg0.conf")]))
+    by_code = {f.code: f for f in findings}
+    half = by_code["lint-half-default"]
+    assert half.message == "0.0.0.0/0 without ::/0: IPv6 traffic bypasses the tunnel"
+    assert half.fix == "add ::/0 to send it through, or block it"
+    assert by_code["lint-no-route"].fix is not None
+    assert "PostUp = ip route add 10.0.0.0/8 dev %i" in by_code["lint-no-route"].fix
+    assert by_code["lint-unknown-key"].fix is not None
+    for finding in findings:
+        assert finding.fix and "see `wgpy lint`" not in finding.fix, finding

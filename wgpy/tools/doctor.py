@@ -747,7 +747,8 @@ def _keepalive(facts: Facts, out: list[Finding]) -> None:
 
 
 def from_lint(findings: list[lint_mod.Finding], *, live: bool = False) -> list[Finding]:
-    """Lint findings as doctor findings (their file and line as evidence)."""
+    """Lint findings as doctor findings (their file and line as evidence, lint's fix as the
+    fix)."""
     result = []
     for finding in findings:
         where = finding.file if live or finding.line is None else f"{finding.file}:{finding.line}"
@@ -757,7 +758,7 @@ def from_lint(findings: list[lint_mod.Finding], *, live: bool = False) -> list[F
                 f"lint-{finding.code}",
                 finding.message,
                 evidence=[f"{where} [{finding.code}]"],
-                fix="see `wgpy lint` and docs/troubleshooting.md",
+                fix=finding.fix,
             )
         )
     return rank(result)
