@@ -279,15 +279,17 @@ def test_roaming_without_keepalive_is_a_warning() -> None:
     (finding,) = [f for f in findings if f.code == "keepalive-roaming"]
     assert finding.severity == "warning" and finding.peer == P1
     assert "198.51.100.7:40000 → 198.51.100.7:40111" in finding.evidence[0]
-    assert finding.commands == [f"wg set wg0 peer {P1} persistent-keepalive 25"]
-    assert finding.config[0].startswith("PersistentKeepalive = 25")
+    # one side only: whether the peer keeps the tunnel alive itself is not visible here, so
+    # doctor says so rather than recommending a keepalive on this side
+    assert "cannot see" in finding.message and finding.commands == [] and finding.config == []
+    assert finding.fix is not None and "PEER.conf" in finding.fix
     kept = _view(
         _peer(P1, "10.0.0.2/32", endpoint="198.51.100.7:40111", persistent_keepalive=25), drops={}
     )
     assert "keepalive-roaming" not in _codes(diagnose(Facts(kept, NOW, before, 10.0, None)))
 
 
-def test_private_endpoint_without_keepalive_is_info() -> None:
+def test_private_endpoint_without_keepalive_is_info() -> None:  # one side only
     view = _view(
         _peer(P1, "10.0.0.2/32", endpoint="192.168.1.20:51820"),
         _peer(P2, "10.0.0.3/32", endpoint="100.64.3.4:51820", persistent_keepalive=25),
@@ -385,3 +387,52 @@ def test_lint_findings_carry_lints_own_fix() -> None:
     assert by_code["lint-unknown-key"].fix is not None
     for finding in findings:
         assert finding.fix and "see `wgpy lint`" not in finding.fix, finding
+
+
+def _spoke_file(tmp: Path, name: str, keepalive: int | None, endpoint: bool = True) -> Path:
+    """A spoke's config with a [Peer] for the hub (wg0's key "C...=") as given."""
+    private = base64.b64encode(crypto.clamp(bytes([5]) * 32)).decode()
+    lines = ["[Interface]", f"PrivateKey = {private}", "Address = 10.0.0.2/24", "[Peer]"]
+    lines += ["PublicKey = " + "C" * 43 + "=", "AllowedIPs = 10.0.0.0/24"]
+    if endpoint:
+        lines.append("Endpoint = 192.0.2.1:51820")
+    if keepalive is not None:
+        lines.append(f"PersistentKeepalive = {keepalive}")
+    path = tmp / f"{name}.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_keepalive_advice_with_the_peers_own_config(tmp_path: Path) -> None:
+    """A hub sees spokes at private addresses without a keepalive of its own: with a spoke's
+    config doctor knows whether the spoke keeps the tunnel alive itself (nothing to do) or
+    should (the fix goes in the spoke's file, on the side behind NAT, not on the hub)."""
+    from wgpy.config import load
+    from wgpy.tools.doctor import peer_sides
+
+    spoke = _public(5)
+    view = _view(_peer(spoke, "10.0.0.2/32", endpoint="192.168.1.20:40000"), drops={})
+    alive = peer_sides(view, [load(_spoke_file(tmp_path, "alive", 25))])
+    assert set(alive) == {spoke}
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), peer_sides=alive))
+    assert "keepalive-nat" not in _codes(findings), findings
+    idle = peer_sides(view, [load(_spoke_file(tmp_path, "idle", None))])
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), peer_sides=idle))
+    (finding,) = [f for f in findings if f.code == "keepalive-nat"]
+    assert "idle.conf" in " ".join(finding.config) and finding.config[0].startswith(
+        "PersistentKeepalive = 25"
+    )
+    assert finding.commands == [
+        f"wg set idle peer {'C' * 43}= persistent-keepalive 25   # on the peer "
+        f"({tmp_path / 'idle.conf'})"
+    ]
+    # a peer whose own config has no Endpoint for this side waits: the keepalive is this side's
+    waiting = peer_sides(view, [load(_spoke_file(tmp_path, "waits", None, endpoint=False))])
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), peer_sides=waiting))
+    (finding,) = [f for f in findings if f.code == "keepalive-nat"]
+    assert finding.commands == [f"wg set wg0 peer {spoke} persistent-keepalive 25"]
+    # without it: what doctor cannot see, and no blind recommendation
+    (blind,) = [
+        f for f in diagnose(Facts(view, NOW, routes=_routes(view))) if f.code == "keepalive-nat"
+    ]
+    assert "cannot see" in blind.message and blind.commands == []

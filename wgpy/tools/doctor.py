@@ -14,12 +14,16 @@ Nothing here ever sees a private or preshared key: the view only says whether th
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from wgpy import crypto
 from wgpy.allowedips import AllowedIPs
+from wgpy.config import Config, ConfigError, parse_key
 from wgpy.events import explaining_address
 from wgpy.tools import lint as lint_mod
 from wgpy.tools.routes import RouteInfo
@@ -33,6 +37,7 @@ __all__ = [
     "endpoint_host",
     "exit_status",
     "from_lint",
+    "peer_sides",
     "render_text",
 ]
 
@@ -77,6 +82,40 @@ class Facts:
     endpoint_routes: dict[str, RouteInfo] = field(default_factory=dict)
     #: the interface's addresses with their prefix length (``10.0.0.1/24``; None: unknown)
     addresses: list[str] | None = None
+    #: what the peers' own configs (files or ``wg showconf`` snapshots) say about this
+    #: interface, by the peer's public key (:func:`peer_sides`); a peer not here is unseen
+    peer_sides: dict[str, PeerSide] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PeerSide:
+    """A peer's own [Peer] section for this interface, from its config file."""
+
+    file: str
+    keepalive: int  # its PersistentKeepalive toward this interface (0: none)
+    has_endpoint: bool  # whether it has an Endpoint for this interface (it initiates)
+
+
+def peer_sides(view: InterfaceView, configs: list[Config]) -> dict[str, PeerSide]:
+    """The configs that are this interface's peers (their PrivateKey gives a peer's public
+    key) and hold a [Peer] for it, as :class:`PeerSide` by the peer's key."""
+    found: dict[str, PeerSide] = {}
+    for config in configs:
+        iface = config.interface
+        if iface is None or iface.private_key is None:
+            continue
+        try:
+            raw = parse_key(iface.private_key)
+        except ConfigError:
+            continue
+        key = base64.b64encode(crypto.public_key(raw)).decode()
+        for section in config.peers:
+            if section.public_key is None or section.public_key.text != view.public_key:
+                continue
+            value = section.value("PersistentKeepalive")
+            keepalive = int(value.text) if value and value.text.isdigit() else 0
+            found[key] = PeerSide(config.filename, keepalive, section.endpoint is not None)
+    return found
 
 
 #: WireGuard's outer overhead per data packet: IP header + UDP 8 + WireGuard 32 (header 16,
@@ -702,45 +741,81 @@ def _keepalive(facts: Facts, out: list[Finding]) -> None:
             continue
         key = peer.public_key
         earlier = before.get(key)
-        fix = (
-            "set a persistent keepalive on the side behind NAT (usually the one with the "
-            "Endpoint line) so the NAT mapping stays open while the tunnel is idle"
-        )
-        commands = [f"wg set {view.name} peer {key} persistent-keepalive 25"]
-        config = ["PersistentKeepalive = 25   # in the [Peer] section"]
-        if earlier is not None and earlier.endpoint and earlier.endpoint != peer.endpoint:
-            out.append(
-                Finding(
-                    WARNING,
-                    "keepalive-roaming",
-                    f"peer {key} roamed from {earlier.endpoint} to {peer.endpoint} during the "
-                    f"{facts.watch:g} s watch and has no persistent keepalive: behind NAT, the "
-                    "mapping changes or expires while the tunnel is idle and this side can no "
-                    "longer reach it",
-                    key,
-                    [f"endpoint {earlier.endpoint} → {peer.endpoint}", "persistent keepalive: off"],
-                    fix,
-                    commands,
-                    config,
-                )
-            )
-            continue
+        roamed = earlier is not None and earlier.endpoint and earlier.endpoint != peer.endpoint
         address = ipaddress.ip_address(host)
-        if any(address in network for network in _PRIVATE if network.version == address.version):
-            out.append(
-                Finding(
-                    INFO,
-                    "keepalive-nat",
-                    f"peer {key} is at the private address {host} and has no persistent "
-                    "keepalive: if either side is behind NAT, the tunnel stops answering "
-                    "after some idle time until that side sends again",
-                    key,
-                    [f"endpoint {peer.endpoint}", "persistent keepalive: off"],
-                    fix,
-                    commands,
-                    config,
-                )
+        private = any(address in n for n in _PRIVATE if n.version == address.version)
+        if not roamed and not private:
+            continue
+        side = facts.peer_sides.get(key)
+        if side is not None and side.keepalive:
+            continue  # the peer keeps the tunnel alive itself: nothing to do on either side
+        if roamed:
+            severity, code = WARNING, "keepalive-roaming"
+            message = (
+                f"peer {key} roamed from {earlier.endpoint if earlier else '?'} to "
+                f"{peer.endpoint} during the {facts.watch:g} s watch and has no persistent "
+                "keepalive here: behind NAT, the mapping changes or expires while the tunnel "
+                "is idle and this side can no longer reach it"
             )
+            evidence = [f"endpoint {earlier.endpoint if earlier else '?'} → {peer.endpoint}"]
+        else:
+            severity, code = INFO, "keepalive-nat"
+            message = (
+                f"peer {key} is at the private address {host} and has no persistent keepalive "
+                "here: if either side is behind NAT, the tunnel stops answering after some "
+                "idle time until that side sends again"
+            )
+            evidence = [f"endpoint {peer.endpoint}"]
+        evidence.append("persistent keepalive on this side: off")
+        fix, commands, config = _keepalive_fix(view, key, side)
+        if side is None:
+            message += (
+                "; doctor cannot see the peer's side: whether it keeps the tunnel alive itself "
+                "(a PersistentKeepalive for this interface in its config)"
+            )
+        else:
+            evidence.append(
+                f"{side.file}: no PersistentKeepalive for this interface, "
+                + ("an Endpoint for it (the peer connects)" if side.has_endpoint else "no Endpoint")
+            )
+        out.append(Finding(severity, code, message, key, evidence, fix, commands, config))
+
+
+def _keepalive_fix(
+    view: InterfaceView, key: str, side: PeerSide | None
+) -> tuple[str, list[str], list[str]]:
+    """Where the keepalive goes: on the side behind NAT, the one that connects (has the
+    Endpoint); with only this side seen, what to check instead of a blind command."""
+    if side is None:
+        return (
+            "if the peer has no PersistentKeepalive for this interface, set one on the side "
+            "behind NAT (usually the one with the Endpoint line, often the peer); to know, give "
+            f"doctor the peer's config or a `wg showconf` snapshot of it: `wgpy doctor "
+            f"{view.name} PEER.conf`",
+            [],
+            [],
+        )
+    if side.has_endpoint:
+        ifname = Path(side.file).stem
+        return (
+            f"set a persistent keepalive on the peer's side ({side.file}), which connects to "
+            "this interface and is the one behind NAT: it keeps the mapping open while the "
+            "tunnel is idle",
+            [
+                f"wg set {ifname} peer {view.public_key} persistent-keepalive 25   # on the peer "
+                f"({side.file})"
+            ],
+            [
+                f"PersistentKeepalive = 25   # in {side.file}, in the [Peer] with PublicKey = "
+                f"{view.public_key}"
+            ],
+        )
+    return (
+        "set a persistent keepalive on this side: the peer has no Endpoint for it and waits, "
+        "so this side's NAT mapping must stay open",
+        [f"wg set {view.name} peer {key} persistent-keepalive 25"],
+        ["PersistentKeepalive = 25   # in the [Peer] section"],
+    )
 
 
 # --- 6. lint ---------------------------------------------------------------------------------
