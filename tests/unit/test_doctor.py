@@ -436,3 +436,12 @@ def test_keepalive_advice_with_the_peers_own_config(tmp_path: Path) -> None:
         f for f in diagnose(Facts(view, NOW, routes=_routes(view))) if f.code == "keepalive-nat"
     ]
     assert "cannot see" in blind.message and blind.commands == []
+
+
+def test_drop_evidence_lists_what_explains_the_reason_first() -> None:
+    """Outgoing packets dropped waiting for a handshake are explained by where they went."""
+    view = _view(_peer(P1, "10.0.0.2/32"), drops={(P1, "handshake_timeout"): 4})
+    view.sources[(P1, "handshake_timeout")] = [AddressCount("10.0.0.1", 4)]
+    view.destinations[(P1, "handshake_timeout")] = [AddressCount("10.0.0.2", 4)]
+    (finding,) = [f for f in diagnose(Facts(view, NOW)) if f.code == "drop-handshake_timeout"]
+    assert finding.evidence[1:] == ["top destinations: 10.0.0.2 ×4", "top sources: 10.0.0.1 ×4"]
