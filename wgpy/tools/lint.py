@@ -58,25 +58,62 @@ class Finding:
     line: int | None
     severity: str
     code: str
-    message: str
+    message: str  # what is wrong
+    fix: str | None = None  # what to change (``wgpy doctor`` shows it as the finding's fix)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.severity}: {self.message} [{self.code}]"
+        fix = f"; fix: {self.fix}" if self.fix else ""
+        return f"{where}: {self.severity}: {self.message}{fix} [{self.code}]"
+
+
+#: the fix of a finding whose own text gives none more precise, by code
+_FIXES = {
+    "no-interface": "add an [Interface] section with the interface's PrivateKey",
+    "unknown-key": "correct the key or remove the line: wg-quick passes it to `wg setconf`, "
+    "which rejects the file",
+    "invalid-key": "use a key as `wg genkey`, `wg pubkey` or `wg genpsk` print it (44 "
+    "characters of base64)",
+    "no-private-key": "add PrivateKey = (the output of `wg genkey`) to [Interface]",
+    "bad-value": "use a number in the range given",
+    "invalid-address": "write it as ADDRESS/LENGTH, e.g. 10.0.0.1/24",
+    "missing-public-key": "add the peer's PublicKey (`wg pubkey` of its private key)",
+    "low-order-key": "use the peer's real public key (`wg pubkey` of its private key)",
+    "own-key": "use the peer's public key here, not this interface's own",
+    "duplicate-public-key": "merge the two [Peer] sections into one, or correct the key of one",
+    "bad-endpoint": "write it as HOST:PORT (IPv6 as [ADDRESS]:PORT)",
+    "empty-allowed-ips": "give the peer the addresses it uses, e.g. its tunnel address as /32",
+    "invalid-prefix": "write it as ADDRESS/LENGTH, e.g. 10.0.0.2/32",
+    "duplicate-prefix": "keep the prefix only on the peer that should receive that traffic",
+    "shadowed-peer": "give the peer prefixes that no other peer holds more specifically, or "
+    "remove it",
+    "cross-allowed-ips": "make this side's AllowedIPs for that peer cover its Address (a /32), "
+    "and no other peer's",
+    "cross-psk": "use the same PresharedKey on both sides, or none on either",
+    "cross-no-endpoint": "give the side that can reach the other (a spoke, for its hub) an "
+    "Endpoint",
+    "cross-endpoint": "make the Endpoint the other side's reachable address and its ListenPort",
+}
 
 
 class _Linter:
     def __init__(self) -> None:
         self.findings: list[Finding] = []
 
-    def add(self, where: Value | PeerSection | Config, severity: str, code: str, text: str) -> None:
-        if isinstance(where, Config):
-            self.findings.append(Finding(where.filename, None, severity, code, text))
-        else:
-            self.findings.append(Finding(where.filename, where.line, severity, code, text))
+    def add(
+        self,
+        where: Value | PeerSection | Config,
+        severity: str,
+        code: str,
+        text: str,
+        fix: str | None = None,
+    ) -> None:
+        fix = fix or _FIXES.get(code)
+        line = None if isinstance(where, Config) else where.line
+        self.findings.append(Finding(where.filename, line, severity, code, text, fix))
 
     def check(self, where: Value, severity: str, code: str, fn: Any, *args: Any) -> Any:
         """Run a typed parser; a ConfigError becomes a finding and None is returned."""
@@ -209,6 +246,8 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
                     WARNING,
                     "host-bits",
                     f"{value.text} has host bits set: it means {prefix}",
+                    f"write {prefix} if that is meant, or the single address as "
+                    f"/{prefix.max_prefixlen}",
                 )
             if key is not None:
                 prefix_lines.append((prefix, value, key, peer))
@@ -248,8 +287,8 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
             value,
             WARNING,
             "half-default",
-            f"{present} without {missing}: {family} traffic bypasses the tunnel "
-            f"(add {missing} to send it through, or block it)",
+            f"{present} without {missing}: {family} traffic bypasses the tunnel",
+            f"add {missing} to send it through, or block it",
         )
 
     # Table = off: wg-quick adds no routes; only connected subnets of Address reach the peer
@@ -265,7 +304,8 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
                 "no-route",
                 f"Table = off and no route covers {prefix}: wg-quick adds none and it is "
                 "outside the Address subnets, so the OS never sends this traffic to the "
-                "interface (add a route in PostUp)",
+                "interface",
+                f"add a route in PostUp: PostUp = ip route add {prefix} dev %i",
             )
 
     return _Side(config, own_public, table, peers, listen_port, addresses)
@@ -386,6 +426,7 @@ def _cross_check(sides: list[_Side], out: _Linter) -> None:
                     ERROR,
                     "cross-missing-peer",
                     f"{name} has no [Peer] with this interface's public key {me}",
+                    f"add a [Peer] with PublicKey = {me} to {name}",
                 )
             if back is not None:
                 mine = peer.preshared_key.text if peer.preshared_key else None
@@ -418,6 +459,7 @@ def _cross_check(sides: list[_Side], out: _Linter) -> None:
                         WARNING,
                         "cross-endpoint",
                         f"Endpoint port {port}, but {name} sets no ListenPort (a random port)",
+                        f"set ListenPort = {port} in {name}",
                     )
                 elif other.listen_port != port:
                     out.add(
@@ -425,6 +467,8 @@ def _cross_check(sides: list[_Side], out: _Linter) -> None:
                         ERROR,
                         "cross-endpoint",
                         f"Endpoint port {port}, but {name} listens on {other.listen_port}",
+                        f"set the Endpoint port to {other.listen_port} (or ListenPort = {port} "
+                        f"in {name})",
                     )
                 ip = endpoint_ip(host)
                 if ip is not None and any(ip == h for _v, h in other.addresses):

@@ -30,8 +30,9 @@ from typing import Any
 from aiohttp import web
 
 from wgpy.config import Config, load
+from wgpy.events import explaining_address
 from wgpy.tools.live import is_config_path
-from wgpy.tools.show import InterfaceView, PeerView
+from wgpy.tools.show import InterfaceView, PeerView, short_key
 from wgpy.tools.top import Reading, rates
 
 __all__ = ["WebError", "make_app", "serve"]
@@ -93,6 +94,11 @@ def _config_view(config: Config) -> InterfaceView:
     return view
 
 
+def _label(target: Target, key: str) -> str:
+    """A peer's ``# Name``, else its short key (as ``wgpy top`` and the map show it)."""
+    return target.names.get(key) or short_key(key)
+
+
 def state_json(target: Target, now: Reading) -> dict[str, Any]:
     """The page's data: peers with counters and rates, drops with rates and addresses."""
     _span, traffic, drop_rates = rates(target.before, now)
@@ -104,6 +110,7 @@ def state_json(target: Target, now: Reading) -> dict[str, Any]:
             {
                 "public_key": peer.public_key,
                 "name": target.names.get(peer.public_key),
+                "label": _label(target, peer.public_key),
                 "endpoint": peer.endpoint,
                 "allowed_ips": peer.allowed_ips,
                 "latest_handshake_age": None
@@ -125,11 +132,13 @@ def state_json(target: Target, now: Reading) -> dict[str, Any]:
             {
                 "peer": peer_key,
                 "name": target.names.get(peer_key or ""),
+                "label": "(interface)" if peer_key is None else _label(target, peer_key),
                 "reason": reason,
                 "count": count,
                 "rate": drop_rates.get(key),
                 "sources": [vars(e) for e in view.sources.get(key, [])],
                 "destinations": [vars(e) for e in view.destinations.get(key, [])],
+                "explained_by": explaining_address(reason),  # the side the page lists first
             }
         )
     return {
@@ -212,14 +221,19 @@ def _authorised(request: web.Request, token: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+#: the icon, served to any request: a browser asks for /favicon.ico by itself, without the
+#: page's token, and it holds nothing about the interface
+_PUBLIC = ("/favicon.ico", "/favicon.svg")
+
+
 def make_app(target: Target, token: str | None) -> web.Application:
-    from wgpy.tools.web_page import PAGE, SCRIPT
+    from wgpy.tools.web_page import FAVICON, PAGE, SCRIPT
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET"])
-        if not _authorised(request, token):
+        if request.path not in _PUBLIC and not _authorised(request, token):
             raise web.HTTPUnauthorized(text="wgpy web: a valid token is required\n")
         response: web.StreamResponse = await handler(request)
         response.headers["Cache-Control"] = "no-store"
@@ -236,6 +250,9 @@ def make_app(target: Target, token: str | None) -> web.Application:
 
     async def script(_request: web.Request) -> web.Response:
         return web.Response(text=SCRIPT, content_type="application/javascript")
+
+    async def icon(_request: web.Request) -> web.Response:
+        return web.Response(text=FAVICON, content_type="image/svg+xml")
 
     async def state(_request: web.Request) -> web.Response:
         try:
@@ -268,6 +285,8 @@ def make_app(target: Target, token: str | None) -> web.Application:
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/app.js", script)
+    for path in _PUBLIC:
+        app.router.add_get(path, icon)
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/explain", explain)
     app.router.add_get("/map.svg", svg)
