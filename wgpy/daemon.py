@@ -28,7 +28,7 @@ import subprocess
 import sys
 from typing import Final, TextIO
 
-from wgpy import __version__
+from wgpy import __version__, startup_errors
 from wgpy.device import Device
 from wgpy.io import tun
 from wgpy.uapi import SOCKET_DIRECTORY, socket_path
@@ -97,7 +97,7 @@ def create_uapi_socket(ifname: str) -> socket.socket:
             os.unlink(path)
         else:
             probe.close()
-            raise OSError(errno.EADDRINUSE, "unix socket in use")
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
         finally:
             probe.close()
     # Bound and listening under a temporary name, then renamed into place: a client that sees
@@ -210,12 +210,6 @@ def _wait_ready(read_fd: int) -> bool:
     return False
 
 
-def _metrics_error(address: str, error: Exception) -> str:
-    return (
-        f"wgpyd: metrics endpoint {address}: {error} (it listens in the daemon's network namespace)"
-    )
-
-
 def _release(path: str, inode: int | None, tun_fd: int, uapi: socket.socket) -> None:
     """Remove the UAPI socket (only if it is still the one at `inode`) and close the TUN."""
     with contextlib.suppress(OSError):
@@ -252,8 +246,7 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
         try:
             start_server(metrics_address, registry)
         except (OSError, ValueError) as error:
-            message = _metrics_error(metrics_address, error)
-            log.error("%s", message)
+            message = startup_errors.metrics_error(metrics_address, error)
             if readiness is not None:
                 readiness.failed(message)
             else:
@@ -313,9 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_address(metrics_address)
         except (OSError, ValueError) as error:
-            message = _metrics_error(metrics_address, error)
-            log.error("%s", message)
-            sys.stderr.write(f"{message}\n")
+            sys.stderr.write(f"{startup_errors.metrics_error(metrics_address, error)}\n")
             return 1
 
     if foreground:
@@ -333,17 +324,15 @@ def main(argv: list[str] | None = None) -> int:
             os.set_blocking(tun_fd, False)
             ifname = tun.tun_name(tun_fd)
     except (OSError, ValueError) as error:
-        log.error("Failed to create TUN device: %s", error)
-        sys.stderr.write(f"Failed to create TUN device: {error}\n")
+        sys.stderr.write(f"{startup_errors.tun_error(requested, error)}\n")
         return 1
 
     uapi_fd = _inherited_fd(ENV_UAPI_FD)
     try:
         uapi = create_uapi_socket(ifname) if uapi_fd is None else socket.socket(fileno=uapi_fd)
     except OSError as error:
-        log.error("UAPI listen error: %s", error)
-        sys.stderr.write(f"UAPI listen error: {error}\n")
-        os.close(tun_fd)
+        os.close(tun_fd)  # before looking for the socket's holder: nothing of ours is left
+        sys.stderr.write(f"{startup_errors.uapi_error(ifname, socket_path(ifname), error)}\n")
         return 1
 
     if foreground:
@@ -375,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             cwd="/",
         )
     except OSError as error:
-        sys.stderr.write(f"Failed to daemonize: {error}\n")
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path(ifname))
+        sys.stderr.write(f"wgpyd: cannot start the background daemon: {error.strerror or error}\n")
         return 1
     finally:
         os.close(ready_write)

@@ -1,0 +1,179 @@
+"""wgpyd's start-up failures, against wireguard-go's in the same situations.
+
+Each failure is said once, on stderr, in words (no Python "[Errno N]"), with its cause and
+what to do, and wgpyd exits with wireguard-go's status (1) leaving no interface and no socket
+behind. The situations: the TUN name taken in this namespace (a running daemon), the name
+taken by an interface that is not a TUN (a veth here, as a kernel wg0 would be), the UAPI
+socket held by a daemon in another namespace (/var/run/wireguard is shared by every network
+namespace), and names the kernel refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from tests.netns.harness import WG_RUN_DIR, Netns, unique_ifname, wait_for, wg
+
+pytestmark = pytest.mark.netns
+
+WGPYD: Final = Path(sys.executable).parent / "wgpyd"
+
+
+def _wgpyd(ns: Netns, *argv: str) -> subprocess.CompletedProcess[str]:
+    if not WGPYD.exists():
+        pytest.fail(f"{WGPYD} does not exist; install wgpy in the venv (scripts/setup.sh)")
+    return ns.run(str(WGPYD), *argv, check=False, timeout=30)
+
+
+def _wireguard_go(ns: Netns, *argv: str) -> subprocess.CompletedProcess[str]:
+    return ns.run("wireguard-go", *argv, check=False, timeout=30)
+
+
+def _link_exists(ns: Netns, ifname: str) -> bool:
+    return ns.run("ip", "link", "show", "dev", ifname, check=False).returncode == 0
+
+
+def _start(ns: Netns, ifname: str) -> int:
+    """A background wgpyd serving `ifname` in `ns`; returns its pid."""
+    result = _wgpyd(ns, ifname)
+    assert result.returncode == 0, result
+    path = WG_RUN_DIR / f"{ifname}.sock"
+    ns.add_cleanup(lambda: path.unlink(missing_ok=True))
+    assert wg(ns, "show", ifname, "listen-port").strip().isdigit()
+    pids = [
+        pid
+        for pid in ns.pids()
+        if ifname.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    ]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def _said_once(result: subprocess.CompletedProcess[str], cause: str) -> str:
+    """The one message of a failed start: on stderr, `cause` in it once, nothing on stdout,
+    no Python errno words."""
+    assert result.stdout == "", result
+    assert "[Errno" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count(cause) == 1, result.stderr
+    assert result.stderr.startswith("wgpyd: "), result.stderr
+    # one message: the cause is not repeated in other words ("Failed to ...", a log line)
+    assert result.stderr.count("wgpyd: ") == 1, result.stderr
+    return result.stderr
+
+
+def test_name_taken_by_a_daemon_in_this_namespace(netns_factory: Callable[[], Netns]) -> None:
+    ns = netns_factory()
+    ifname = unique_ifname("wge")
+    pid = _start(ns, ifname)
+    inode = (WG_RUN_DIR / f"{ifname}.sock").stat().st_ino
+    for argv in ((ifname,), ("-f", ifname)):
+        ours, go = _wgpyd(ns, *argv), _wireguard_go(ns, *argv)
+        assert ours.returncode == go.returncode == 1, (ours, go)
+        text = _said_once(ours, "already exists in this network namespace")
+        assert f"ip link del {ifname}" in text, text
+        assert "choose another name" in text, text
+        assert f"pid {pid}" in text, text  # who holds it
+        # the first daemon is undisturbed
+        assert (WG_RUN_DIR / f"{ifname}.sock").stat().st_ino == inode
+        assert wg(ns, "show", ifname, "listen-port").strip().isdigit()
+
+
+def test_name_taken_by_another_kind_of_interface(netns_factory: Callable[[], Netns]) -> None:
+    """A veth (as a kernel WireGuard interface would) has the name: TUNSETIFF says EINVAL."""
+    ns = netns_factory()
+    ifname = unique_ifname("wge")
+    ns.run("ip", "link", "add", ifname, "type", "veth", "peer", "name", unique_ifname("wgp"))
+    for argv in ((ifname,), ("-f", ifname)):
+        ours, go = _wgpyd(ns, *argv), _wireguard_go(ns, *argv)
+        assert ours.returncode == go.returncode == 1, (ours, go)
+        text = _said_once(ours, "is not a TUN device")
+        assert f"ip link del {ifname}" in text, text
+        assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
+        assert "veth" in ns.run("ip", "-d", "link", "show", "dev", ifname).stdout
+
+
+def test_name_served_in_another_namespace(netns_factory: Callable[[], Netns]) -> None:
+    """Two namespaces, one name: the second start finds the shared socket in use and says who
+    serves it (pid and namespace), and that the directory is shared."""
+    first, second = netns_factory(), netns_factory()
+    ifname = unique_ifname("wge")
+    pid = _start(first, ifname)
+    path = WG_RUN_DIR / f"{ifname}.sock"
+    inode = path.stat().st_ino
+    for argv in ((ifname,), ("--foreground", ifname)):
+        ours, go = _wgpyd(second, *argv), _wireguard_go(second, *argv)
+        assert ours.returncode == go.returncode == 1, (ours, go)
+        text = _said_once(ours, f"{path} is in use")
+        assert "shared by every network namespace" in text, text
+        assert f"pid {pid}" in text and first.name in text, text
+        assert "choose a name" in text, text
+        assert not _link_exists(second, ifname), f"{argv} left a TUN behind"
+        assert path.stat().st_ino == inode
+        assert wg(first, "show", ifname, "listen-port").strip().isdigit()
+
+
+def _sixteen() -> str:
+    name = unique_ifname("wgl")
+    return name + "x" * (16 - len(name))
+
+
+@pytest.mark.parametrize(
+    ("make", "rule"),
+    [
+        (_sixteen, "at most 15 bytes"),
+        (lambda: unique_ifname("wgs")[:10] + "/x", "'/'"),
+        (lambda: unique_ifname("wgs")[:10] + " x", "whitespace"),
+        (lambda: unique_ifname("wgs")[:10] + ":x", "':'"),
+    ],
+    ids=["16-characters", "slash", "space", "colon"],
+)
+def test_names_the_kernel_refuses(
+    netns_factory: Callable[[], Netns], make: Callable[[], str], rule: str
+) -> None:
+    ns = netns_factory()
+    ifname = make()
+    for argv in ((ifname,), ("-f", ifname)):
+        ours, go = _wgpyd(ns, *argv), _wireguard_go(ns, *argv)
+        assert ours.returncode == go.returncode == 1, (ours, go)
+        text = _said_once(ours, f"invalid interface name {ifname!r}")
+        assert rule in text, text
+        assert "1 to 15 bytes" in text, text  # the whole rule, not only what this name broke
+        assert ns.run("ip", "-o", "link", "show").stdout.count("\n") == 1  # only lo
+        assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
+
+
+def test_empty_name(netns_factory: Callable[[], Netns]) -> None:
+    """wireguard-go takes "" and lets the kernel pick tunN (and serves tunN.sock); wgpyd says
+    the rule instead (not run against wireguard-go: it would claim a shared tunN.sock)."""
+    ns = netns_factory()
+    result = _wgpyd(ns, "")
+    assert result.returncode == 1, result
+    text = _said_once(result, "invalid interface name ''")
+    assert "empty" in text and "1 to 15 bytes" in text, text
+    assert ns.run("ip", "-o", "link", "show").stdout.count("\n") == 1
+
+
+def test_socket_directory_error_is_said_in_words(
+    netns_factory: Callable[[], Netns], tmp_path: Path
+) -> None:
+    """A stale file that is not a socket where the socket goes: said with the path, no
+    interface left behind."""
+    ns = netns_factory()
+    ifname = unique_ifname("wge")
+    path = WG_RUN_DIR / f"{ifname}.sock"
+    os.makedirs(path)  # a directory: cannot be replaced by the socket
+    ns.add_cleanup(lambda: path.rmdir())
+    result = _wgpyd(ns, "-f", ifname)
+    assert result.returncode == 1, result
+    text = _said_once(result, str(path))
+    assert re.search(r"[Ii]s a directory", text), text
+    wait_for(lambda: not _link_exists(ns, ifname), 5, what="the TUN to go")
