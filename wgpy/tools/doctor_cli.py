@@ -14,14 +14,11 @@ import time
 from typing import Any
 
 from wgpy.config import ConfigError, load
+from wgpy.exit_status import interface_message
+from wgpy.exit_status import unreadable as _error
 from wgpy.tools.doctor import Facts, Finding, diagnose, exit_status, from_lint, render_text
 from wgpy.tools.live import interface_view
 from wgpy.tools.show import InterfaceView, key_from_hex
-
-
-def _error(text: str) -> int:
-    sys.stderr.write(f"wgpy: {text}\n")
-    return 2
 
 
 def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
@@ -60,7 +57,7 @@ def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | in
             time.sleep(watch)
         view, pairs = interface_view(ifname)
     except OSError as error:
-        return _error(f"Unable to access interface {ifname}: {error.strerror or error}")
+        return _error(interface_message(ifname, error))
     try:
         lint_findings = lint([config_of_pairs(ifname, pairs)])
     except ConfigError as error:
