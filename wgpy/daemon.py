@@ -221,6 +221,14 @@ def _release(path: str, inode: int | None, tun_fd: int, uapi: socket.socket) -> 
     uapi.close()
 
 
+def _failed(message: str, readiness: Readiness | None) -> None:
+    """A failure before serving: to the waiting parent, or (without one) to stderr."""
+    if readiness is not None:
+        readiness.failed(message)
+    else:
+        sys.stderr.write(f"{message}\n")
+
+
 def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | None = None) -> int:
     """Run the device in this process until the interface or its socket goes away."""
     from wgpy.io.runner import DeviceRunner
@@ -236,7 +244,13 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
     json_log: TextIO | None = None
     if os.environ.get(ENV_LOG_FORMAT) == "json" and _log_level() is not None:
         log_file = os.environ.get(ENV_LOG_FILE)
-        json_log = open(log_file, "a", buffering=1) if log_file else sys.stdout  # noqa: SIM115
+        try:
+            json_log = open(log_file, "a", buffering=1) if log_file else sys.stdout  # noqa: SIM115
+        except OSError as error:
+            assert log_file is not None
+            _failed(startup_errors.log_file_error(log_file, error), readiness)
+            _release(path, inode, tun_fd, uapi)
+            return 1
     collector = None
     metrics_address = os.environ.get(ENV_METRICS)
     if metrics_address:
@@ -246,11 +260,7 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
         try:
             start_server(metrics_address, registry)
         except (OSError, ValueError) as error:
-            message = startup_errors.metrics_error(metrics_address, error)
-            if readiness is not None:
-                readiness.failed(message)
-            else:
-                sys.stderr.write(f"{message}\n")
+            _failed(startup_errors.metrics_error(metrics_address, error), readiness)
             _release(path, inode, tun_fd, uapi)
             return 1
     runner = DeviceRunner(
@@ -294,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     requested = positional[0]
     level = _log_level()
-    _setup_logging(requested, level)
+    try:
+        _setup_logging(requested, level)
+    except OSError as error:
+        log_file = os.environ.get(ENV_LOG_FILE, "")
+        sys.stderr.write(f"{startup_errors.log_file_error(log_file, error)}\n")
+        return 1
     set_process_name()
 
     # Fail before creating anything when the metrics endpoint cannot listen (the background

@@ -87,6 +87,14 @@ def uapi_error(name: str, path: str, error: OSError) -> str:
     return f"wgpyd: cannot create the UAPI socket {path}: {_words(error)}."
 
 
+def log_file_error(path: str, error: OSError) -> str:
+    """Why the log file (``--log-file`` / ``WGPY_LOG_FILE``) could not be opened."""
+    return (
+        f"wgpyd: cannot open the log file {path}: {_words(error)}; give a file wgpyd can "
+        "write (--log-file PATH or WGPY_LOG_FILE)."
+    )
+
+
 def metrics_error(address: str, error: BaseException) -> str:
     """Why the metrics endpoint could not listen at `address`."""
     return (

@@ -177,3 +177,24 @@ def test_socket_directory_error_is_said_in_words(
     text = _said_once(result, str(path))
     assert re.search(r"[Ii]s a directory", text), text
     wait_for(lambda: not _link_exists(ns, ifname), 5, what="the TUN to go")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize("foreground", [False, True], ids=["background", "foreground"])
+def test_log_file_that_cannot_be_opened(
+    netns_factory: Callable[[], Netns], log_format: str, foreground: bool
+) -> None:
+    """The text log is opened by the parent, the JSON log by the daemon that serves: either
+    way a log file in a missing directory is one message naming it, not a traceback or "the
+    daemon exited during startup", and nothing is left behind."""
+    ns = netns_factory()
+    ifname = unique_ifname("wge")
+    log_file = ns.workdir / "missing" / "wgpyd.log"
+    env = {"WGPY_LOG_FILE": str(log_file), "WGPY_LOG_FORMAT": log_format}
+    argv = [str(WGPYD), *(["-f"] if foreground else []), ifname]
+    result = ns.run(*argv, check=False, timeout=30, env=env)
+    assert result.returncode == 1, result
+    text = _said_once(result, f"cannot open the log file {log_file}")
+    assert "No such file or directory" in text, text
+    assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
+    wait_for(lambda: not _link_exists(ns, ifname), 5, what="the TUN to go")
