@@ -198,3 +198,53 @@ def test_log_file_that_cannot_be_opened(
     assert "No such file or directory" in text, text
     assert not (WG_RUN_DIR / f"{ifname}.sock").exists()
     wait_for(lambda: not _link_exists(ns, ifname), 5, what="the TUN to go")
+
+
+def test_the_name_rule_is_the_kernels(netns_factory: Callable[[], Netns]) -> None:
+    """wgpyd's check of a name gives the kernel's verdict (TUNSETIFF in a namespace) for names
+    at the edges of the rule: 15 bytes counted in UTF-8, '.', the byte 0xA0 inside 'à'
+    (whitespace to the kernel), 'é' (not), a template ('%d'), tab, ':' and '/'. A name of 16
+    bytes or more cannot reach the kernel whole (ifreq holds 15 bytes and a NUL; TUNSETIFF
+    would cut it): refused, as wireguard-go refuses it."""
+    from wgpy.io.tun import InvalidName, check_name
+
+    ns = netns_factory()
+    stem = unique_ifname("wgn")[:9]  # unique to this run
+    names = [
+        stem + "abcdef",  # 15 bytes
+        stem + "abcdefg",  # 16 bytes
+        stem + "é" * 3,  # 15 bytes
+        stem + "é" * 3 + "x",  # 16 bytes, 13 characters
+        stem + "à",
+        stem + "\t",
+        stem + "%d",
+        stem + ":",
+        stem + "/",
+        ".",
+        "..",
+    ]
+    probe = (
+        "import fcntl, os, struct, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    if len(name.encode()) >= 16:\n"
+        "        print('long')\n"
+        "        continue\n"
+        "    fd = os.open('/dev/net/tun', os.O_RDWR)\n"
+        "    try:\n"
+        "        fcntl.ioctl(fd, 0x400454CA, struct.pack('16sH22x', name.encode(), 0x1001))\n"
+        "        print('ok')\n"
+        "    except OSError as error:\n"
+        "        print(error.errno)\n"
+        "    os.close(fd)\n"
+    )
+    verdicts = ns.run(sys.executable, "-c", probe, *names).stdout.split()
+    assert len(verdicts) == len(names)
+    for name, verdict in zip(names, verdicts, strict=True):
+        try:
+            check_name(name)
+            ours = "ok"
+        except InvalidName:
+            ours = "refused"
+        # ifreq holds 15 bytes and a NUL: the kernel would silently cut a longer name
+        kernel = "ok" if verdict == "ok" else "refused"
+        assert ours == kernel, (name, verdict)

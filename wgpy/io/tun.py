@@ -86,7 +86,11 @@ def check_name(name: str) -> None:
         if what in name:
             raise InvalidName(name, f"it contains {what!r}")
     if any(byte in _SPACE_BYTES for byte in raw):
-        raise InvalidName(name, "it contains whitespace")
+        if any(byte in _SPACE_BYTES for byte in raw.replace(b"\xa0", b"")):
+            raise InvalidName(name, "it contains whitespace")
+        raise InvalidName(
+            name, "its UTF-8 holds the byte 0xA0, which the kernel counts as whitespace"
+        )
 
 
 def open_tun(name: str, *, vnet_header: bool = False) -> tuple[int, str]:
