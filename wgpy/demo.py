@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from wgpy import crypto
+from wgpy.exit_status import Exit
 from wgpy.io.uapi_client import uapi_set
 from wgpy.tools.termtext import fold_output, terminal_width, wrap_command, wrap_prose
 from wgpy.uapi import socket_path
@@ -347,7 +348,7 @@ class Demo:
             self.print_keep()
         else:
             self.para("Everything is removed now. `wgpy demo --keep` leaves it running to explore.")
-        return 0 if ok else 1
+        return Exit.OK if ok else Exit.FAILED
 
     def print_keep(self) -> None:
         a, b = self.a, self.b
@@ -398,13 +399,13 @@ class Demo:
 def run_demo(out: TextIO = sys.stdout, keep: bool = False) -> int:
     if os.geteuid() != 0:
         out.write("wgpy demo needs root (network namespaces and TUN devices)\n")
-        return 2
+        return Exit.FAILED
     for tool in ("ip", "ping"):
         if shutil.which(tool) is None:
             out.write(f"wgpy demo needs `{tool}` (Debian: iproute2, iputils-ping)\n")
-            return 2
+            return Exit.FAILED
     demo = Demo(out, keep=keep)
-    status = 1
+    status: int = Exit.FAILED
     finished = False  # run() returned: with --keep, everything is left as printed
     try:
         status = demo.run()

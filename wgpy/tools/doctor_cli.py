@@ -15,6 +15,8 @@ import time
 from typing import Any
 
 from wgpy.config import Config, ConfigError, load
+from wgpy.exit_status import interface_message
+from wgpy.exit_status import unreadable as _error
 from wgpy.tools.doctor import (
     Facts,
     Finding,
@@ -26,11 +28,6 @@ from wgpy.tools.doctor import (
 )
 from wgpy.tools.live import interface_view
 from wgpy.tools.show import InterfaceView, key_from_hex
-
-
-def _error(text: str) -> int:
-    sys.stderr.write(f"wgpy: {text}\n")
-    return 2
 
 
 def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
@@ -74,7 +71,7 @@ def _interface(
             time.sleep(watch)
         view, pairs = interface_view(ifname)
     except OSError as error:
-        return _error(f"Unable to access interface {ifname}: {error.strerror or error}")
+        return _error(interface_message(ifname, error))
     try:
         lint_findings = lint([config_of_pairs(ifname, pairs)])
     except ConfigError as error:

@@ -1,8 +1,10 @@
 """Command lines of the tools that show an interface to look at: ``wgpy top``, ``wgpy map``,
 ``wgpy web``.
 
-Exit statuses: 0 done, 1 the interface could not be read (or went away), 2 bad usage or a file
-that could not be read or parsed (``FILE:LINE: message``, never a traceback).
+Exit statuses (:mod:`wgpy.exit_status`): 0 done; 1 failed after reading the input (the
+interface went away during top, an output file or a listening port that cannot be had); 2 an
+interface or file that could not be read or parsed (``FILE:LINE: message``, never a traceback),
+or bad usage.
 """
 
 from __future__ import annotations
@@ -13,12 +15,9 @@ from ipaddress import ip_interface, ip_network
 from typing import Any
 
 from wgpy.config import Config, ConfigError, load
+from wgpy.exit_status import Exit, Failed, Unreadable, failed, unreadable_interface
+from wgpy.exit_status import unreadable as _error
 from wgpy.tools.live import config_of_interface, is_config_path
-
-
-def _error(text: str, status: int = 2) -> int:
-    sys.stderr.write(f"wgpy: {text}\n")
-    return status
 
 
 def _names(path: str | None) -> dict[str, str]:
@@ -40,7 +39,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             return 0
         read()  # fail before taking the screen over
     except OSError as error:
-        return _error(f"Unable to access interface {args.interface}: {error.strerror or error}", 1)
+        return unreadable_interface(args.interface, error)
     return top.run_top(read, args.interval, sys.stdout, names)
 
 
@@ -79,7 +78,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         except ConfigError as error:
             return _error(str(error))
         except OSError as error:
-            return _error(f"Unable to access interface {target}: {error.strerror or error}", 1)
+            return unreadable_interface(target, error)
         configs.append(config)
         extras.append(live)
     try:
@@ -95,8 +94,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(text)
     except OSError as error:
-        return _error(f"{args.output}: {error.strerror or error}")
-    return 0
+        return failed(f"{args.output}: {error.strerror or error}")
+    return Exit.OK
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -107,8 +106,10 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     try:
         return serve(args.target, args.listen, token=args.token, names_file=args.names)
-    except (WebError, ConfigError) as error:
+    except (WebError, ConfigError, Unreadable) as error:
         return _error(str(error))
+    except Failed as error:
+        return failed(str(error))
 
 
 def add_parsers(sub: Any) -> None:

@@ -28,6 +28,7 @@ from typing import TextIO
 from rich.cells import cell_len, set_cell_size
 
 from wgpy.events import explaining_address
+from wgpy.exit_status import Exit
 from wgpy.tools.show import DropKey, InterfaceView, PeerView, short_key
 
 __all__ = ["Reading", "rates", "render_frame", "run_top"]
@@ -355,8 +356,8 @@ def run_top(read: Read, interval: float, out: TextIO, names: dict[str, str]) -> 
         pass
     if gone is not None:
         sys.stderr.write(f"wgpy: top: the interface went away: {gone}\n")
-        return 1
-    return 0
+        return Exit.FAILED
+    return Exit.OK
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

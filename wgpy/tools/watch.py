@@ -28,6 +28,7 @@ from typing import Any, Final, TextIO
 
 from wgpy.allowedips import AllowedIPs
 from wgpy.events import Direction, DropReason, InnerInfo, PacketDropped
+from wgpy.exit_status import Exit
 from wgpy.kernelmsg import KernelMessage, classify, parse_kmsg_record
 from wgpy.tally import AddressTally
 from wgpy.tools.show import key_from_hex, parse_get
@@ -374,7 +375,7 @@ def run_watch(options: WatchOptions) -> int:
         pairs = kernel_get(ifname)
     except KernelInterfaceError as error:
         options.say(f"wgpy watch: {ifname} is not a kernel WireGuard interface here: {error}")
-        return 2
+        return Exit.UNREADABLE
     debug, unthrottle = DynamicDebug(), Unthrottle()
     stop = False
 
@@ -451,7 +452,7 @@ def run_watch(options: WatchOptions) -> int:
             path.unlink()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+    return Exit.OK
 
 
 def _start_metrics(options: WatchOptions, ifname: str) -> Any:

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from wgpy.config import Config, load
 from wgpy.events import explaining_address
+from wgpy.exit_status import Failed, Unreadable, interface_message
 from wgpy.tools.live import is_config_path
 from wgpy.tools.show import InterfaceView, PeerView, short_key
 from wgpy.tools.top import Reading, rates
@@ -294,7 +295,7 @@ def make_app(target: Target, token: str | None) -> web.Application:
 
 
 def make_target(name: str, names_file: str | None) -> Target:
-    """The page's target; raises ConfigError for an unreadable config, WebError for an
+    """The page's target; raises ConfigError for an unreadable config, Unreadable for an
     interface that cannot be read."""
     if is_config_path(name):
         config = load(name)
@@ -307,7 +308,7 @@ def make_target(name: str, names_file: str | None) -> Target:
     try:
         target.read()
     except OSError as error:
-        raise WebError(f"Unable to access interface {name}: {error.strerror or error}") from None
+        raise Unreadable(interface_message(name, error)) from None
     return target
 
 
@@ -332,7 +333,7 @@ async def _serve(app: web.Application, host: str, port: int, with_token: bool) -
         await site.start()
     except OSError as error:
         await runner.cleanup()
-        raise WebError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise Failed(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     bound = runner.addresses[0][1] if runner.addresses else port  # port 0: the one picked
     shown = f"[{host}]" if ":" in host else host
     note = " (add ?token=YOUR_TOKEN)" if with_token else ""
