@@ -160,3 +160,28 @@ def test_two_inputs_claiming_one_key_are_refused(
     assert main(["net", "check", *map(str, paths), str(twin)]) == 2
     err = capsys.readouterr().err
     assert "both claim the public key" in err and err.count("\n") == 1
+
+
+def test_map_is_deterministic_and_colours_each_cause(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = [str(p) for p in ns.hub_and_spoke_mistake().write(tmp_path)]
+    out = tmp_path / "net.svg"
+    assert main(["net", "map", *paths, "-o", str(out)]) == 0
+    first = out.read_bytes()
+    assert main(["net", "map", *paths, "-o", str(out)]) == 0
+    assert out.read_bytes() == first
+    svg = first.decode()
+    from wgpy.tools.aipmap import PALETTE
+    from wgpy.tools.netmap import REACHABLE
+
+    cells = [line for line in svg.splitlines() if line.startswith("<rect") and "→" in line]
+    assert len(cells) == 6
+    assert sum(REACHABLE in c for c in cells) == 4
+    assert {c.split('fill="')[1][:7] for c in cells if REACHABLE not in c} == set(PALETTE[:2])
+    assert "no peer's AllowedIPs hold the destination" in svg
+    assert "PrivateKey" not in svg and "private" not in svg.lower()
+    assert main(["net", "map", *paths, "--format", "html"]) == 0
+    assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
+    assert main(["net", "map", str(tmp_path / "missing.conf"), "-o", str(out)]) == 2
+    assert out.read_bytes() == first  # nothing written on bad input

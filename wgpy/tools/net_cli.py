@@ -1,9 +1,10 @@
 """``wgpy net check`` and ``wgpy net trace``: the network model asked from the command line.
 
 Inputs are ``wgpy collect`` snapshots (``.json``) and wg-quick files, in any mix; reading
-them is this module's only I/O. Exit status: 0 every pair reachable (check) or the packet and
-its reply delivered (trace); 1 some pair not (check) or the packet lost (trace); 2 an input
-could not be read — then nothing is printed on stdout and nothing is written.
+them is this module's only I/O. Exit status (the README's table): 0 every pair reachable (check),
+the packet and its reply delivered (trace), drawn (map); 1 some pair not, the packet lost, the
+picture not written; 2 an input could not be read — then nothing is printed on stdout and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from wgpy.net.check import Endpoint, PairResult, Report, check, endpoints, ping
 from wgpy.net.fixes import Fix, suggest
 from wgpy.net.model import Host, IPAddress, Network
 from wgpy.net.snapshot import SnapshotError, host_from_snapshot
-from wgpy.net.trace import Cause, CauseKind, Index, Trace, Verdict
+from wgpy.net.trace import Cause, Index, Trace, Verdict
 from wgpy.net.wgquick import host_from_config
+from wgpy.tools.net_text import cause_text
 
 __all__ = ["add_parser", "load_network"]
 
@@ -70,33 +72,6 @@ def _load_host(path: str) -> Host:
 
 
 # --------------------------------------------------------------------------- words
-
-
-def cause_text(cause: Cause, leg: str) -> str:
-    """One sentence: where the packet dies and why."""
-    where = f"on {cause.host}"
-    iface = f" ({cause.interface})" if cause.interface else ""
-    text = {
-        CauseKind.NO_ROUTE: f"{where}: no route to the destination",
-        CauseKind.ROUTE_UNREACHABLE: f"{where}: an unreachable or blackhole route",
-        CauseKind.NOT_INTO_TUNNEL: f"{where}: the route leads out of {cause.interface}, "
-        f"not into the tunnel ({cause.detail})",
-        CauseKind.NO_PEER: f"{where}{iface}: no peer's AllowedIPs hold the destination "
-        "(Required key not available)",
-        CauseKind.UNKNOWN_PEER: f"{where}{iface}: the peer {cause.peer} is in no input",
-        CauseKind.NO_HANDSHAKE: f"{where}{iface}: no peer has the sender's key "
-        f"{cause.peer}, so no handshake completes",
-        CauseKind.DISALLOWED_SOURCE: f"{where}{iface}: the source is not in the AllowedIPs "
-        f"of the peer that sent it (held by {cause.detail}): dropped",
-        CauseKind.FORWARDING_OFF: f"{where}: IP forwarding is off",
-        CauseKind.FORWARD_DROPPED: f"{where}: the FORWARD chain drops {cause.in_interface} → "
-        f"{cause.interface} ({cause.detail})",
-        CauseKind.UNKNOWN_RULE: f"{where}: unknown, because the firewall rule "
-        f"{cause.detail!r} may match",
-        CauseKind.INTERFACE_DOWN: f"{where}: {cause.interface} is down",
-        CauseKind.LOOP: f"{where}: a routing loop",
-    }[cause.kind]
-    return f"the {leg} dies {text}"
 
 
 def _pair_text(result: PairResult) -> str:
@@ -367,6 +342,32 @@ def _target(found: list[Endpoint], text: str) -> Endpoint:
     raise InputError(f"{text} is no host's address or LAN representative in the inputs")
 
 
+def cmd_map(args: argparse.Namespace) -> int:
+    from wgpy.tools.netmap import render_html, render_svg
+
+    try:
+        network = load_network(args.inputs)
+    except InputError as error:
+        sys.stderr.write(f"wgpy net map: {error}\n")
+        return 2
+    report = check(network)
+    kind = args.format or ("html" if (args.output or "").endswith((".html", ".htm")) else "svg")
+    text = render_html(report) if kind == "html" else render_svg(report)
+    if not args.output or args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.output)
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        sys.stderr.write(f"wgpy net map: {args.output}: {error.strerror or error}\n")
+        return 1
+    return 0
+
+
 def add_parser(sub: Any) -> None:
     net = sub.add_parser(
         "net",
@@ -392,3 +393,12 @@ def add_parser(sub: Any) -> None:
     trace_parser.add_argument("words", nargs="+", metavar="INPUT... from HOST[:ADDR] to ADDR")
     trace_parser.add_argument("--json", action="store_true", help="the hops as JSON")
     trace_parser.set_defaults(func=cmd_trace)
+    map_parser = commands.add_parser(
+        "map", help="the hosts as a graph and every pair's reachability, as SVG or HTML"
+    )
+    map_parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    map_parser.add_argument("-o", "--output", help="write to this file (default: stdout)")
+    map_parser.add_argument(
+        "--format", choices=("svg", "html"), help="default: from -o's suffix, else svg"
+    )
+    map_parser.set_defaults(func=cmd_map)
