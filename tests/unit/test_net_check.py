@@ -185,3 +185,29 @@ def test_map_is_deterministic_and_colours_each_cause(
     assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
     assert main(["net", "map", str(tmp_path / "missing.conf"), "-o", str(out)]) == 2
     assert out.read_bytes() == first  # nothing written on bad input
+
+
+def test_lint_and_doctor_of_a_hub_and_its_spokes_see_the_relay_mistake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = [str(p) for p in ns.hub_and_spoke_mistake().write(tmp_path)]
+    assert main(["lint", *paths, "--json"]) == 1
+    findings = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "unreachable"]
+    assert {(Path(f["file"]).name, f["severity"]) for f in findings} == {("a.conf", "error")}
+    assert len(findings) == 2 and all("10.0.0.0/24" in f["fix"] for f in findings)
+    assert main(["doctor", *paths]) == 1
+    assert "cannot ping" in capsys.readouterr().out
+    # a healthy hub and its spokes stay clean
+    (tmp_path / "healthy").mkdir()
+    healthy = [str(p) for p in ns.healthy_hub(3).write(tmp_path / "healthy")]
+    assert main(["lint", *healthy]) == 0, capsys.readouterr().out
+
+
+def test_lint_warns_when_the_answer_rests_on_an_assumption(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = [str(p) for p in ns.forwarding_off_hub().write(tmp_path)]
+    assert main(["lint", *paths, "--json"]) == 1
+    findings = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "unreachable"]
+    assert findings and {f["severity"] for f in findings} == {"warning"}
+    assert all("assumed" in f["message"] and "forwarding" in f["message"] for f in findings)

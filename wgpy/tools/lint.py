@@ -18,8 +18,10 @@ Which peer owns what is always asked of :class:`wgpy.allowedips.AllowedIPs` buil
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any
 
 from wgpy import crypto
@@ -487,10 +489,65 @@ def lint(configs: list[Config]) -> list[Finding]:
     sides = [_lint_one(config, out) for config in configs]
     if len(sides) > 1:
         _cross_check(sides, out)
+        if not any(f.severity == ERROR for f in out.findings):
+            _reachability(configs, out)
     order = {config.filename: index for index, config in enumerate(configs)}
     return sorted(
         out.findings, key=lambda f: (order.get(f.file, 0), f.line if f.line is not None else 0)
     )
+
+
+_CONFIG_LINE = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+): ")
+
+
+def _reachability(configs: list[Config], out: _Linter) -> None:
+    """Given a hub and its spokes (or any hosts joined by keys): every pair of their
+    Addresses pinged both ways through the network model (``wgpy net check``); each cause of
+    failure is one finding at the line its proven fix edits."""
+    from wgpy.net.build import BuildError, build_network
+    from wgpy.net.check import check
+    from wgpy.net.fixes import suggest
+    from wgpy.net.wgquick import host_from_config, interface_name
+    from wgpy.tools.net_text import cause_text
+
+    try:
+        network = build_network([host_from_config(config) for config in configs])
+    except (ConfigError, BuildError):
+        return  # the findings above say why these files do not make one network
+    report = check(network)
+    by_name = {Path(c.filename).name: c for c in configs}
+    by_host = {interface_name(c): c for c in configs}
+    for group in report.groups:
+        fix = suggest(report, group)
+        config = by_host.get(group.cause.host, configs[0])
+        line = config.interface.line if config.interface is not None else None
+        for entry in fix.config if fix else []:
+            match = _CONFIG_LINE.match(entry)
+            if match and match["file"] in by_name:
+                config, line = by_name[match["file"]], int(match["line"])
+                break
+        count = len(group.pairs)
+        first = group.pairs[0]
+        example = f"{first.source.label} → {first.target.label}"
+        more = f" and {count - 1} more pair{'s' if count > 2 else ''}" if count > 1 else ""
+        text = f"{example}{more} cannot ping: {cause_text(group.cause, group.leg)}"
+        where = "; proven on the model, see `wgpy net check`" if fix else ""
+        # an answer resting on an assumption (forwarding off where no file says) or on a
+        # fact the model could not read is a warning: the host may well be set up otherwise
+        assumption = group.cause.assumption
+        severity = WARNING if assumption or all(p.unknown for p in group.pairs) else ERROR
+        if assumption:
+            text += f" (assumed: {assumption.removeprefix('assumed: ')})"
+        out.findings.append(
+            Finding(
+                config.filename,
+                line,
+                severity,
+                "unreachable",
+                text,
+                (fix.summary + where) if fix else "see `wgpy net trace` for the hops",
+            )
+        )
 
 
 def exit_status(findings: list[Finding]) -> int:
