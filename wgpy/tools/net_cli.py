@@ -206,16 +206,23 @@ def check_json(report: Report, fixes: dict[int, Fix | None]) -> dict[str, Any]:
     }
 
 
-def _trace_lines(title: str, result: Trace) -> list[str]:
+def _trace_lines(title: str, result: Trace, columns: int) -> list[str]:
+    """One line per step (host, what, detail), the detail wrapped under itself."""
     lines = [title]
     width = max((len(s.host) for s in result.steps), default=4)
+    indent = " " * (2 + width + 2 + 13)
     for step in result.steps:
-        lines.append(f"  {step.host:<{width}}  {step.what:<12} {step.detail}")
+        head = f"  {step.host:<{width}}  {step.what:<12} "
+        wrapped = textwrap.wrap(
+            step.detail, width=max(20, columns - len(indent)), break_on_hyphens=False
+        ) or [""]
+        lines.append(head + wrapped[0])
+        lines.extend(indent + rest for rest in wrapped[1:])
     if result.verdict is Verdict.DELIVERED:
         lines.append(f"  DELIVERED to {result.delivered_to}")
     elif result.cause is not None:
         state = "UNKNOWN" if result.verdict is Verdict.UNKNOWN else "DROPPED"
-        lines.append(f"  {state}: {cause_text(result.cause, 'packet')}")
+        lines.extend(_wrap(f"{state}: {cause_text(result.cause, 'packet')}", "  ", columns))
     return lines
 
 
@@ -316,8 +323,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
+        columns = _width()
         lines = _trace_lines(
-            f"request {source.address} → {target.address} from {source.start}", result.request
+            f"request {source.address} → {target.address} from {source.start}",
+            result.request,
+            columns,
         )
         if result.reply is not None:
             lines.append("")
@@ -325,6 +335,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 _trace_lines(
                     f"reply {result.reply.src} → {result.reply.dst} from {target.start}",
                     result.reply,
+                    columns,
                 )
             )
         sys.stdout.write("\n".join(lines) + "\n")

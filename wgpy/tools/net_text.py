@@ -21,8 +21,12 @@ def cause_text(cause: Cause, leg: str) -> str:
         CauseKind.UNKNOWN_PEER: f"{where}{iface}: the peer {cause.peer} is in no input",
         CauseKind.NO_HANDSHAKE: f"{where}{iface}: no peer has the sender's key "
         f"{cause.peer}, so no handshake completes",
-        CauseKind.DISALLOWED_SOURCE: f"{where}{iface}: the source is not in the AllowedIPs "
-        f"of the peer that sent it (held by {cause.detail}): dropped",
+        CauseKind.DISALLOWED_SOURCE: f"{where}{iface}: "
+        + (
+            "no peer's AllowedIPs hold the source, so the packet is dropped"
+            if cause.detail == "no peer"
+            else f"the source belongs to {cause.detail}, not to the peer that sent it: dropped"
+        ),
         CauseKind.FORWARDING_OFF: f"{where}: IP forwarding is off",
         CauseKind.FORWARD_DROPPED: f"{where}: the FORWARD chain drops {cause.in_interface} → "
         f"{cause.interface} ({cause.detail})",
