@@ -28,9 +28,9 @@ import subprocess
 import sys
 from typing import Final, TextIO
 
-from wgpy import __version__, startup_errors
+from wgpy import __version__
 from wgpy.device import Device
-from wgpy.io import tun
+from wgpy.io import startup_errors, tun
 from wgpy.uapi import SOCKET_DIRECTORY, socket_path
 
 #: Like Go's listeners (net.core.somaxconn): a burst of `wg` clients must not be refused.

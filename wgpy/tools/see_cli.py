@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from ipaddress import ip_interface, ip_network
 from typing import Any
 
 from wgpy.config import Config, ConfigError, load
 from wgpy.exit_status import Exit, Failed, Unreadable, failed, unreadable_interface
 from wgpy.exit_status import unreadable as _error
-from wgpy.tools.live import config_of_interface, is_config_path
+from wgpy.tools.live import map_target
 
 
 def _names(path: str | None) -> dict[str, str]:
@@ -43,26 +42,6 @@ def cmd_top(args: argparse.Namespace) -> int:
     return top.run_top(read, args.interval, sys.stdout, names)
 
 
-def load_target(target: str) -> tuple[Config, Any]:
-    """A config file, or a live interface as its config plus its addresses and routes (when it
-    is in this network namespace). Raises ConfigError or OSError."""
-    from wgpy.tools.aipmap import Live
-    from wgpy.tools.routes import interface_addresses, interface_exists, routes_into
-
-    if is_config_path(target):
-        return load(target), None
-    config = config_of_interface(target)
-    if not interface_exists(target):
-        return config, Live(
-            [], [], "routes and Address unknown: the interface is not in this netns"
-        )
-    addresses = []
-    for address, length in interface_addresses(target):
-        parsed = ip_interface(f"{address}/{length}")
-        addresses.append((parsed.ip, parsed.network))
-    return config, Live(addresses, [ip_network(r) for r in routes_into(target)])
-
-
 def cmd_map(args: argparse.Namespace) -> int:
     from wgpy.tools.aipmap import build_sides, render_html, render_svg
 
@@ -74,7 +53,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         return _error(str(error))
     for target in args.targets:
         try:
-            config, live = load_target(target)
+            config, live = map_target(target)
         except ConfigError as error:
             return _error(str(error))
         except OSError as error:

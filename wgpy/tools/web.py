@@ -201,9 +201,9 @@ def _route(ifname: str, address: str) -> Any:
 
 def map_svg(target: Target) -> str:
     from wgpy.tools.aipmap import build_sides, render_svg
-    from wgpy.tools.see_cli import load_target
+    from wgpy.tools.live import map_target
 
-    config, live = load_target(target.name)
+    config, live = map_target(target.name)
     return render_svg(build_sides([config], [live], target.names))
 
 
