@@ -172,3 +172,34 @@ def test_favicon_is_served_without_a_token(hub: Path) -> None:
         assert (await client.get("/api/state")).status == 401  # the rest still needs it
 
     with_client(hub, "s3cret-token", call)
+
+
+def test_network_view_from_net_inputs(tmp_path: Path) -> None:
+    from tests import net_scenarios
+
+    paths = [str(p) for p in net_scenarios.hub_and_spoke_mistake().write(tmp_path)]
+    seen: dict[str, Any] = {}
+
+    async def run(net: list[str]) -> None:
+        app = make_app(make_target(paths[0], None, net), None)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            state = await (await client.get("/api/state")).json()
+            response = await client.get("/net.svg")
+            seen[str(bool(net))] = (state["network"], response.status, await response.text())
+
+    asyncio.run(run(paths))
+    asyncio.run(run([]))
+    network, status, text = seen["True"]
+    assert network is True and status == 200
+    assert "3 hosts, 6 pairs: 4 reachable, 2 not" in text and "PrivateKey" not in text
+    for secret in re.findall(r"^PrivateKey = (\S+)", Path(paths[1]).read_text(), re.M):
+        assert secret not in text
+    assert seen["False"][:2] == (False, 404)
+
+
+def test_unreadable_net_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import net_scenarios
+
+    paths = [str(p) for p in net_scenarios.healthy_hub(2).write(tmp_path)]
+    assert main(["web", paths[0], "--net", *paths, str(tmp_path / "gone.conf")]) == 2
+    assert "gone.conf" in capsys.readouterr().err

@@ -84,7 +84,9 @@ def cmd_web(args: argparse.Namespace) -> int:
         return _error(f"web needs aiohttp ({error}): pip install 'wgpy[web]'")
 
     try:
-        return serve(args.target, args.listen, token=args.token, names_file=args.names)
+        return serve(
+            args.target, args.listen, token=args.token, names_file=args.names, net=args.net
+        )
     except (WebError, ConfigError, Unreadable) as error:
         return _error(str(error))
     except Failed as error:
@@ -144,4 +146,11 @@ def add_parsers(sub: Any) -> None:
     )
     web.add_argument("--token", help="required on every request; needed for a non-loopback HOST")
     web.add_argument("--names", metavar="CONF", help="peer names from a config's # Name = lines")
+    web.add_argument(
+        "--net",
+        nargs="+",
+        metavar="INPUT",
+        default=[],
+        help="also show the network these wg-quick files or snapshots make (wgpy net map)",
+    )
     web.set_defaults(func=cmd_web)

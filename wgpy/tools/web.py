@@ -24,7 +24,7 @@ import ipaddress
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -68,6 +68,8 @@ class Target:
     is_config: bool
     names: dict[str, str]
     before: Reading | None = None
+    #: ``--net`` inputs: the network view (``wgpy net map``) is drawn from them at each request
+    net: list[str] = field(default_factory=list)
 
     def config(self) -> Config:
         return load(self.name)
@@ -150,6 +152,7 @@ def state_json(target: Target, now: Reading) -> dict[str, Any]:
         "peers": peers,
         "drops": None if view.drops is None else drops,
         "kernel": view.kernel,
+        "network": bool(target.net),
     }
 
 
@@ -283,6 +286,15 @@ def make_app(target: Target, token: str | None) -> web.Application:
             return web.Response(text=f"map: {error}\n", status=503)
         return web.Response(text=text, content_type="image/svg+xml")
 
+    async def network(_request: web.Request) -> web.Response:
+        if not target.net:
+            return web.Response(text="wgpy web: started without --net\n", status=404)
+        try:
+            text = await asyncio.to_thread(net_svg, target.net)
+        except ValueError as error:
+            return web.Response(text=f"net: {error}\n", status=503)
+        return web.Response(text=text, content_type="image/svg+xml")
+
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/app.js", script)
@@ -291,10 +303,24 @@ def make_app(target: Target, token: str | None) -> web.Application:
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/explain", explain)
     app.router.add_get("/map.svg", svg)
+    app.router.add_get("/net.svg", network)
     return app
 
 
-def make_target(name: str, names_file: str | None) -> Target:
+def net_svg(inputs: list[str]) -> str:
+    """The network view of ``wgpy net map`` over the inputs as they are now; ValueError
+    with the one-line reason when an input cannot be read."""
+    from wgpy.net.check import check
+    from wgpy.tools.net_cli import InputError, load_network
+    from wgpy.tools.netmap import render_svg
+
+    try:
+        return render_svg(check(load_network(inputs)))
+    except InputError as error:
+        raise ValueError(str(error)) from None
+
+
+def make_target(name: str, names_file: str | None, net: list[str] | None = None) -> Target:
     """The page's target; raises ConfigError for an unreadable config, Unreadable for an
     interface that cannot be read."""
     if is_config_path(name):
@@ -302,9 +328,9 @@ def make_target(name: str, names_file: str | None) -> Target:
         names = config.peer_names()
         if names_file:
             names |= load(names_file).peer_names()
-        return Target(name, True, names)
+        return Target(name, True, names, net=list(net or []))
     names = load(names_file).peer_names() if names_file else {}
-    target = Target(name, False, names)
+    target = Target(name, False, names, net=list(net or []))
     try:
         target.read()
     except OSError as error:
@@ -312,7 +338,14 @@ def make_target(name: str, names_file: str | None) -> Target:
     return target
 
 
-def serve(name: str, listen: str, *, token: str | None, names_file: str | None) -> int:
+def serve(
+    name: str,
+    listen: str,
+    *,
+    token: str | None,
+    names_file: str | None,
+    net: list[str] | None = None,
+) -> int:
     """Serve until SIGINT or SIGTERM; prints the address (with the port the OS picked for
     port 0) once listening."""
     host, port = parse_listen(listen)
@@ -321,7 +354,12 @@ def serve(name: str, listen: str, *, token: str | None, names_file: str | None) 
             f"refusing to listen on {host}, which is not a loopback address, without --token "
             "(anyone who reaches it could read the interface)"
         )
-    target = make_target(name, names_file)
+    target = make_target(name, names_file, net)
+    if target.net:
+        try:
+            net_svg(target.net)  # an unreadable input fails here, once, not on every request
+        except ValueError as error:
+            raise Unreadable(str(error)) from None
     return asyncio.run(_serve(make_app(target, token), host, port, token is not None))
 
 

@@ -69,6 +69,10 @@ label { display: flex; flex-direction: column; font-size: 0.85rem; }
 
 <h2>AllowedIPs map</h2>
 <p><img id="map" alt="AllowedIPs map"></p>
+<div id="network" hidden>
+<h2>Network (wgpy net map)</h2>
+<p><img id="net" alt="the network: hosts and every pair's reachability"></p>
+</div>
 <script src="app.js"></script>
 </body>
 </html>
@@ -204,6 +208,21 @@ document.getElementById('explain').addEventListener('submit', async (event) => {
   }
 });
 document.getElementById('map').src = withToken('map.svg');
+let networkShown = false;
+async function showNetwork() {
+  if (networkShown) return;
+  try {
+    const response = await fetch(withToken('api/state'));
+    const state = await response.json();
+    if (!state.network) return;
+    networkShown = true;
+    document.getElementById('net').src = withToken('net.svg');
+    document.getElementById('network').hidden = false;
+  } catch (error) {
+    /* the peers table says what went wrong */
+  }
+}
+showNetwork();
 refresh();
 setInterval(refresh, 2000);
 """
