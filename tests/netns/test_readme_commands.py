@@ -66,7 +66,7 @@ NOT_RUN: dict[str, str] = {
     r"--follow": "runs until Ctrl-C",
     r"wgpy top wg0 +(#|--interval)": "full-screen until q (`wgpy top wg0 --once` is run)",
     r"wgpy web": "a web server until Ctrl-C (tests/netns/test_see_netns.py)",
-    r"hub\.conf|/etc/wireguard/": "reads the reader's own config files",
+    r"hub\.conf|spoke\d*\.conf|/etc/wireguard/": "reads the reader's own config files",
 }
 """Commands not run here, by a pattern of their line: why."""
 
