@@ -211,3 +211,20 @@ def test_lint_warns_when_the_answer_rests_on_an_assumption(
     findings = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "unreachable"]
     assert findings and {f["severity"] for f in findings} == {"warning"}
     assert all("assumed" in f["message"] and "forwarding" in f["message"] for f in findings)
+
+
+def test_a_group_that_dies_downstream_gets_the_fix_of_the_mistake_upstream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two peers with one prefix on the hub: the hub's packets for s1 go to s2 and die there
+    (forwarding off); enabling forwarding on s2 would not help — moving the prefix back does."""
+    paths = [str(p) for p in ns.duplicate_prefix().write(tmp_path)]
+    assert main(["net", "check", *paths, "--json"]) == 1
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert [g["cause"]["kind"] for g in groups] == ["disallowed_source", "forwarding_off"]
+    assert groups[0]["fix"]["changes"] == groups[1]["fix"]["changes"]
+    assert groups[0]["fix"]["changes"][0]["host"] == "hub"
+    assert main(["net", "check", *paths]) == 1
+    out = capsys.readouterr().out
+    assert "the same change as above" in out
+    assert "assumption: assumed" not in out

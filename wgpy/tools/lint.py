@@ -506,7 +506,7 @@ def _reachability(configs: list[Config], out: _Linter) -> None:
     failure is one finding at the line its proven fix edits."""
     from wgpy.net.build import BuildError, build_network
     from wgpy.net.check import check
-    from wgpy.net.fixes import suggest
+    from wgpy.net.fixes import suggest_all
     from wgpy.net.wgquick import host_from_config, interface_name
     from wgpy.tools.net_text import cause_text
 
@@ -517,8 +517,9 @@ def _reachability(configs: list[Config], out: _Linter) -> None:
     report = check(network)
     by_name = {Path(c.filename).name: c for c in configs}
     by_host = {interface_name(c): c for c in configs}
-    for group in report.groups:
-        fix = suggest(report, group)
+    fixes = suggest_all(report)
+    for number, group in enumerate(report.groups):
+        fix = fixes[number]
         config = by_host.get(group.cause.host, configs[0])
         line = config.interface.line if config.interface is not None else None
         for entry in fix.config if fix else []:

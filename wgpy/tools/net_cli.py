@@ -21,7 +21,7 @@ from typing import Any
 from wgpy.config import ConfigError, load
 from wgpy.net.build import BuildError, build_network
 from wgpy.net.check import Endpoint, PairResult, Report, check, endpoints, ping
-from wgpy.net.fixes import Fix, suggest
+from wgpy.net.fixes import Fix, suggest_all
 from wgpy.net.model import Host, IPAddress, Network
 from wgpy.net.snapshot import SnapshotError, host_from_snapshot
 from wgpy.net.trace import Cause, Index, Trace, Verdict
@@ -108,11 +108,16 @@ def render_check(report: Report, fixes: dict[int, Fix | None], width: int) -> st
             lines.append(f"    … and {count - EXAMPLES} more")
         if group.cause.assumption:
             assumptions.add(group.cause.assumption)
-            lines.extend(_wrap(f"(rests on an assumption: {group.cause.assumption})", "  ", width))
+            assumption = group.cause.assumption.removeprefix("assumed: ")
+            lines.extend(_wrap(f"(rests on an assumption: {assumption})", "  ", width))
         fix = fixes.get(number)
         if fix is None:
             if number in fixes:
                 lines.append("  no single change found that fixes it without breaking a pair")
+            continue
+        if _repeats(fixes, number, fix):
+            text = f"fix: the same change as above ({fix.summary}) fixes these too"
+            lines.extend(_wrap(text, "  ", width))
             continue
         lines.append(
             f"  fix (checked on the model: {fix.fixes} of these pairs then reachable, none broken):"
@@ -129,6 +134,15 @@ def render_check(report: Report, fixes: dict[int, Fix | None], width: int) -> st
         for item in unknown:
             lines.extend(_wrap(item, "  ", width))
     return "\n".join(lines) + "\n"
+
+
+def _repeats(fixes: dict[int, Fix | None], number: int, fix: Fix) -> bool:
+    """Whether an earlier group's fix is the same change."""
+    for earlier in range(number):
+        other = fixes.get(earlier)
+        if other is not None and other.changes == fix.changes:
+            return True
+    return False
 
 
 def _cause_json(cause: Cause) -> dict[str, Any]:
@@ -254,10 +268,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wgpy net check: {error}\n")
         return 2
     report = check(network)
-    fixes: dict[int, Fix | None] = {}
-    if not args.no_fixes:
-        for number, group in enumerate(report.groups):
-            fixes[number] = suggest(report, group)
+    fixes: dict[int, Fix | None] = {} if args.no_fixes else suggest_all(report)
     if args.json:
         sys.stdout.write(json.dumps(check_json(report, fixes), indent=2) + "\n")
     else:
