@@ -142,6 +142,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 args.interface,
                 enable_debug=args.enable_debug,
                 unthrottle=args.unthrottle,
+                trace_drops=args.trace_drops,
                 json_log=json_log,
                 metrics=args.metrics,
                 duration=args.duration,
@@ -223,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--unthrottle",
         action="store_true",
         help="lift the kernel's message rate limit (net.core.message_cost=0; restored on exit)",
+    )
+    watch.add_argument(
+        "--trace-drops",
+        action="store_true",
+        help="count the drops the module neither logs nor counts (bad size, unknown index, "
+        "failed decryption, expired session) through kprobe events, for all of its "
+        "interfaces (removed on exit)",
     )
     watch.add_argument("--log-format", choices=("text", "json"), default="text")
     watch.add_argument("--log-file", metavar="PATH", help="write the JSON log there")

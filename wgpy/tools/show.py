@@ -230,6 +230,13 @@ def _print_kernel(view: InterfaceView, console: Console) -> None:
         )
     for entry in view.kernel.get("unrecognised", []):
         console.print(f"  {entry['count']} × unrecognised: {entry['text']}", markup=False)
+    traced = view.kernel.get("traced")
+    if traced:
+        console.print(f"  drops neither logged nor counted, {traced['scope']}:", markup=False)
+        for entry in traced["drops"]:
+            source = entry["source"]
+            count = "" if source.startswith("not visible") else f"{entry['count']} × "
+            console.print(f"    {count}{entry['reason']} ({source})", markup=False)
 
 
 def _sorted_drops(view: InterfaceView) -> list[tuple[DropKey, int]]:
@@ -352,6 +359,7 @@ def kernel_info(state: dict[str, Any] | None, counters: dict[str, int]) -> dict[
         info["debug_callsites_on"] = state.get("debug_callsites_on")
         info["unattributed"] = state.get("unattributed", [])
         info["unrecognised"] = state.get("unrecognised", [])
+        info["traced"] = state.get("traced")
     return info
 
 
