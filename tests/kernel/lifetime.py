@@ -16,6 +16,12 @@ Two kinds of case, each with wgpyd ("host") or the kernel ("guest") in each role
   send after REKEY_AFTER_TIME (the kernel's `keep_key_fresh` in send.c); the responder never
   rekeys by time on send. Ping replies are sends too, so the initiator rekeys whichever side
   pings.
+- last-minute: `initiator` makes the first handshake, then the responder (`sender`) sends a
+  persistent keepalive every 3 s and the initiator sends nothing at all (keepalives received
+  do not call for a passive keepalive), so its send-side rekey never comes. Instead, the first
+  packet it receives on a keypair older than REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT -
+  REKEY_TIMEOUT (165 s) makes it initiate, once (receive.c's `keep_key_fresh`), before the
+  responder's keypair expires at 180 s.
 - expiry: `initiator` makes the first handshake, then the tunnel stays idle (after the
   passive keepalive) until both sides' keypairs are older than REJECT_AFTER_TIME; then
   `sender` pings. A keypair that old is not used to send: the packet waits for a new
@@ -53,7 +59,7 @@ from tests.netns.harness import (
 )
 from wgpy.io.uapi_client import open_events
 
-Kind = Literal["rekey", "expiry"]
+Kind = Literal["rekey", "last-minute", "expiry"]
 
 INITIATION_SIZE: Final = 148
 RESPONSE_SIZE: Final = 92
@@ -89,12 +95,16 @@ class Case:
         return f"{self.kind}-{who[self.initiator]}-initiates-{who[self.sender]}-sends"
 
 
-CASES: Final = tuple(
-    Case(kind, initiator, sender)
-    for kind in ("rekey", "expiry")
-    for initiator in ("host", "guest")
-    for sender in ("host", "guest")
+CASES: Final = (
+    *(Case("rekey", i, s) for i in ("host", "guest") for s in ("host", "guest")),
+    Case("last-minute", "host", "guest"),
+    Case("last-minute", "guest", "host"),
+    *(Case("expiry", i, s) for i in ("host", "guest") for s in ("host", "guest")),
 )
+"""The tunnels' cases, in the order of their first handshakes: the expiry cases, which take
+longest, last."""
+
+LAST_MINUTE_KEEPALIVE: Final = 3
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,17 @@ class Tunnel:
 
     def responses(self, side: Side) -> list[float]:
         return [d.time for d in self.sent_by(side) if d.length == RESPONSE_SIZE]
+
+    def handshakes(self) -> str:
+        """Who sent initiations and responses, seconds after the first handshake."""
+        parts = []
+        sides: tuple[tuple[Side, str], ...] = (("host", "wgpyd"), ("guest", "kernel"))
+        for side, name in sides:
+            for what, times in (("init", self.initiations(side)), ("resp", self.responses(side))):
+                if times:
+                    stamps = ", ".join(f"{t - self.handshake_at:.1f}" for t in times)
+                    parts.append(f"{name} {what} {stamps}")
+        return "; ".join(parts)
 
     def wire(self, since: float = 0.0) -> str:
         """The tunnel's datagrams as lines, for assertion messages."""
@@ -297,6 +318,15 @@ def handshake_events(ifname: str, timeout: float = 10.0) -> list[dict[str, objec
     return records
 
 
+def _persistent_keepalive(lab: KernelLab, tunnel: Tunnel, side: Side, seconds: int) -> None:
+    if side == "host":
+        peer = tunnel.guest_public
+        wg(lab.ns, "set", tunnel.host_if, "peer", peer, "persistent-keepalive", str(seconds))
+    else:
+        peer = tunnel.host_public
+        lab.guest.run(f"wg set {tunnel.guest_if} peer {peer} persistent-keepalive {seconds}")
+
+
 def _handshake(lab: KernelLab, tunnel: Tunnel) -> None:
     """The case's initiator pings once, until answered (which needs a handshake)."""
     side = tunnel.case.initiator
@@ -340,8 +370,10 @@ def lifetime_tunnels(lab: KernelLab, cases: tuple[Case, ...] = CASES) -> Iterato
 
 
 def run_lifetime(lab: KernelLab, tunnels: list[Tunnel]) -> None:
-    """The whole schedule (about IDLE + 20 s): first handshakes, the rekey pings, the idle
-    time, the pings after it; fills in each tunnel's observations."""
+    """The whole schedule (about IDLE + 20 s): first handshakes, the rekey pings and the
+    last-minute keepalives, the idle time, the pings after it; fills in each tunnel's
+    observations. Every tunnel is watched for at least IDLE seconds after its first
+    handshake."""
     rekey = [t for t in tunnels if t.case.kind == "rekey"]
     expiry = [t for t in tunnels if t.case.kind == "expiry"]
     with TapCapture(lab.ns, lab.tap) as capture:
@@ -351,11 +383,14 @@ def run_lifetime(lab: KernelLab, tunnels: list[Tunnel]) -> None:
             tunnel.guest_before = _guest_peer(lab, tunnel)
             if tunnel.case.kind == "rekey":
                 start_ping(lab, tunnel, tunnel.case.sender, REKEY_PINGS, PING_INTERVAL)
+            elif tunnel.case.kind == "last-minute":
+                _persistent_keepalive(lab, tunnel, tunnel.case.sender, LAST_MINUTE_KEEPALIVE)
         for tunnel in sorted(expiry, key=lambda t: t.handshake_at):
             time.sleep(max(0.0, tunnel.handshake_at + IDLE - time.time()))
             start_ping(lab, tunnel, tunnel.case.sender, EXPIRY_PINGS, 1.0)
         for tunnel in rekey + expiry:
             tunnel.ping = collect_ping(lab, tunnel, tunnel.case.sender, 200.0)
+        time.sleep(max(0.0, max(t.handshake_at for t in tunnels) + IDLE - time.time()))
         wire = capture.stop()
     for tunnel in tunnels:
         ports = {tunnel.host_port, tunnel.guest_port}

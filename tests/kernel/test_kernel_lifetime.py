@@ -1,15 +1,17 @@
 """Rekey after REKEY_AFTER_TIME and expiry after REJECT_AFTER_TIME between wgpyd and the
-kernel, each role on each side, all eight tunnels at once (see `lifetime.py`).
+kernel, each role on each side, all ten tunnels at once (see `lifetime.py`).
 
 One module fixture runs the whole schedule (about 3.5 minutes: the first handshakes, 150 s of
-pings on the rekey tunnels, 183 s of idle time on the expiry tunnels, then their pings) and
-each test reads one tunnel's observations.
+pings on the rekey tunnels, keepalives from the responder on the last-minute tunnels, 183 s of
+idle time on the expiry tunnels, then their pings) and each test reads one tunnel's
+observations.
 
 Found (Debian 6.1.0 kernel, see docs/kernel-tests.md): the kernel and wgpyd alike start the
 new handshake as the old session's initiator, on its first send 120 s after the session began,
-and lose no ping across it; the responder never initiates. After 183 s idle neither side sends
-on the old keypair: the next packet waits for a handshake started by its sender, initiator or
-responder of the old session, and is answered.
+and lose no ping across it; the responder never initiates. An initiator that only receives
+(the responder's persistent keepalives) rekeys on the first one after 165 s. After 183 s idle
+neither side sends on the old keypair: the next packet waits for a handshake started by its
+sender, initiator or responder of the old session, and is answered.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.kernel.lifetime import (
     CASES,
     EXPIRY_PINGS,
     INITIATION_SIZE,
+    LAST_MINUTE_KEEPALIVE,
     REKEY_PINGS,
     RESPONSE_SIZE,
     Case,
@@ -32,7 +35,7 @@ from tests.kernel.lifetime import (
     lifetime_tunnels,
     run_lifetime,
 )
-from wgpy.timers import KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME
+from wgpy.timers import KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_TIMEOUT
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns]
 
@@ -43,6 +46,10 @@ REKEY_LATE: Final = 10.0
 0.5 s, so 10 s leaves room only for an emulated guest that stalls."""
 MAX_LOST: Final = 2
 """Pings a rekey may cost (the kernel keeps the old keypair until the new one is confirmed)."""
+LAST_MINUTE: Final = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+"""165 s: the age at which a received packet makes the session's initiator rekey."""
+LAST_MINUTE_LATE: Final = LAST_MINUTE_KEEPALIVE + 10.0
+"""The rekey comes with the first keepalive received after 165 s (one every 3 s)."""
 QUIET_AFTER: Final = KEEPALIVE_TIMEOUT + 10.0
 """After the first handshake an idle tunnel carries the passive keepalive (10 s), then
 nothing."""
@@ -68,8 +75,10 @@ def lifetime(kernel_lab: KernelLab) -> Iterator[dict[str, Tunnel]]:
             raise
         print(f"session lifetime schedule: {time.monotonic() - started:.0f}s")
         for tunnel in tunnels:
-            assert tunnel.ping is not None
-            print(f"{tunnel.case.name}: {tunnel.ping.transmitted} pings, lost {tunnel.ping.lost}")
+            print(f"{tunnel.case.name}: {tunnel.handshakes()}")
+            if tunnel.ping is not None:
+                ping = tunnel.ping
+                print(f"{tunnel.case.name}: {ping.transmitted} pings, lost {ping.lost}")
         yield {tunnel.case.name: tunnel for tunnel in tunnels}
 
 
@@ -112,6 +121,33 @@ def test_initiator_rekeys_after_rekey_after_time(lifetime: dict[str, Tunnel], ca
     assert ping is not None
     assert ping.transmitted == REKEY_PINGS, ping.output[-2000:]
     assert len(ping.lost) <= MAX_LOST, f"pings lost across the rekey: {ping.lost}"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind == "last-minute"], ids=_ids)
+def test_initiator_that_only_receives_rekeys_before_reject_after_time(
+    lifetime: dict[str, Tunnel], case: Case
+) -> None:
+    tunnel = lifetime[case.name]
+    initiator, responder = case.initiator, case.sender
+    wire = f"{case.name}, seconds after the first handshake:\n{tunnel.wire()}"
+
+    assert tunnel.initiations(responder) == [], f"{SIDE_NAME[responder]} initiated\n{wire}"
+    responses = tunnel.responses(responder)
+    assert len(responses) == 2, f"expected the first handshake and one rekey\n{wire}"
+    rekey = [t for t in tunnel.initiations(initiator) if t > responses[0]]
+    assert rekey, f"{SIDE_NAME[initiator]} never rekeyed\n{wire}"
+    age = rekey[0] - responses[0]
+    assert LAST_MINUTE - CLOCK_SLACK <= age <= LAST_MINUTE + LAST_MINUTE_LATE, (
+        f"rekey initiation {age:.2f}s after the session began\n{wire}"
+    )
+    # after its passive keepalive the initiator sent nothing until then: no rekey at 120 s
+    sent = tunnel.sent_by(initiator)
+    sent = [d for d in sent if responses[0] + QUIET_AFTER < d.time < rekey[0]]
+    assert sent == [], f"{SIDE_NAME[initiator]} sent before its rekey\n{wire}"
+    _handshakes_advanced(tunnel, LAST_MINUTE)
+
+    roles = [event["initiator"] for event in tunnel.events]
+    assert roles == [initiator == "host"] * 2, f"wgpyd's handshake_completed events: {roles}"
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.kind == "expiry"], ids=_ids)
