@@ -40,7 +40,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Final, Literal
+from typing import Final, Literal
 
 from tests.kernel.lab import GUEST_UNDERLAY, HOST_UNDERLAY, KernelLab, Side, host_port, q
 from tests.kernel.wire import Datagram, TapCapture
@@ -63,7 +63,6 @@ Kind = Literal["rekey", "last-minute", "expiry"]
 
 INITIATION_SIZE: Final = 148
 RESPONSE_SIZE: Final = 92
-COOKIE_SIZE: Final = 64
 
 HOST_PORT_BASE: Final = 51830
 GUEST_PORT_BASE: Final = 51850
@@ -217,7 +216,6 @@ def start_ping(lab: KernelLab, tunnel: Tunnel, side: Side, count: int, interval:
     argv += ["-W", f"{PING_WAIT:g}", tunnel.address(_other(side))]
     tunnel.ping_started_at = time.time()
     if side == "host":
-        out: IO[bytes]
         with (lab.ns.workdir / f"lifetime-ping-{tunnel.index}.txt").open("wb") as out:
             tunnel._host_ping = lab.ns.popen(*argv, stdout=out, stderr=subprocess.STDOUT)
     else:
@@ -244,46 +242,25 @@ def _configure_host(lab: KernelLab, tunnel: Tunnel, private_key: str) -> None:
     ns, ifname = lab.ns, tunnel.host_if
     key_file = write_secret(ns, f"{ifname}.key", private_key)
     endpoint = host_port(GUEST_UNDERLAY[4], tunnel.guest_port)
-    wg(ns, "set", ifname, "private-key", str(key_file), "listen-port", str(tunnel.host_port))
-    wg(ns, "set", ifname, "peer", tunnel.guest_public, "endpoint", endpoint)
-    wg(
-        ns,
-        "set",
-        ifname,
-        "peer",
-        tunnel.guest_public,
-        "allowed-ips",
-        f"{tunnel.address('guest')}/32",
-    )
+    argv = ["set", ifname, "private-key", str(key_file), "listen-port", str(tunnel.host_port)]
+    argv += ["peer", tunnel.guest_public, "endpoint", endpoint]
+    argv += ["allowed-ips", f"{tunnel.address('guest')}/32"]
+    wg(ns, *argv)
     ns.run("ip", "addr", "add", f"{tunnel.address('host')}/24", "dev", ifname)
     ns.run("ip", "link", "set", ifname, "up")
 
 
 def _guest_lines(tunnel: Tunnel, private_key: str) -> list[str]:
     name = tunnel.guest_if
-    endpoint = host_port(HOST_UNDERLAY[4], tunnel.host_port)
+    key_file = f"/tmp/{name}.key"
+    argv = ["wg", "set", name, "private-key", key_file, "listen-port", str(tunnel.guest_port)]
+    argv += ["peer", tunnel.host_public, "endpoint", host_port(HOST_UNDERLAY[4], tunnel.host_port)]
+    argv += ["allowed-ips", f"{tunnel.address('host')}/32"]
     return [
         f"ip link del {name} 2>/dev/null || true",
         f"ip link add {name} type wireguard",
-        f"echo {q(private_key)} >/tmp/{name}.key",
-        q(
-            "wg",
-            "set",
-            name,
-            "private-key",
-            f"/tmp/{name}.key",
-            "listen-port",
-            str(tunnel.guest_port),
-        )
-        + " "
-        + q(
-            "peer",
-            tunnel.host_public,
-            "endpoint",
-            endpoint,
-            "allowed-ips",
-            f"{tunnel.address('host')}/32",
-        ),
+        f"echo {q(private_key)} >{key_file}",
+        q(*argv),
         f"ip addr add {tunnel.address('guest')}/24 dev {name}",
         f"ip link set {name} up",
     ]
