@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--duration", type=float, help=argparse.SUPPRESS)
     watch.set_defaults(func=cmd_watch)
     from wgpy.tools.aip_cli import add_parsers  # explain, lint, calc
+    from wgpy.tools.collect_cli import add_parser as add_collect
     from wgpy.tools.doctor_cli import add_parser as add_doctor
     from wgpy.tools.net_cli import add_parser as add_net  # net check, net trace
     from wgpy.tools.see_cli import add_parsers as add_see  # top, map, web
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor(sub)
     add_see(sub)
     add_net(sub)
+    add_collect(sub)
     return parser
 
 
