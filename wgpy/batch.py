@@ -19,6 +19,7 @@ which (``wgpy --version`` and wgpyd's start line print it).
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Final
@@ -51,6 +52,8 @@ _RUN_MAX_BYTES: Final = 65000
 _NESTED_CHECK_MIN: Final = 576 - 60
 _MAX_PLAINTEXT: Final = 1 << 30
 _LAST: Final = 2**64 - 1
+_HEADER: Final = struct.Struct("<IIQ")
+_NONCE: Final = struct.Struct("<4xQ")
 
 
 def _carries_wireguard(packet: Buffer) -> bool:
@@ -94,50 +97,52 @@ def pure_seal_run(
         raise ValueError("one limit per packet")
     if counter + len(packets) > _LAST:
         raise OverflowError("the counters would wrap")
-    encrypt_into = ChaCha20Poly1305(bytes(key)).encrypt_into
-    prefix = _TYPE_DATA.to_bytes(4, "little") + receiver.to_bytes(4, "little")
+    cipher = ChaCha20Poly1305(bytes(key))
+    encrypt_into, encrypt = cipher.encrypt_into, cipher.encrypt
+    pack_header = _HEADER.pack_into
+    pack_nonce = _NONCE.pack
     runs: list[tuple[bytes | bytearray, int]] = []
     singles: list[bytes] = []
     buffer = bytearray()
+    view = memoryview(buffer)
     run_size = used = count = capacity = sent = 0
-
-    def close_run() -> None:
-        if used:
-            del buffer[used:]
-            runs.append((buffer, run_size if used > run_size else 0))
-
     for index, packet in enumerate(packets):
         size = len(packet)
         if size > _MAX_PLAINTEXT:
             raise ValueError("a packet is too large")
-        limit = mtu if limits is None else limits[index]
-        plaintext = bytes(packet) + bytes(padded_length(size, limit) - size)
-        length = len(plaintext) + _OVERHEAD
-        header = prefix + counter.to_bytes(8, "little")
-        nonce = bytes(4) + counter.to_bytes(8, "little")
-        counter += 1
+        padded = padded_length(size, mtu if limits is None else limits[index])
+        if padded != size:
+            packet = bytes(packet) + bytes(padded - size)
+        length = padded + _OVERHEAD
         if size >= _NESTED_CHECK_MIN and _carries_wireguard(packet):
-            single = bytearray(length)
-            single[:16] = header
-            encrypt_into(nonce, plaintext, None, memoryview(single)[16:])
-            singles.append(bytes(single))
+            single = _HEADER.pack(_TYPE_DATA, receiver, counter)
+            singles.append(single + encrypt(pack_nonce(counter), bytes(packet), None))
+            counter += 1
             sent += length
             continue
         if length > run_size or count == capacity:
-            close_run()
+            view.release()
+            if used:
+                del buffer[used:]
+                runs.append((buffer, run_size if used > run_size else 0))
             run_size = length
             capacity = max(1, min(_RUN_MAX_DATAGRAMS, _RUN_MAX_BYTES // length))
             buffer = bytearray(capacity * length)
+            view = memoryview(buffer)
             used = count = 0
-        buffer[used : used + 16] = header
-        with memoryview(buffer) as view:
-            encrypt_into(nonce, plaintext, None, view[used + 16 : used + length])
-        used += length
+        pack_header(buffer, used, _TYPE_DATA, receiver, counter)
+        end = used + length
+        encrypt_into(pack_nonce(counter), packet, None, view[used + 16 : end])
+        used = end
         count += 1
+        counter += 1
         sent += length
         if length < run_size:
             count = capacity  # a shorter datagram ends a run
-    close_run()
+    view.release()
+    if used:
+        del buffer[used:]
+        runs.append((buffer, run_size if used > run_size else 0))
     return runs, singles, sent
 
 
