@@ -23,6 +23,8 @@ DEB_PACKAGES=(
     # `python3 -m venv` needs ensurepip, which Debian ships apart; pytricia (the bench extra, an
     # anchor of `python -m bench` and of tests/test_bench_smoke.py) has no wheel: it is compiled
     python3-venv build-essential python3-dev
+    # the C batch accelerator (wgpy/_batch.c) compiles against OpenSSL's libcrypto
+    libssl-dev
     # the browser test of `wgpy web` (tests/netns/test_web.py): Playwright drives this chromium
     chromium
 )
@@ -146,13 +148,16 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 STAMP=.venv/.wgpy-setup-stamp
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+# setup.py and wgpy/_batch.c too: the editable install builds the C batch accelerator, which
+# must be built here (WGPY_REQUIRE_EXTENSION: a failed build fails setup instead of falling back)
+want="$(cat pyproject.toml setup.py wgpy/_batch.c | sha256sum | cut -d' ' -f1)"
 have="$(cat -- "$STAMP" 2>/dev/null || true)"
 if [[ "$want" != "$have" ]] || ! .venv/bin/python -I -c 'import wgpy' >/dev/null 2>&1 \
     || [[ ! -x .venv/bin/ruff || ! -x .venv/bin/mypy || ! -x .venv/bin/pytest ]]; then
     log "installing wgpy in editable mode with its dev dependencies"
     rm -f -- "$STAMP"
-    quietly .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev,fuzz,bench,web,offload]'
+    WGPY_REQUIRE_EXTENSION=1 quietly .venv/bin/python -m pip install --disable-pip-version-check \
+        -q -e '.[dev,fuzz,bench,web,offload]'
     printf '%s\n' "$want" >"$STAMP"
 fi
 

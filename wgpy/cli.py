@@ -7,7 +7,7 @@ import base64
 import binascii
 import sys
 
-from wgpy import __version__, crypto
+from wgpy import __version__, batch, crypto
 from wgpy.exit_status import Exit, failed, run, unreadable, unreadable_interface
 
 
@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wgpy", description="WireGuard in Python with explainable AllowedIPs."
     )
-    parser.add_argument("--version", action="version", version=f"wgpy {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"wgpy {__version__}, {batch.ACTIVE}"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",

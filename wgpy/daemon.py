@@ -28,7 +28,7 @@ import subprocess
 import sys
 from typing import Final, TextIO
 
-from wgpy import __version__
+from wgpy import __version__, batch
 from wgpy.device import Device
 from wgpy.io import startup_errors, tun
 from wgpy.uapi import SOCKET_DIRECTORY, socket_path
@@ -283,7 +283,9 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args in (["--version"], ["-v"]):
-        sys.stdout.write(f"wgpyd v{__version__}\n\nUserspace WireGuard daemon in Python.\n")
+        sys.stdout.write(
+            f"wgpyd v{__version__}\n\nUserspace WireGuard daemon in Python, {batch.ACTIVE}.\n"
+        )
         return 0
     foreground = os.environ.get(ENV_FOREGROUND) == "1"
     positional: list[str] = []
@@ -351,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     if foreground:
-        log.info("Starting wgpyd version %s", __version__)
+        log.info("Starting wgpyd version %s, %s", __version__, batch.ACTIVE)
         return serve(ifname, tun_fd, uapi, Readiness())
 
     env = dict(os.environ)

@@ -30,10 +30,12 @@ class Keypair:
         "local_index",
         "peer",
         "receive",
+        "receive_key",
         "remote_index",
         "replay",
         "send",
         "send_counter",
+        "send_key",
     )
 
     def __init__(
@@ -50,6 +52,9 @@ class Keypair:
         self.peer = peer
         self.send = ChaCha20Poly1305(send_key)
         self.receive = ChaCha20Poly1305(receive_key)
+        # the raw keys, for the batch calls (wgpy.batch), which take a key per batch
+        self.send_key = send_key
+        self.receive_key = receive_key
         self.send_counter = 0
         self.can_send = True
         self.replay = ReplayWindow()

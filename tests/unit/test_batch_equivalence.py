@@ -2,7 +2,8 @@
 
 Two identical pairs of Devices (same seeds) get the same inputs: one pair packet by packet, the
 other as batches. Everything observable must come out the same: datagrams (byte for byte),
-delivered packets, events, drop counters, byte counters, timers and keypair state.
+delivered packets, events, drop counters, byte counters, timers and keypair state. Each test
+runs on both batch paths (wgpy.batch: the C extension and its pure-Python twin).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.batch_paths import PATHS, on_path
 from tests.packets import ipv4_udp, ipv6_udp
 from tests.unit.test_device import Node, Pair, make_pair
 from wgpy.device import Device
@@ -95,6 +98,7 @@ outgoing_ops = st.builds(
 )
 
 
+@pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=150)
 @given(
     batches=st.lists(st.lists(outgoing_ops, max_size=12), min_size=1, max_size=4),
@@ -102,8 +106,13 @@ outgoing_ops = st.builds(
     route_mtu=st.sampled_from([0, 1280]),
 )
 def test_send_packets_is_send_packet_per_packet(
-    batches: list[list[Outgoing]], with_session: bool, route_mtu: int
+    path: str, batches: list[list[Outgoing]], with_session: bool, route_mtu: int
 ) -> None:
+    with on_path(path):
+        _send_both_ways(batches, with_session, route_mtu)
+
+
+def _send_both_ways(batches: list[list[Outgoing]], with_session: bool, route_mtu: int) -> None:
     one, many = make_pair(seed=7), make_pair(seed=7)
     for pair in (one, many):
         if with_session:
@@ -177,11 +186,17 @@ def _from_b(node: Node, now: float, op: Incoming, earlier: list[bytes]) -> list[
     return [d for d, _ in device.datagrams_to_send()]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=150)
 @given(batches=st.lists(st.lists(incoming_ops, max_size=16), min_size=1, max_size=4))
 def test_receive_datagrams_is_receive_datagram_per_datagram(
-    batches: list[list[Incoming]],
+    path: str, batches: list[list[Incoming]]
 ) -> None:
+    with on_path(path):
+        _receive_both_ways(batches)
+
+
+def _receive_both_ways(batches: list[list[Incoming]]) -> None:
     one, many = make_pair(seed=11), make_pair(seed=11)
     for pair in (one, many):
         _session(pair)
@@ -209,15 +224,21 @@ def test_receive_datagrams_is_receive_datagram_per_datagram(
         assert _device_state(one.b.device) == _device_state(many.b.device)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=60)
 @given(
     sizes=st.lists(st.integers(0, 1600), min_size=1, max_size=150),
     mtu=st.sampled_from([1280, 1420, 9000]),
 )
-def test_runs_are_ready_for_one_gso_send(sizes: list[int], mtu: int) -> None:
+def test_runs_are_ready_for_one_gso_send(path: str, sizes: list[int], mtu: int) -> None:
     """send_packets queues each run as one buffer that one UDP GSO send can take: equal
     datagrams but the last, at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES, and exactly the
     datagrams the per-packet calls make."""
+    with on_path(path):
+        _runs_for_gso(sizes, mtu)
+
+
+def _runs_for_gso(sizes: list[int], mtu: int) -> None:
     one, many = make_pair(seed=5), make_pair(seed=5)
     packets = [ipv4_udp("10.0.0.1", "10.0.0.2", bytes(size)) for size in sizes]
     for pair in (one, many):

@@ -11,7 +11,7 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 
-from wgpy import messages
+from wgpy import batch, messages
 from wgpy.device.state import (
     DATA_HEADER,
     NONCE,
@@ -89,50 +89,54 @@ class Receiving(DeviceState):
         # the source address last looked up and its owner (the table cannot change in here)
         owned_source = b""
         owner: Peer | None = None
-        for datagram in datagrams:
-            if keypair is not None and peer is not None and len(datagram) >= 32:
-                # the type as a little-endian word: a data message is 4, three zero bytes
-                kind, index, counter = DATA_HEADER.unpack_from(datagram)
-                if kind == TYPE_DATA and index == receiver and counter < _LAST_COUNTER:
-                    try:
-                        plaintext = keypair.receive.decrypt(
-                            NONCE.pack(counter), datagram[16:], None
-                        )
-                    except InvalidTag:
-                        plaintext = None
-                    if plaintext is not None and keypair.replay.accept(counter):
-                        self.authenticated_received += 1
-                        peer.rx_bytes += len(datagram)
-                        if not plaintext:
-                            self._emit(KeepaliveReceived(peer.public_key))
-                            continue
-                        if peer.deadlines[SEND_KEEPALIVE] is None:
-                            self.timers.arm(peer, SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
-                        else:
-                            peer.need_another_keepalive = True
-                        # _deliver, shortened for a well-formed packet from its owner
-                        size = len(plaintext)
-                        first = plaintext[0]
-                        if first == 0x45 and size >= 20 and tap is None:
-                            source = plaintext[12:16]
-                            length = (plaintext[2] << 8) | plaintext[3]
-                            if source != owned_source:
-                                owner = lookup_v4(int.from_bytes(source, "big"))
-                                owned_source = source
-                        elif first >> 4 == 6 and size >= 40 and tap is None:
-                            source = plaintext[8:24]
-                            length = 40 + ((plaintext[4] << 8) | plaintext[5])
-                            if source != owned_source:
-                                owner = lookup_v6(int.from_bytes(source, "big"))
-                                owned_source = source
-                        else:
-                            length = 0
-                        if owner is peer and 20 <= length <= size:
-                            deliver(plaintext if length == size else plaintext[:length])
-                        else:
-                            self._deliver(peer, plaintext, endpoint)
+        # the datagrams from ``opened_at`` on, opened on ``opened_by`` in one batch call (the
+        # batch ends with the first one that is not a data message for it)
+        opened_by: Keypair | None = None
+        opened_at = 0
+        counters: list[int] = []
+        opened: list[bytes | int] = []
+        for position, datagram in enumerate(datagrams):
+            if keypair is not None and peer is not None:
+                at = position - opened_at
+                if keypair is not opened_by or at >= len(opened):
+                    counters, opened = batch.open_batch(
+                        keypair.receive_key, datagrams[position:], receiver, _LAST_COUNTER
+                    )
+                    opened_by, opened_at, at = keypair, position, 0
+                plaintext = opened[at]
+                if isinstance(plaintext, bytes) and keypair.replay.accept(counters[at]):
+                    self.authenticated_received += 1
+                    peer.rx_bytes += len(datagram)
+                    if not plaintext:
+                        self._emit(KeepaliveReceived(peer.public_key))
                         continue
-                    # a failure: the full path says why (decrypting once more)
+                    if peer.deadlines[SEND_KEEPALIVE] is None:
+                        self.timers.arm(peer, SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
+                    else:
+                        peer.need_another_keepalive = True
+                    # _deliver, shortened for a well-formed packet from its owner
+                    size = len(plaintext)
+                    first = plaintext[0]
+                    if first == 0x45 and size >= 20 and tap is None:
+                        source = plaintext[12:16]
+                        length = (plaintext[2] << 8) | plaintext[3]
+                        if source != owned_source:
+                            owner = lookup_v4(int.from_bytes(source, "big"))
+                            owned_source = source
+                    elif first >> 4 == 6 and size >= 40 and tap is None:
+                        source = plaintext[8:24]
+                        length = 40 + ((plaintext[4] << 8) | plaintext[5])
+                        if source != owned_source:
+                            owner = lookup_v6(int.from_bytes(source, "big"))
+                            owned_source = source
+                    else:
+                        length = 0
+                    if owner is peer and 20 <= length <= size:
+                        deliver(plaintext if length == size else plaintext[:length])
+                    else:
+                        self._deliver(peer, plaintext, endpoint)
+                    continue
+                # not for this keypair, or a failure: the full path says why (decrypting again)
             authenticated = self.authenticated_received
             self.receive_datagram(datagram, endpoint, now)
             if self.authenticated_received != authenticated:

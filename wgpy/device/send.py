@@ -8,17 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from wgpy import messages
+from wgpy import batch, messages
 from wgpy.device.state import (
     DATA_HEADER,
-    DATA_HEADER_SIZE,
-    DATA_OVERHEAD,
     ICMP_BURST,
     ICMP_PER_SECOND,
     NEW_HANDSHAKE,
     NONCE,
-    RUN_MAX_BYTES,
-    RUN_MAX_DATAGRAMS,
     TYPE_DATA,
     DeviceState,
 )
@@ -157,7 +153,7 @@ class Sending(DeviceState):
                 for index in range(start, end):
                     self.send_packet(packets[index], now)
             else:
-                self._encrypt_run(peer, keypair, packets[start:end], peer.endpoint, version)
+                self._encrypt_run(peer, keypair, packets[start:end], peer.endpoint)
                 self._after_data_sent(peer, keypair, now)
             start = end
 
@@ -167,84 +163,33 @@ class Sending(DeviceState):
         keypair: Keypair,
         packets: Sequence[bytes],
         endpoint: Endpoint,
-        version: int,
     ) -> None:
-        """:meth:`_encrypt` for packets of one version to one peer, in one loop.
+        """:meth:`_encrypt` for packets of one version to one peer, in one batch call.
 
-        The datagrams are written back to back into one buffer per run of equal sizes (the last
-        may be shorter; at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES), each header packed and each
-        packet encrypted in place: one allocation per run instead of three per datagram, and a
-        run the adapter sends whole (UDP GSO)."""
-        counter = keypair.send_counter
-        remote = keypair.remote_index
-        encrypt_into = keypair.send.encrypt_into
-        encrypt = keypair.send.encrypt
-        pack_header = DATA_HEADER.pack_into
-        pack_nonce = NONCE.pack
+        :func:`wgpy.batch.seal_run` writes the datagrams back to back into one buffer per run
+        of equal sizes (the last may be shorter; at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES),
+        each header packed and each packet padded and encrypted in place: one allocation per
+        run instead of three per datagram, and a run the adapter sends whole (UDP GSO). The
+        counters were checked by the caller (:func:`_can_send`)."""
         tap = self.tap
-        mtu = self.mtu
-        route_mtu = self.route_mtu if self.route_mtus else None
-        protocol_at = 9 if version == 4 else 6
-        buffer = bytearray()
-        view = memoryview(buffer)
-        run_size = used = count = capacity = sent = 0
-        remaining = len(packets)
-        for packet in packets:
-            remaining -= 1
-            size = len(packet)
-            if tap is not None:
+        if tap is not None:
+            for packet in packets:
                 tap(Direction.OUTGOING, Verdict.SENT, peer.public_key, packet, None)
-            if size != mtu or route_mtu is not None:
-                limit = mtu
-                if route_mtu is not None and size & 15:
-                    limit = route_mtu(packet) or mtu
-                padded = messages.padded_length(size, limit)
-                if padded != size:
-                    packet += bytes(padded - size)
-            length = len(packet) + DATA_OVERHEAD
-            if (
-                size >= _NESTED_CHECK_MIN
-                and packet[protocol_at] == 17
-                and _carries_wireguard(packet)
-            ):
-                datagram = DATA_HEADER.pack(TYPE_DATA, remote, counter) + encrypt(
-                    pack_nonce(counter), packet, None
-                )
-                self._unfragmentable.append((datagram, endpoint))
-                counter += 1
-                sent += len(datagram)
-                continue
-            if length > run_size or count == capacity:
-                self._queue_run(buffer, view, used, run_size, endpoint)
-                run_size = length
-                capacity = max(1, min(RUN_MAX_DATAGRAMS, RUN_MAX_BYTES // length, remaining + 1))
-                buffer = bytearray(capacity * length)
-                view = memoryview(buffer)
-                used = count = 0
-            pack_header(buffer, used, TYPE_DATA, remote, counter)
-            end = used + length
-            encrypt_into(pack_nonce(counter), packet, None, view[used + DATA_HEADER_SIZE : end])
-            used = end
-            count += 1
-            counter += 1
-            sent += length
-            if length < run_size:
-                count = capacity  # a shorter datagram ends a run
-        self._queue_run(buffer, view, used, run_size, endpoint)
-        keypair.send_counter = counter
+        mtu = self.mtu
+        limits = None
+        route_mtu = self.route_mtu if self.route_mtus else None
+        if route_mtu is not None:
+            limits = [(route_mtu(p) or mtu) if len(p) & 15 else mtu for p in packets]
+        runs, singles, sent = batch.seal_run(
+            keypair.send_key, keypair.remote_index, keypair.send_counter, packets, mtu, limits
+        )
+        keypair.send_counter += len(packets)
         peer.tx_bytes += sent
-
-    def _queue_run(
-        self, buffer: bytearray, view: memoryview, used: int, size: int, endpoint: Endpoint
-    ) -> None:
-        """Queue the ``used`` bytes of ``buffer``: datagrams of ``size`` bytes (the last may be
-        shorter), as a run when there are several."""
-        if not used:
-            return
-        view.release()
-        if used < len(buffer):
-            del buffer[used:]
-        self._datagrams.append((buffer, endpoint, size if used > size else 0))
+        queue = self._datagrams
+        for data, size in runs:
+            queue.append((data, endpoint, size))
+        for datagram in singles:
+            self._unfragmentable.append((datagram, endpoint))
 
     def _encrypt(self, peer: Peer, keypair: Keypair, packet: bytes, endpoint: Endpoint) -> None:
         counter = keypair.send_counter

@@ -1,0 +1,493 @@
+/*
+ * wgpy._batch: the per-byte work of WireGuard data messages over a whole batch, with the GIL
+ * released for the batch. Every decision (peer, counter, replay, timers, drops) stays in
+ * Python; wgpy/batch.py holds the pure-Python twin of each call and documents the contract.
+ *
+ * The AEAD is OpenSSL's ChaCha20-Poly1305 (EVP, libcrypto); nothing cryptographic is written
+ * here. A data message is: type 4 (little-endian 32 bits), the receiver index (LE32), the
+ * counter (LE64), the padded plaintext encrypted with the nonce 4 zero bytes || LE64(counter),
+ * and the 16-byte tag.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define KEY_LEN 32
+#define HEADER_LEN 16
+#define TAG_LEN 16
+#define OVERHEAD (HEADER_LEN + TAG_LEN)
+#define RUN_MAX_DATAGRAMS 64
+#define RUN_MAX_BYTES 65000
+/* below this size a packet is never checked for a WireGuard message inside (576 - 60) */
+#define NESTED_CHECK_MIN 516
+/* plaintexts past this size are refused (EVP takes int lengths) */
+#define MAX_PLAINTEXT (1 << 30)
+
+enum { STATUS_OK = 0, STATUS_SHORT = 1, STATUS_BAD_TAG = 2, STATUS_FOREIGN = 3 };
+
+static void put_le32(unsigned char *out, uint32_t value)
+{
+    for (int i = 0; i < 4; i++)
+        out[i] = (unsigned char)(value >> (8 * i));
+}
+
+static void put_le64(unsigned char *out, uint64_t value)
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)(value >> (8 * i));
+}
+
+static uint32_t get_le32(const unsigned char *in)
+{
+    return (uint32_t)in[0] | (uint32_t)in[1] << 8 | (uint32_t)in[2] << 16 | (uint32_t)in[3] << 24;
+}
+
+static uint64_t get_le64(const unsigned char *in)
+{
+    return (uint64_t)get_le32(in) | (uint64_t)get_le32(in + 4) << 32;
+}
+
+static void make_nonce(unsigned char nonce[12], uint64_t counter)
+{
+    memset(nonce, 0, 4);
+    put_le64(nonce + 4, counter);
+}
+
+/* wgpy.messages.padded_length: to a multiple of 16, never past the MTU */
+static Py_ssize_t padded_length(Py_ssize_t length, Py_ssize_t mtu)
+{
+    if (mtu <= 0)
+        return (length + 15) & ~(Py_ssize_t)15;
+    Py_ssize_t last_unit = length > mtu ? length % mtu : length;
+    Py_ssize_t padded = (last_unit + 15) & ~(Py_ssize_t)15;
+    if (padded > mtu)
+        padded = mtu;
+    return length - last_unit + padded;
+}
+
+/* wgpy.device.send._carries_wireguard: a UDP datagram (first fragment) holding a WireGuard
+ * message header (type 1-4, three zero bytes) */
+static int carries_wireguard(const unsigned char *packet, Py_ssize_t size)
+{
+    Py_ssize_t offset;
+    int version = packet[0] >> 4;
+    if (version == 4) {
+        if (size < 20 || packet[9] != 17 || (packet[6] & 0x1F) || packet[7])
+            return 0;
+        offset = (Py_ssize_t)(packet[0] & 0x0F) * 4 + 8;
+    } else if (version == 6) {
+        if (size < 40 || packet[6] != 17)
+            return 0;
+        offset = 48;
+    } else {
+        return 0;
+    }
+    if (offset + 4 > size)
+        return 0;
+    return packet[offset] >= 1 && packet[offset] <= 4 && !packet[offset + 1] &&
+           !packet[offset + 2] && !packet[offset + 3];
+}
+
+static EVP_CIPHER_CTX *new_context(const unsigned char *key, int encrypt)
+{
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL)
+        return NULL;
+    if (EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), NULL, key, NULL, encrypt) != 1) {
+        EVP_CIPHER_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Seal ``length`` bytes at ``data`` in place; the tag goes right after them. */
+static int seal(EVP_CIPHER_CTX *ctx, uint64_t counter, unsigned char *data, int length)
+{
+    unsigned char nonce[12];
+    int out = 0, last = 0;
+    make_nonce(nonce, counter);
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1)
+        return 0;
+    if (length > 0 && EVP_EncryptUpdate(ctx, data, &out, data, length) != 1)
+        return 0;
+    if (EVP_EncryptFinal_ex(ctx, data + out, &last) != 1)
+        return 0;
+    return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, data + length) == 1;
+}
+
+/* Open ``length`` bytes of ciphertext (and the tag after them) into ``out``: 1 if authentic. */
+static int open_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *in, int length,
+                    unsigned char *out)
+{
+    unsigned char nonce[12];
+    unsigned char tag[TAG_LEN];
+    int written = 0, last = 0;
+    make_nonce(nonce, counter);
+    memcpy(tag, in + length, TAG_LEN);
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1)
+        return 0;
+    if (length > 0 && EVP_DecryptUpdate(ctx, out, &written, in, length) != 1)
+        return 0;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1)
+        return 0;
+    return EVP_DecryptFinal_ex(ctx, out + written, &last) == 1;
+}
+
+static int get_key(PyObject *object, Py_buffer *key)
+{
+    if (PyObject_GetBuffer(object, key, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (key->len != KEY_LEN) {
+        PyBuffer_Release(key);
+        PyErr_SetString(PyExc_ValueError, "the key must be 32 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+static void release_all(Py_buffer *views, Py_ssize_t count)
+{
+    for (Py_ssize_t i = 0; i < count; i++)
+        PyBuffer_Release(&views[i]);
+}
+
+/* One packet of a run being sealed: where its datagram goes. */
+typedef struct {
+    Py_ssize_t padded;   /* plaintext length after padding */
+    unsigned char *dest; /* the datagram's first byte, in its run's buffer or its own */
+} Slot;
+
+PyDoc_STRVAR(seal_run_doc,
+             "seal_run(key, receiver, counter, packets, mtu, limits=None)\n"
+             "--\n\n"
+             "Data messages for ``packets`` (see wgpy.batch.pure_seal_run).");
+
+static PyObject *seal_run(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"key", "receiver", "counter", "packets", "mtu", "limits", NULL};
+    PyObject *key_object, *packets_object, *limits_object = Py_None;
+    unsigned long long receiver_value, counter_value;
+    Py_ssize_t mtu;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OKKOn|O", keywords, &key_object,
+                                     &receiver_value, &counter_value, &packets_object, &mtu,
+                                     &limits_object))
+        return NULL;
+    if (receiver_value > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "the receiver index is a 32-bit number");
+        return NULL;
+    }
+    uint32_t receiver = (uint32_t)receiver_value;
+    uint64_t counter = (uint64_t)counter_value;
+
+    Py_buffer key;
+    if (get_key(key_object, &key) < 0)
+        return NULL;
+    PyObject *packets = PySequence_Fast(packets_object, "packets must be a sequence");
+    PyObject *limits = NULL;
+    PyObject *runs = NULL, *singles = NULL, *result = NULL;
+    Py_buffer *views = NULL;
+    Slot *slots = NULL;
+    Py_ssize_t held = 0, sent = 0;
+    if (packets == NULL)
+        goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(packets);
+    if (limits_object != Py_None) {
+        limits = PySequence_Fast(limits_object, "limits must be a sequence or None");
+        if (limits == NULL)
+            goto done;
+        if (PySequence_Fast_GET_SIZE(limits) != count) {
+            PyErr_SetString(PyExc_ValueError, "one limit per packet");
+            goto done;
+        }
+    }
+    if ((uint64_t)count > UINT64_MAX - counter) {
+        PyErr_SetString(PyExc_OverflowError, "the counters would wrap");
+        goto done;
+    }
+    views = PyMem_Calloc((size_t)count + 1, sizeof(Py_buffer));
+    slots = PyMem_Calloc((size_t)count + 1, sizeof(Slot));
+    runs = PyList_New(0);
+    singles = PyList_New(0);
+    if (views == NULL || slots == NULL || runs == NULL || singles == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+
+    /* With the GIL: take every packet, lay the runs out and allocate their buffers. A run is
+     * datagrams of one size back to back (the last may be shorter), at most RUN_MAX_DATAGRAMS
+     * and RUN_MAX_BYTES; a datagram carrying a WireGuard message goes alone to ``singles``. */
+    Py_ssize_t run_first = 0, run_count = 0, run_size = 0, run_used = 0, capacity = 0;
+    for (Py_ssize_t i = 0; i <= count; i++) {
+        Py_ssize_t length = 0;
+        int nested = 0;
+        if (i < count) {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(packets, i), &views[i],
+                                   PyBUF_SIMPLE) < 0)
+                goto done;
+            held = i + 1;
+            Py_ssize_t size = views[i].len;
+            Py_ssize_t limit = mtu;
+            if (limits != NULL) {
+                limit = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(limits, i));
+                if (limit == -1 && PyErr_Occurred())
+                    goto done;
+            }
+            if (size > MAX_PLAINTEXT) {
+                PyErr_SetString(PyExc_ValueError, "a packet is too large");
+                goto done;
+            }
+            slots[i].padded = padded_length(size, limit);
+            length = slots[i].padded + OVERHEAD;
+            nested = size >= NESTED_CHECK_MIN &&
+                     carries_wireguard((const unsigned char *)views[i].buf, size);
+        }
+        if (nested) {
+            PyObject *single = PyBytes_FromStringAndSize(NULL, length);
+            if (single == NULL)
+                goto done;
+            int failed = PyList_Append(singles, single);
+            slots[i].dest = (unsigned char *)PyBytes_AS_STRING(single);
+            Py_DECREF(single);
+            if (failed < 0)
+                goto done;
+            sent += length;
+            continue;
+        }
+        if (i == count || length > run_size || run_count == capacity) {
+            if (run_used) { /* the run so far gets its buffer */
+                PyObject *buffer = PyBytes_FromStringAndSize(NULL, run_used);
+                if (buffer == NULL)
+                    goto done;
+                PyObject *entry = Py_BuildValue("(Nn)", buffer,
+                                                run_used > run_size ? run_size : (Py_ssize_t)0);
+                if (entry == NULL)
+                    goto done;
+                int failed = PyList_Append(runs, entry);
+                Py_DECREF(entry);
+                if (failed < 0)
+                    goto done;
+                unsigned char *at = (unsigned char *)PyBytes_AS_STRING(buffer);
+                for (Py_ssize_t j = run_first; j < i; j++) {
+                    if (slots[j].dest != NULL)
+                        continue; /* a nested one, placed already */
+                    slots[j].dest = at;
+                    at += slots[j].padded + OVERHEAD;
+                }
+                sent += run_used;
+            }
+            if (i == count)
+                break;
+            run_first = i;
+            run_size = length;
+            capacity = RUN_MAX_BYTES / length;
+            if (capacity > RUN_MAX_DATAGRAMS)
+                capacity = RUN_MAX_DATAGRAMS;
+            if (capacity < 1)
+                capacity = 1;
+            run_used = run_count = 0;
+        }
+        run_used += length;
+        run_count++;
+        if (length < run_size)
+            run_count = capacity; /* a shorter datagram ends a run */
+    }
+
+    /* Without the GIL: headers, plaintexts, padding, encryption, tags. */
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_CIPHER_CTX *ctx = new_context((const unsigned char *)key.buf, 1);
+    ok = ctx != NULL;
+    for (Py_ssize_t i = 0; ok && i < count; i++) {
+        unsigned char *dest = slots[i].dest;
+        Py_ssize_t size = views[i].len;
+        put_le32(dest, 4);
+        put_le32(dest + 4, receiver);
+        put_le64(dest + 8, counter + (uint64_t)i);
+        if (size)
+            memcpy(dest + HEADER_LEN, views[i].buf, (size_t)size);
+        memset(dest + HEADER_LEN + size, 0, (size_t)(slots[i].padded - size));
+        ok = seal(ctx, counter + (uint64_t)i, dest + HEADER_LEN, (int)slots[i].padded);
+    }
+    EVP_CIPHER_CTX_free(ctx);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL failed to seal");
+        goto done;
+    }
+    result = Py_BuildValue("(OOn)", runs, singles, sent);
+
+done:
+    release_all(views, held);
+    PyMem_Free(views);
+    PyMem_Free(slots);
+    Py_XDECREF(runs);
+    Py_XDECREF(singles);
+    Py_XDECREF(limits);
+    Py_XDECREF(packets);
+    PyBuffer_Release(&key);
+    return result;
+}
+
+PyDoc_STRVAR(open_batch_doc,
+             "open_batch(key, datagrams, receiver=-1, limit=2**64-1)\n"
+             "--\n\n"
+             "Counters and plaintexts (or statuses) of ``datagrams`` (see "
+             "wgpy.batch.pure_open_batch).");
+
+static PyObject *open_batch(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"key", "datagrams", "receiver", "limit", NULL};
+    PyObject *key_object, *datagrams_object;
+    long long receiver = -1;
+    unsigned long long limit = UINT64_MAX;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|LK", keywords, &key_object,
+                                     &datagrams_object, &receiver, &limit))
+        return NULL;
+    Py_buffer key;
+    if (get_key(key_object, &key) < 0)
+        return NULL;
+    PyObject *datagrams = PySequence_Fast(datagrams_object, "datagrams must be a sequence");
+    PyObject *counters = NULL, *results = NULL, *answer = NULL;
+    Py_buffer *views = NULL;
+    int *status = NULL;
+    Py_ssize_t held = 0;
+    if (datagrams == NULL)
+        goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(datagrams);
+    views = PyMem_Calloc((size_t)count + 1, sizeof(Py_buffer));
+    status = PyMem_Calloc((size_t)count + 1, sizeof(int));
+    counters = PyList_New(0);
+    results = PyList_New(0);
+    if (views == NULL || status == NULL || counters == NULL || results == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+
+    /* With the GIL: headers checked, plaintext buffers allocated; the batch ends with the
+     * first datagram that is short or not a data message for ``receiver`` below ``limit``. */
+    Py_ssize_t taken = 0;
+    while (taken < count) {
+        Py_ssize_t i = taken++;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(datagrams, i), &views[i],
+                               PyBUF_SIMPLE) < 0)
+            goto done;
+        held = i + 1;
+        const unsigned char *data = (const unsigned char *)views[i].buf;
+        uint64_t counter = 0;
+        PyObject *plaintext = NULL;
+        if (views[i].len < OVERHEAD) {
+            status[i] = STATUS_SHORT;
+        } else {
+            counter = get_le64(data + 8);
+            if (get_le32(data) != 4 || (receiver >= 0 && get_le32(data + 4) != receiver) ||
+                counter >= limit || views[i].len - OVERHEAD > MAX_PLAINTEXT) {
+                status[i] = STATUS_FOREIGN;
+            } else {
+                plaintext = PyBytes_FromStringAndSize(NULL, views[i].len - OVERHEAD);
+                if (plaintext == NULL)
+                    goto done;
+            }
+        }
+        PyObject *number = PyLong_FromUnsignedLongLong(counter);
+        if (number == NULL || PyList_Append(counters, number) < 0) {
+            Py_XDECREF(number);
+            Py_XDECREF(plaintext);
+            goto done;
+        }
+        Py_DECREF(number);
+        if (plaintext == NULL) {
+            PyObject *code = PyLong_FromLong(status[i]);
+            if (code == NULL || PyList_Append(results, code) < 0) {
+                Py_XDECREF(code);
+                goto done;
+            }
+            Py_DECREF(code);
+            break;
+        }
+        int failed = PyList_Append(results, plaintext);
+        Py_DECREF(plaintext);
+        if (failed < 0)
+            goto done;
+    }
+
+    /* Without the GIL: each candidate opened into its plaintext buffer. */
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_CIPHER_CTX *ctx = new_context((const unsigned char *)key.buf, 0);
+    ok = ctx != NULL;
+    for (Py_ssize_t i = 0; ok && i < taken; i++) {
+        if (status[i] != STATUS_OK)
+            continue;
+        const unsigned char *data = (const unsigned char *)views[i].buf;
+        PyObject *plaintext = PyList_GET_ITEM(results, i);
+        if (!open_one(ctx, get_le64(data + 8), data + HEADER_LEN,
+                      (int)(views[i].len - OVERHEAD),
+                      (unsigned char *)PyBytes_AS_STRING(plaintext)))
+            status[i] = STATUS_BAD_TAG;
+    }
+    EVP_CIPHER_CTX_free(ctx);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL failed to open");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) {
+        if (status[i] != STATUS_BAD_TAG)
+            continue;
+        PyObject *code = PyLong_FromLong(STATUS_BAD_TAG);
+        if (code == NULL || PyList_SetItem(results, i, code) < 0)
+            goto done;
+    }
+    answer = PyTuple_Pack(2, counters, results);
+
+done:
+    release_all(views, held);
+    PyMem_Free(views);
+    PyMem_Free(status);
+    Py_XDECREF(counters);
+    Py_XDECREF(results);
+    Py_XDECREF(datagrams);
+    PyBuffer_Release(&key);
+    return answer;
+}
+
+static PyMethodDef methods[] = {
+    {"seal_run", (PyCFunction)(void (*)(void))seal_run, METH_VARARGS | METH_KEYWORDS,
+     seal_run_doc},
+    {"open_batch", (PyCFunction)(void (*)(void))open_batch, METH_VARARGS | METH_KEYWORDS,
+     open_batch_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_definition = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "wgpy._batch",
+    .m_doc = "WireGuard data messages over a whole batch, GIL released (see wgpy.batch).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__batch(void)
+{
+    PyObject *module = PyModule_Create(&module_definition);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(module, "OK", STATUS_OK) < 0 ||
+        PyModule_AddIntConstant(module, "SHORT", STATUS_SHORT) < 0 ||
+        PyModule_AddIntConstant(module, "BAD_TAG", STATUS_BAD_TAG) < 0 ||
+        PyModule_AddIntConstant(module, "FOREIGN", STATUS_FOREIGN) < 0 ||
+        PyModule_AddStringConstant(module, "OPENSSL_VERSION",
+                                   OpenSSL_version(OPENSSL_VERSION)) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

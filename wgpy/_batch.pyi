@@ -1,0 +1,26 @@
+"""Types of the C batch accelerator (wgpy/_batch.c); the contract is wgpy.batch's twins."""
+
+from collections.abc import Sequence
+
+from wgpy.batch import Buffer, OpenedBatch, SealedRun
+
+OK: int
+SHORT: int
+BAD_TAG: int
+FOREIGN: int
+OPENSSL_VERSION: str
+
+def seal_run(
+    key: Buffer,
+    receiver: int,
+    counter: int,
+    packets: Sequence[Buffer],
+    mtu: int,
+    limits: Sequence[int] | None = None,
+) -> SealedRun: ...
+def open_batch(
+    key: Buffer,
+    datagrams: Sequence[Buffer],
+    receiver: int = -1,
+    limit: int = 2**64 - 1,
+) -> OpenedBatch: ...

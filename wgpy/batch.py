@@ -1,0 +1,202 @@
+"""The per-byte work of data messages over a whole batch: the C accelerator or its twin.
+
+Two calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
+the GIL released over the batch) and a pure-Python twin here (``cryptography``), held byte for
+byte equal by tests/unit/test_batch_twins.py:
+
+- :func:`seal_run`: a run of plaintext packets to one peer sealed into data messages (header,
+  counter, padding, AEAD), laid out as UDP GSO runs;
+- :func:`open_batch`: data messages on one keypair opened, each with its counter and its
+  plaintext or why not.
+
+They decide nothing: the caller has chosen the peer, checked that the counters may be used,
+and does the replay check, the timers and every drop after :func:`open_batch`.
+
+The C path is used when the extension was built, unless ``WGPY_PURE=1``; :data:`ACTIVE` says
+which (``wgpy --version`` and wgpyd's start line print it).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from wgpy.messages import padded_length
+
+#: What the calls take as bytes.
+Buffer = bytes | bytearray | memoryview
+#: :func:`seal_run`'s result: the runs as ``(data, size)`` (``size`` 0 for a run of one
+#: datagram, else each datagram's size, the last may be shorter), the datagrams that carry a
+#: WireGuard message (each alone, not to be fragmented), and the bytes of all of them.
+SealedRun = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int]
+#: :func:`open_batch`'s result: one counter and one result per datagram opened, a result
+#: being the plaintext or a status (:data:`SHORT`, :data:`BAD_TAG`, :data:`FOREIGN`).
+OpenedBatch = tuple[list[int], list[bytes | int]]
+
+#: Statuses of :func:`open_batch` (OK is never in a result: the plaintext is).
+OK: Final = 0
+SHORT: Final = 1
+BAD_TAG: Final = 2
+FOREIGN: Final = 3
+
+_TYPE_DATA: Final = 4
+_OVERHEAD: Final = 32
+_RUN_MAX_DATAGRAMS: Final = 64
+_RUN_MAX_BYTES: Final = 65000
+_NESTED_CHECK_MIN: Final = 576 - 60
+_MAX_PLAINTEXT: Final = 1 << 30
+_LAST: Final = 2**64 - 1
+_HEADER: Final = struct.Struct("<IIQ")
+_NONCE: Final = struct.Struct("<4xQ")
+
+
+def _carries_wireguard(packet: Buffer) -> bool:
+    """Whether an inner packet is a UDP datagram (a first fragment) holding a WireGuard
+    message: type 1-4 and three zero bytes."""
+    version = packet[0] >> 4
+    if version == 4:
+        if len(packet) < 20 or packet[9] != 17 or packet[6] & 0x1F or packet[7]:
+            return False
+        offset = (packet[0] & 0x0F) * 4 + 8
+    elif version == 6:
+        if len(packet) < 40 or packet[6] != 17:
+            return False
+        offset = 48
+    else:
+        return False
+    header = bytes(packet[offset : offset + 4])
+    return len(header) == 4 and 1 <= header[0] <= 4 and header[1:] == b"\0\0\0"
+
+
+def pure_seal_run(
+    key: Buffer,
+    receiver: int,
+    counter: int,
+    packets: Sequence[Buffer],
+    mtu: int,
+    limits: Sequence[int] | None = None,
+) -> SealedRun:
+    """Data messages for ``packets``, counters ``counter``, ``counter + 1``, ... in order.
+
+    Each plaintext is padded to a multiple of 16, never past its limit (``limits[i]``, else
+    ``mtu``; see :func:`wgpy.messages.padded_length`). The datagrams are written back to back
+    into one buffer per run of equal sizes (a shorter one ends a run; at most 64 datagrams and
+    65,000 bytes: one UDP GSO send each); a packet of 516 bytes or more that carries a
+    WireGuard message gets a datagram of its own in the second list."""
+    if len(key) != 32:
+        raise ValueError("the key must be 32 bytes")
+    if not 0 <= receiver < 2**32:
+        raise ValueError("the receiver index is a 32-bit number")
+    if limits is not None and len(limits) != len(packets):
+        raise ValueError("one limit per packet")
+    if counter + len(packets) > _LAST:
+        raise OverflowError("the counters would wrap")
+    cipher = ChaCha20Poly1305(bytes(key))
+    encrypt_into, encrypt = cipher.encrypt_into, cipher.encrypt
+    pack_header = _HEADER.pack_into
+    pack_nonce = _NONCE.pack
+    runs: list[tuple[bytes | bytearray, int]] = []
+    singles: list[bytes] = []
+    buffer = bytearray()
+    view = memoryview(buffer)
+    run_size = used = count = capacity = sent = 0
+    for index, packet in enumerate(packets):
+        size = len(packet)
+        if size > _MAX_PLAINTEXT:
+            raise ValueError("a packet is too large")
+        padded = padded_length(size, mtu if limits is None else limits[index])
+        if padded != size:
+            packet = bytes(packet) + bytes(padded - size)
+        length = padded + _OVERHEAD
+        if size >= _NESTED_CHECK_MIN and _carries_wireguard(packet):
+            single = _HEADER.pack(_TYPE_DATA, receiver, counter)
+            singles.append(single + encrypt(pack_nonce(counter), bytes(packet), None))
+            counter += 1
+            sent += length
+            continue
+        if length > run_size or count == capacity:
+            view.release()
+            if used:
+                del buffer[used:]
+                runs.append((buffer, run_size if used > run_size else 0))
+            run_size = length
+            capacity = max(1, min(_RUN_MAX_DATAGRAMS, _RUN_MAX_BYTES // length))
+            buffer = bytearray(capacity * length)
+            view = memoryview(buffer)
+            used = count = 0
+        pack_header(buffer, used, _TYPE_DATA, receiver, counter)
+        end = used + length
+        encrypt_into(pack_nonce(counter), packet, None, view[used + 16 : end])
+        used = end
+        count += 1
+        counter += 1
+        sent += length
+        if length < run_size:
+            count = capacity  # a shorter datagram ends a run
+    view.release()
+    if used:
+        del buffer[used:]
+        runs.append((buffer, run_size if used > run_size else 0))
+    return runs, singles, sent
+
+
+def pure_open_batch(
+    key: Buffer, datagrams: Sequence[Buffer], receiver: int = -1, limit: int = _LAST
+) -> OpenedBatch:
+    """Each of ``datagrams`` opened in order: its counter (0 if it is short) and its plaintext,
+    or :data:`BAD_TAG` when it does not authenticate under ``key``.
+
+    The batch ends with the first datagram that is shorter than a data message (:data:`SHORT`)
+    or is not one for ``receiver`` (any, if negative) with a counter below ``limit``
+    (:data:`FOREIGN`): that one's status is the last result. No replay check here."""
+    if len(key) != 32:
+        raise ValueError("the key must be 32 bytes")
+    decrypt = ChaCha20Poly1305(bytes(key)).decrypt
+    counters: list[int] = []
+    results: list[bytes | int] = []
+    for datagram in datagrams:
+        if len(datagram) < _OVERHEAD:
+            counters.append(0)
+            results.append(SHORT)
+            break
+        counter = int.from_bytes(datagram[8:16], "little")
+        counters.append(counter)
+        if (
+            int.from_bytes(datagram[0:4], "little") != _TYPE_DATA
+            or (receiver >= 0 and int.from_bytes(datagram[4:8], "little") != receiver)
+            or counter >= limit
+            or len(datagram) - _OVERHEAD > _MAX_PLAINTEXT
+        ):
+            results.append(FOREIGN)
+            break
+        try:
+            results.append(decrypt(bytes(4) + datagram[8:16], bytes(datagram[16:]), None))
+        except InvalidTag:
+            results.append(BAD_TAG)
+    return counters, results
+
+
+def _choose() -> tuple[str, ModuleType | None]:
+    if os.environ.get("WGPY_PURE") == "1":
+        return "pure-Python batch path: WGPY_PURE=1", None
+    try:
+        import wgpy._batch as _batch
+    except ImportError:
+        return "pure-Python batch path: the C extension wgpy._batch is not built", None
+    return f"C batch path: wgpy._batch, {_batch.OPENSSL_VERSION}", _batch
+
+
+#: Which path is in use, in words.
+ACTIVE: str
+ACTIVE, _module = _choose()
+#: Whether the C path is in use.
+ACCELERATED: Final = _module is not None
+
+seal_run = pure_seal_run if _module is None else _module.seal_run
+open_batch = pure_open_batch if _module is None else _module.open_batch
