@@ -19,7 +19,7 @@ from enum import Enum
 from ipaddress import ip_network
 from pathlib import Path
 
-from wgpy.net.check import Group, Report, check
+from wgpy.net.check import Group, Outcome, Report, check
 from wgpy.net.model import (
     Action,
     FilterRule,
@@ -41,6 +41,8 @@ __all__ = ["Change", "ChangeKind", "Fix", "apply", "suggest"]
 
 #: at most this many candidates are proven per group
 MAX_CANDIDATES = 8
+#: the candidates of a group are drawn from (at most) its first this many pairs, traced
+MAX_FIX_PAIRS = 2000
 _FIXED = Origin(Kind.CONFIG, "the suggested fix")
 
 
@@ -78,8 +80,12 @@ class Fix:
 
 
 def apply(network: Network, changes: Iterable[Change]) -> Network:
-    """A copy of ``network`` with ``changes`` made."""
-    changed = copy.deepcopy(network)
+    """A copy of ``network`` with ``changes`` made: the hosts they change are copied, the
+    others shared (never changed in place), so that a 10,000-host network is not copied
+    for every candidate."""
+    changes = list(changes)
+    touched = {change.host for change in changes}
+    changed = Network([copy.deepcopy(h) if h.name in touched else h for h in network.hosts])
     for change in changes:
         host = changed.host(change.host)
         if host is None:
@@ -195,7 +201,8 @@ def _adder(host: str, interface: str) -> Callable[[str, tuple[IPNetwork, ...]], 
 
 def _candidates(network: Network, group: Group) -> list[list[Change]]:
     cause = group.cause
-    failed: list[Trace] = [f for f in (p.failed for p in group.pairs) if f is not None]
+    sample = group.sample(MAX_FIX_PAIRS)
+    failed: list[Trace] = [f for f in (p.failed for p in sample) if f is not None]
     host = network.host(cause.host)
     if host is None:
         return []
@@ -274,25 +281,31 @@ def _candidates(network: Network, group: Group) -> list[list[Change]]:
 def suggest(report: Report, group: Group) -> Fix | None:
     """The first candidate (in preference order) that makes the most of the group's pairs
     reachable and breaks no pair that was reachable; None when none helps."""
-    was = {(r.source, r.target) for r in report.results if r.reachable}
-    wanted = {(p.source, p.target) for p in group.pairs}
     best: tuple[int, Fix] | None = None
     for changes in _candidates(report.network, group):
         after = check(apply(report.network, changes))
-        now = {(r.source, r.target) for r in after.results if r.reachable}
-        if not was <= now:
+        broken = report.count(after, _reachable, _not_reachable)
+        if broken:
             continue
-        fixed = len(wanted & now)
+        fixed = report.count(after, _reachable, _reachable, only=group)
         if fixed == 0:
             continue
         if best is None or fixed > best[0]:
             fix = describe(report.network, changes)
             fix.fixes = fixed
-            fix.reachable_after = len(now)
+            fix.reachable_after = after.reachable
             best = (fixed, fix)
-            if fixed == len(wanted):
+            if fixed == group.count:
                 break
     return best[1] if best else None
+
+
+def _reachable(outcome: Outcome) -> bool:
+    return outcome.reachable
+
+
+def _not_reachable(outcome: Outcome) -> bool:
+    return not outcome.reachable
 
 
 def describe(network: Network, changes: list[Change]) -> Fix:
