@@ -394,6 +394,8 @@ class Flow:
         decisions = self.decisions
         for src_atom, src_part in iv.split(sources, view.src):
             src = addresses[src_part[0][0]]
+            # atoms decided alike travel on together: (kind, next interface or cause) → parts
+            alike: dict[tuple[object, ...], tuple[Decision, list[tuple[int, int]]]] = {}
             for dst_atom, dst_part in iv.split(targets, view.dst):
                 key = (name, in_iface, src_atom, dst_atom)
                 decision = decisions.get(key)
@@ -401,6 +403,15 @@ class Flow:
                     dst = addresses[dst_part[0][0]]
                     decision = decide(index, host, in_iface, src, dst, self.state)
                     decisions[key] = decision
+                kind = decision[0]
+                same = (kind, id(decision[1]), decision[2]) if kind == _NEXT else decision
+                entry = alike.get(same)
+                if entry is None:
+                    alike[same] = (decision, list(dst_part))
+                else:
+                    entry[1].extend(dst_part)
+            for decision, parts in alike.values():
+                dst_part = iv.union_all(parts)
                 kind = decision[0]
                 if kind == _NEXT:
                     self._hand_on(decision, src_part, dst_part, after, first)
@@ -426,7 +437,7 @@ class Flow:
         for atom, part in iv.split(sources, owners.bounds):
             owner = owners.owners[atom]
             if owner == sender:
-                if first:
+                if first and len(targets) > 1:
                     part, targets_here = self.ends.widen(part, targets)
                 else:
                     targets_here = targets
