@@ -216,10 +216,9 @@ def decide(
         return (_DROP, Verdict.DROPPED, cause)
     if not wg.interface.up:
         return (_DROP, Verdict.DROPPED, Cause(CauseKind.INTERFACE_DOWN, here, out))
-    found = wg.table.match(dst)
-    if found is None:
+    peer_key = wg.table.lookup(dst)  # the owner of the longest match, as trace's match
+    if peer_key is None:
         return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_PEER, here, out))
-    peer_key = found[1]
     nxt = index.by_key.get(peer_key)
     if nxt is None:
         cause = Cause(CauseKind.UNKNOWN_PEER, here, out, peer=peer_key)
@@ -241,7 +240,7 @@ class Flow:
         self.version = version
         self.state = state
         self.views: dict[str, _View] = {}
-        self.owners: dict[tuple[str, str], _Owners] = {}
+        self.owners: dict[int, _Owners] = {}  # by id of the index's _Wg
         self.decisions: dict[tuple[str, str | None, int, int], Decision] = {}
         self.blocks: list[Block] = []
 
@@ -290,8 +289,7 @@ class Flow:
         return made
 
     def owner_map(self, wg: _Wg) -> _Owners:
-        key = (wg.host.name, wg.interface.name)
-        found = self.owners.get(key)
+        found = self.owners.get(id(wg))
         if found is not None:
             return found
         prefixes = [p for peer in wg.interface.peers for p in peer.allowed_ips]
@@ -302,10 +300,9 @@ class Flow:
             if bounds[k] == bounds[k + 1]:
                 owners.append(None)
                 continue
-            match = wg.table.match(addresses[bounds[k]])
-            owners.append(None if match is None else match[1])
+            owners.append(wg.table.lookup(addresses[bounds[k]]))
         made = _Owners(bounds, owners)
-        self.owners[key] = made
+        self.owners[id(wg)] = made
         return made
 
     # ------------------------------------------------------------------ the walk
