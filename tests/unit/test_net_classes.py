@@ -5,13 +5,19 @@ the one :func:`wgpy.net.check.ping` traces for that pair, and the group counts a
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from ipaddress import ip_address, ip_interface, ip_network
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import net_scenarios as ns
+from wgpy.cli import main
 from wgpy.net.check import Outcome, check, endpoints, pairs, ping
+from wgpy.net.fixes import apply, suggest
 from wgpy.net.model import (
     Action,
     FilterRule,
@@ -29,6 +35,8 @@ from wgpy.net.model import (
     WgPeer,
 )
 from wgpy.net.trace import Index
+from wgpy.tools import net_cli
+from wgpy.tools.net_cli import load_network
 
 ORIGIN = Origin(Kind.CONFIG, "test")
 V4_POOL = [
@@ -187,3 +195,34 @@ def test_grouped_check_equals_the_per_pair_trace(network: Network) -> None:
         for result in group.sample(2):
             failed = result.failed
             assert failed is not None and failed.cause == group.cause
+
+
+def test_json_of_a_big_network_counts_groups_and_gives_examples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [str(p) for p in ns.hub_and_spoke_mistake().write(tmp_path)]
+    assert main(["net", "check", *paths, "--json", "--no-fixes"]) == 1
+    small = json.loads(capsys.readouterr().out)
+    assert len(small["results"]) == small["pairs"] == 6
+    monkeypatch.setattr(net_cli, "RESULTS_LIMIT", 5)
+    assert main(["net", "check", *paths, "--json", "--no-fixes"]) == 1
+    big = json.loads(capsys.readouterr().out)
+    assert big["results"] is None and big["pairs"] == 6 and big["reachable"] == 4
+    for group in big["groups"]:
+        assert group["pairs"] == 1
+        assert [(e["from"]["host"], e["to"]["host"]) for e in group["examples"]] in (
+            [("a", "b")],
+            [("b", "a")],
+        )
+
+
+def test_a_fix_copies_only_the_hosts_it_changes(tmp_path: Path) -> None:
+    network = load_network([str(p) for p in ns.hub_and_spoke_mistake().write(tmp_path)])
+    report = check(network)
+    fix = suggest(report, report.groups[0])
+    assert fix is not None and {c.host for c in fix.changes} == {"a"}
+    changed = apply(network, fix.changes)
+    for before, after in zip(network.hosts, changed.hosts, strict=True):
+        assert (before is after) == (before.name != "a")
+    assert check(network).reachable == 4  # the original is untouched
+    assert check(changed).reachable == 6
