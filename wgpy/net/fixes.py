@@ -37,7 +37,7 @@ from wgpy.net.model import (
 )
 from wgpy.net.trace import CauseKind, Index, Trace
 
-__all__ = ["Change", "ChangeKind", "Fix", "apply", "suggest"]
+__all__ = ["Change", "ChangeKind", "Fix", "apply", "suggest", "suggest_all"]
 
 #: at most this many candidates are proven per group
 MAX_CANDIDATES = 8
@@ -278,11 +278,18 @@ def _candidates(network: Network, group: Group) -> list[list[Change]]:
     return out[:MAX_CANDIDATES]
 
 
-def suggest(report: Report, group: Group) -> Fix | None:
+def suggest(report: Report, group: Group, also: Iterable[list[Change]] = ()) -> Fix | None:
     """The first candidate (in preference order) that makes the most of the group's pairs
-    reachable and breaks no pair that was reachable; None when none helps."""
+    reachable and breaks no pair that was reachable; None when none helps. ``also``: more
+    candidates (other groups' fixes) tried when the group's own do not fix all its pairs —
+    where a packet dies is not always where the mistake is. Each candidate is one check of
+    the changed network, compared with ``report`` block by block (no set of pairs)."""
+    wanted = group.count
     best: tuple[int, Fix] | None = None
-    for changes in _candidates(report.network, group):
+    own = _candidates(report.network, group)
+    for number, changes in enumerate([*own, *also]):
+        if number >= len(own) and best is not None and best[0] == wanted:
+            break
         after = check(apply(report.network, changes))
         broken = report.count(after, _reachable, _not_reachable)
         if broken:
@@ -306,6 +313,28 @@ def _reachable(outcome: Outcome) -> bool:
 
 def _not_reachable(outcome: Outcome) -> bool:
     return not outcome.reachable
+
+
+#: above this many pairs, fixes are searched for the largest groups only
+FIX_PAIRS_LIMIT = 100_000
+FIX_GROUPS_LIMIT = 5
+
+
+def suggest_all(report: Report) -> dict[int, Fix | None]:
+    """A fix for each group (by its index), each group also trying the fixes found for the
+    groups before it. Above :data:`FIX_PAIRS_LIMIT` pairs only the :data:`FIX_GROUPS_LIMIT`
+    largest groups get a search (each candidate is a check of the whole network)."""
+    fixes: dict[int, Fix | None] = {}
+    found: list[list[Change]] = []
+    big = report.total > FIX_PAIRS_LIMIT
+    for number, group in enumerate(report.groups):
+        if big and number >= FIX_GROUPS_LIMIT:
+            break
+        fix = suggest(report, group, also=list(found))
+        fixes[number] = fix
+        if fix is not None and fix.changes not in found:
+            found.append(fix.changes)
+    return fixes
 
 
 def describe(network: Network, changes: list[Change]) -> Fix:
@@ -337,10 +366,10 @@ def describe(network: Network, changes: list[Change]) -> Fix:
             for other in interface.peers:
                 moved = [p for p in change.prefixes if p in other.allowed_ips and other is not peer]
                 if moved:
-                    kept = ", ".join(str(p) for p in other.allowed_ips if p not in moved)
-                    summary.append(
-                        f"(moves {', '.join(map(str, moved))} away from peer {other.label})"
+                    kept = ", ".join(str(p) for p in other.allowed_ips if p not in moved) or (
+                        "(nothing left: delete the line)"
                     )
+                    summary[-1] += f" (moving {', '.join(map(str, moved))} away from {other.label})"
                     config.append(_config_line(interface, other, f"AllowedIPs = {kept}"))
         elif change.kind is ChangeKind.ROUTE:
             summary.append(f"on {host.name}: route {prefixes} into {change.interface}")
