@@ -17,7 +17,7 @@ from wgpy.io import collect as collect_module
 from wgpy.io.collect import CollectError, _foreign_chains, _wireguard_json
 from wgpy.net.model import Action
 from wgpy.net.snapshot import host_from_snapshot
-from wgpy.tools import collect_cli
+from wgpy.tools.network import collect_cli
 
 PRIVATE = bytes(range(1, 33))
 PEER_PUBLIC = bytes(range(33, 65))
