@@ -35,8 +35,8 @@ from wgpy.net.model import (
     WgPeer,
 )
 from wgpy.net.trace import Index
-from wgpy.tools import net_cli
-from wgpy.tools.net_cli import load_network
+from wgpy.tools.network import net_cli
+from wgpy.tools.network.net_cli import load_network
 
 ORIGIN = Origin(Kind.CONFIG, "test")
 V4_POOL = [
