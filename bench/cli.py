@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-FIGURES = ("throughput", "veth", "ping", "allowedips", "setconf", "peers", "handshake")
+FIGURES = ("throughput", "veth", "ping", "allowedips", "setconf", "peers", "handshake", "net")
 #: How each wireguard-go anchor is named in the table.
 SHORT = {"go": "go 2022", "go23": "go 2023"}
 #: Targets per anchor: issue 6's against the 2022 wireguard-go, issue 14's against the 2023 one
@@ -314,6 +314,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             "responses over first send → last response (all initiators answered). Read the "
             "issue's ≥ 0.25 target against that row."
         )
+
+    if want("net"):
+        from bench import bench_net
+
+        mesh, hub = (100, 1000) if quick else (1000, 10_000)
+        nt = step("net", lambda: bench_net.bench_net(runs, mesh, hub, 1000))
+        targets = {"mesh": "≤ 30 s", "hub": "≤ 60 s", "broken": "≤ 60 s"}
+        for name, results in nt.items():
+            first = results[0]
+            kind = name.split("-")[0]
+            label = f"`net check` {kind}, {first['hosts']:,} hosts, {first['pairs']:,} pairs"
+            rows.append(Row(label, "wgpy check()", median([r["check_s"] for r in results]),
+                            "Batfish: thousands of nodes within minutes", None, "s",
+                            targets[kind]))  # fmt: skip
+            rows.append(Row(f"{label}: peak RSS of the child", "wgpy",
+                            max(r["rss_mib"] for r in results), "—", None, "MiB",
+                            "≤ 2048 MiB"))  # fmt: skip
+        notes.extend(bench_net.summary(nt))
 
     elapsed = time.monotonic() - started
     meta["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -13,6 +13,7 @@ through it. One representative address per LAN answers pings.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from ipaddress import IPv6Address, ip_address
 
 from wgpy.allowedips import AllowedIPs
@@ -56,8 +57,20 @@ def _key_hosts(network: Network) -> dict[str, tuple[Host, Interface]]:
     return found
 
 
-def _overlay(network: Network) -> list[IPAddress]:
-    return [a.ip for h in network.hosts for i in h.wireguard() for a in i.addresses]
+def _overlay(network: Network) -> dict[int, list[int]]:
+    """The overlay addresses as sorted integers per IP version."""
+    found: dict[int, list[int]] = {4: [], 6: []}
+    for host in network.hosts:
+        for interface in host.wireguard():
+            for address in interface.addresses:
+                found[address.version].append(int(address.ip))
+    return {version: sorted(values) for version, values in found.items()}
+
+
+def _holds_overlay(prefix: IPNetwork, overlay: dict[int, list[int]]) -> bool:
+    values = overlay[prefix.version]
+    at = bisect_left(values, int(prefix.network_address))
+    return at < len(values) and values[at] <= int(prefix.broadcast_address)
 
 
 def _add_lans(network: Network) -> None:
@@ -71,7 +84,7 @@ def _add_lans(network: Network) -> None:
                 if target is None or target[0] is host:
                     continue
                 for prefix in peer.allowed_ips:
-                    if prefix.prefixlen == 0 or any(a in prefix for a in overlay):
+                    if prefix.prefixlen == 0 or _holds_overlay(prefix, overlay):
                         continue
                     claimed.setdefault(target[0].name, set()).add(prefix)
     for host in network.hosts:

@@ -19,7 +19,7 @@ from enum import Enum
 from ipaddress import ip_network
 from pathlib import Path
 
-from wgpy.net.check import Group, Report, check
+from wgpy.net.check import Group, Outcome, Report, check
 from wgpy.net.model import (
     Action,
     FilterRule,
@@ -41,6 +41,8 @@ __all__ = ["Change", "ChangeKind", "Fix", "apply", "suggest", "suggest_all"]
 
 #: at most this many candidates are proven per group
 MAX_CANDIDATES = 8
+#: the candidates of a group are drawn from (at most) its first this many pairs, traced
+MAX_FIX_PAIRS = 2000
 _FIXED = Origin(Kind.CONFIG, "the suggested fix")
 
 
@@ -78,8 +80,12 @@ class Fix:
 
 
 def apply(network: Network, changes: Iterable[Change]) -> Network:
-    """A copy of ``network`` with ``changes`` made."""
-    changed = copy.deepcopy(network)
+    """A copy of ``network`` with ``changes`` made: the hosts they change are copied, the
+    others shared (never changed in place), so that a 10,000-host network is not copied
+    for every candidate."""
+    changes = list(changes)
+    touched = {change.host for change in changes}
+    changed = Network([copy.deepcopy(h) if h.name in touched else h for h in network.hosts])
     for change in changes:
         host = changed.host(change.host)
         if host is None:
@@ -195,7 +201,8 @@ def _adder(host: str, interface: str) -> Callable[[str, tuple[IPNetwork, ...]], 
 
 def _candidates(network: Network, group: Group) -> list[list[Change]]:
     cause = group.cause
-    failed: list[Trace] = [f for f in (p.failed for p in group.pairs) if f is not None]
+    sample = group.sample(MAX_FIX_PAIRS)
+    failed: list[Trace] = [f for f in (p.failed for p in sample) if f is not None]
     host = network.host(cause.host)
     if host is None:
         return []
@@ -275,37 +282,54 @@ def suggest(report: Report, group: Group, also: Iterable[list[Change]] = ()) -> 
     """The first candidate (in preference order) that makes the most of the group's pairs
     reachable and breaks no pair that was reachable; None when none helps. ``also``: more
     candidates (other groups' fixes) tried when the group's own do not fix all its pairs —
-    where a packet dies is not always where the mistake is."""
-    was = {(r.source, r.target) for r in report.results if r.reachable}
-    wanted = {(p.source, p.target) for p in group.pairs}
+    where a packet dies is not always where the mistake is. Each candidate is one check of
+    the changed network, compared with ``report`` block by block (no set of pairs)."""
+    wanted = group.count
     best: tuple[int, Fix] | None = None
     own = _candidates(report.network, group)
     for number, changes in enumerate([*own, *also]):
-        if number >= len(own) and best is not None and best[0] == len(wanted):
+        if number >= len(own) and best is not None and best[0] == wanted:
             break
         after = check(apply(report.network, changes))
-        now = {(r.source, r.target) for r in after.results if r.reachable}
-        if not was <= now:
+        broken = report.count(after, _reachable, _not_reachable)
+        if broken:
             continue
-        fixed = len(wanted & now)
+        fixed = report.count(after, _reachable, _reachable, only=group)
         if fixed == 0:
             continue
         if best is None or fixed > best[0]:
             fix = describe(report.network, changes)
             fix.fixes = fixed
-            fix.reachable_after = len(now)
+            fix.reachable_after = after.reachable
             best = (fixed, fix)
-            if fixed == len(wanted):
+            if fixed == group.count:
                 break
     return best[1] if best else None
 
 
+def _reachable(outcome: Outcome) -> bool:
+    return outcome.reachable
+
+
+def _not_reachable(outcome: Outcome) -> bool:
+    return not outcome.reachable
+
+
+#: above this many pairs, fixes are searched for the largest groups only
+FIX_PAIRS_LIMIT = 100_000
+FIX_GROUPS_LIMIT = 5
+
+
 def suggest_all(report: Report) -> dict[int, Fix | None]:
     """A fix for each group (by its index), each group also trying the fixes found for the
-    groups before it."""
+    groups before it. Above :data:`FIX_PAIRS_LIMIT` pairs only the :data:`FIX_GROUPS_LIMIT`
+    largest groups get a search (each candidate is a check of the whole network)."""
     fixes: dict[int, Fix | None] = {}
     found: list[list[Change]] = []
+    big = report.total > FIX_PAIRS_LIMIT
     for number, group in enumerate(report.groups):
+        if big and number >= FIX_GROUPS_LIMIT:
+            break
         fix = suggest(report, group, also=list(found))
         fixes[number] = fix
         if fix is not None and fix.changes not in found:

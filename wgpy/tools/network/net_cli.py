@@ -10,6 +10,7 @@ nothing is written.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -32,6 +33,8 @@ __all__ = ["add_parser", "load_network"]
 
 #: example pairs printed under a cause; the rest are counted
 EXAMPLES = 3
+#: up to this many pairs, the JSON lists every pair's answer ("results")
+RESULTS_LIMIT = 10_000
 
 
 class InputError(Exception):
@@ -89,7 +92,7 @@ def _wrap(text: str, indent: str, width: int) -> list[str]:
 
 
 def render_check(report: Report, fixes: dict[int, Fix | None], width: int) -> str:
-    total = len(report.results)
+    total = report.total
     hosts = len(report.network.hosts)
     lines = [
         f"{hosts} hosts, {total} ordered pairs of addresses (a ping and its reply): "
@@ -98,11 +101,11 @@ def render_check(report: Report, fixes: dict[int, Fix | None], width: int) -> st
     ]
     assumptions: set[str] = set()
     for number, group in enumerate(report.groups):
-        count = len(group.pairs)
+        count = group.count
         lines.append("")
         head = f"✗ {count} pair{'s' if count != 1 else ''}: {cause_text(group.cause, group.leg)}"
         lines.extend(_wrap(head, "", width))
-        for result in group.pairs[:EXAMPLES]:
+        for result in group.sample(EXAMPLES):
             lines.extend(_wrap(_pair_text(result), "    ", width))
         if count > EXAMPLES:
             lines.append(f"    … and {count - EXAMPLES} more")
@@ -186,13 +189,11 @@ def _fix_json(fix: Fix | None) -> dict[str, Any] | None:
 
 
 def check_json(report: Report, fixes: dict[int, Fix | None]) -> dict[str, Any]:
-    group_of: dict[int, int] = {}
-    for number, group in enumerate(report.groups):
-        for result in group.pairs:
-            group_of[id(result)] = number
-    return {
+    """The JSON of ``net check``: counts, groups (each with its first pairs as examples) and,
+    up to :data:`RESULTS_LIMIT` pairs, every pair's answer ("results"; null above)."""
+    out: dict[str, Any] = {
         "hosts": [h.name for h in report.network.hosts],
-        "pairs": len(report.results),
+        "pairs": report.total,
         "reachable": report.reachable,
         "unknown": report.unknown,
         "groups": [
@@ -200,24 +201,36 @@ def check_json(report: Report, fixes: dict[int, Fix | None]) -> dict[str, Any]:
                 "cause": _cause_json(g.cause),
                 "leg": g.leg,
                 "text": cause_text(g.cause, g.leg),
-                "pairs": len(g.pairs),
+                "pairs": g.count,
+                "examples": [
+                    {"from": _endpoint_json(s), "to": _endpoint_json(t)}
+                    for s, t in itertools.islice(g.endpoint_pairs(), EXAMPLES)
+                ],
                 "fix": _fix_json(fixes.get(number)),
             }
             for number, g in enumerate(report.groups)
         ],
-        "results": [
-            {
-                "from": _endpoint_json(r.source),
-                "to": _endpoint_json(r.target),
-                "reachable": r.reachable,
-                "verdict": "reachable"
-                if r.reachable
-                else ("unknown" if r.unknown else "unreachable"),
-                "group": group_of.get(id(r)),
-            }
-            for r in report.results
-        ],
+        "results": None,
     }
+    if report.total <= RESULTS_LIMIT:
+        group_of: dict[tuple[Cause, str | None], int] = {
+            (g.cause, g.leg): number for number, g in enumerate(report.groups)
+        }
+        out["results"] = [
+            {
+                "from": _endpoint_json(source),
+                "to": _endpoint_json(target),
+                "reachable": outcome.reachable,
+                "verdict": "reachable"
+                if outcome.reachable
+                else ("unknown" if outcome.unknown else "unreachable"),
+                "group": group_of.get((outcome.cause, outcome.leg))
+                if outcome.cause is not None
+                else None,
+            }
+            for source, target, outcome in report.pairs()
+        ]
+    return out
 
 
 def _trace_lines(title: str, result: Trace, columns: int) -> list[str]:
@@ -273,7 +286,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(check_json(report, fixes), indent=2) + "\n")
     else:
         sys.stdout.write(render_check(report, fixes, _width()))
-    return 0 if report.reachable == len(report.results) else 1
+    return 0 if report.reachable == report.total else 1
 
 
 def _find_endpoint(network: Network, found: list[Endpoint], text: str) -> Endpoint:
