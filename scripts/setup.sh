@@ -15,6 +15,8 @@ cd -- "$ROOT"
 
 DEB_PACKAGES=(
     wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump tshark ncat procps nftables
+    # the PostUp lines of the network scenarios (tests/netns/test_net_scenarios.py)
+    iptables
     qemu-system-x86
     # `python3 -m venv` needs ensurepip, which Debian ships apart; pytricia (the bench extra, an
     # anchor of `python -m bench` and of tests/test_bench_smoke.py) has no wheel: it is compiled

@@ -1,0 +1,146 @@
+"""`wgpy net check` held to real pings: every scenario of tests/net_scenarios.py built in
+namespaces (see netscene.py), every ordered pair the model lists pinged, prediction == reality;
+then the suggested fixes run as their `HOST# command` lines, and the pairs they fix ping.
+
+The hosts' daemons alternate between wireguard-go and wgpyd (started by the real wg-quick),
+so that every scenario with two or more hosts runs both. The kernel's and wireguard-go's
+behaviour is the truth: a mismatch is a fault of the model or of the scenario, never of
+this test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from tests import net_scenarios as ns
+from tests.netns import netscene
+from tests.netns.harness import Netns
+from wgpy.net.check import Endpoint, Report, check
+from wgpy.net.fixes import apply, suggest
+from wgpy.tools.net_cli import load_network
+
+pytestmark = pytest.mark.netns
+
+DAEMONS: Final = ("wireguard-go", "wgpyd")
+Pair = tuple[str, str]
+
+
+def _cli_check(paths: list[Path]) -> dict[str, Any]:
+    """`wgpy net check --json` on ``paths``: the command itself, as users run it."""
+    result = subprocess.run(
+        [str(netscene.VENV_BIN / "wgpy"), "net", "check", "--json", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def _name(layout: netscene.Layout, host: str, lan: object) -> str:
+    return layout.short(host) + ("/lan" if lan else "")
+
+
+def _json_verdicts(layout: netscene.Layout, data: dict[str, Any]) -> dict[Pair, bool]:
+    return {
+        (
+            _name(layout, r["from"]["host"], r["from"]["lan"]),
+            _name(layout, r["to"]["host"], r["to"]["lan"]),
+        ): r["reachable"]
+        for r in data["results"]
+    }
+
+
+def _label(layout: netscene.Layout, endpoint: Endpoint) -> str:
+    return _name(layout, endpoint.host, endpoint.lan)
+
+
+def _verdicts(layout: netscene.Layout, report: Report) -> dict[Pair, bool]:
+    return {
+        (_label(layout, r.source), _label(layout, r.target)): r.reachable for r in report.results
+    }
+
+
+def _causes(layout: netscene.Layout, report: Report) -> dict[Pair, str]:
+    """Each unreachable pair's cause, for messages."""
+    out: dict[Pair, str] = {}
+    for group in report.groups:
+        for result in group.pairs:
+            pair = (_label(layout, result.source), _label(layout, result.target))
+            out[pair] = f"{group.leg} dies on {group.cause.host}: {group.cause.kind.value}"
+    return out
+
+
+def _differences(
+    predicted: dict[Pair, bool], real: dict[Pair, bool], causes: dict[Pair, str]
+) -> list[str]:
+    return [
+        f"{a} → {b}: model {'reachable' if predicted[(a, b)] else causes.get((a, b), 'not')},"
+        f" ping {'answered' if real[(a, b)] else 'unanswered'}"
+        for a, b in sorted(predicted)
+        if predicted[(a, b)] != real[(a, b)]
+    ]
+
+
+@pytest.mark.parametrize("number", range(len(ns.ALL)), ids=[make().name for make in ns.ALL])
+def test_predictions_equal_real_pings_and_fixes_work(
+    netns_factory: Callable[[], Netns], tmp_path: Path, number: int
+) -> None:
+    scenario = ns.ALL[number]()
+    layout = netscene.lay_out(scenario, tmp_path)
+    paths = [layout.paths[h.name] for h in scenario.hosts]
+
+    # the model's answers, from the command and from the library (which the fixes use)
+    data = _cli_check(paths)
+    predicted = _json_verdicts(layout, data)
+    network = load_network([str(p) for p in paths])
+    report = check(network)
+    assert _verdicts(layout, report) == predicted
+    lan_hosts = {
+        layout.short(r["from"]["host"]): r["from"]["address"]
+        for r in data["results"]
+        if r["from"]["lan"]
+    }
+    daemons = {h.name: DAEMONS[(number + i) % 2] for i, h in enumerate(scenario.hosts)}
+    built = netscene.bring_up(layout, netns_factory, lan_hosts, daemons)
+    assert set(predicted) <= set(built.pairs()), "the model lists an address nobody has"
+
+    # every pair, listed by the model or not: the model on its pairs, the scenario on all
+    real = built.ping_all(built.pairs())
+    differences = _differences(predicted, real, _causes(layout, report))
+    assert not differences, f"daemons {daemons}:\n" + "\n".join(differences)
+    assert {p for p, ok in real.items() if not ok} == scenario.broken
+
+    # the suggested fixes, one at a time, as the lines a user would type
+    applied = 0
+    while report.groups:
+        found = [(g, suggest(report, g)) for g in report.groups]
+        group, fix = next(((g, f) for g, f in found if f is not None), (None, None))
+        assert group is not None and fix is not None, "no fix for " + ", ".join(
+            f"{g.cause.kind.value} on {g.cause.host}" for g, _ in found
+        )
+        for command in fix.commands:
+            built.run_command(command)
+        applied += 1
+        before = {p for p, ok in real.items() if ok and p in predicted}
+        network = apply(network, fix.changes)
+        report = check(network)
+        predicted = _verdicts(layout, report)
+        real = built.ping_all(predicted)
+        differences = _differences(predicted, real, _causes(layout, report))
+        assert not differences, f"after {fix.commands}:\n" + "\n".join(differences)
+        wanted = {(_label(layout, r.source), _label(layout, r.target)) for r in group.pairs}
+        fixed = {p for p in wanted if real[p]}
+        assert len(fixed) == fix.fixes > 0, (fix.commands, wanted, fixed)
+        assert before <= {p for p, ok in real.items() if ok}, f"{fix.commands} broke a pair"
+        assert applied <= 6, "the fixes do not converge"
+    # the model, fixed, reaches every pair, and so do the pings
+    assert all(real[p] for p in predicted)
