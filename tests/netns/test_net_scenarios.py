@@ -59,6 +59,13 @@ def _json_verdicts(layout: netscene.Layout, data: dict[str, Any]) -> dict[Pair, 
     }
 
 
+def _group_causes(layout: netscene.Layout, data: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Each group's leg, cause kind and the host it names."""
+    return {
+        (g["leg"], g["cause"]["kind"], layout.short(g["cause"]["host"])) for g in data["groups"]
+    }
+
+
 def _label(layout: netscene.Layout, endpoint: Endpoint) -> str:
     return _name(layout, endpoint.host, endpoint.lan)
 
@@ -118,6 +125,15 @@ def test_predictions_equal_real_pings_and_fixes_work(
     differences = _differences(predicted, real, _causes(layout, report))
     assert not differences, f"daemons {daemons}:\n" + "\n".join(differences)
     assert {p for p, ok in real.items() if not ok} == scenario.broken
+
+    # what `wgpy collect` reads in each namespace gives the same answers as the files
+    if netscene.collect_available():
+        snapshots = netscene.parallel(
+            lambda host: built.collect(host, tmp_path), [h.name for h in scenario.hosts]
+        )
+        from_snapshots = _cli_check(snapshots)
+        assert _json_verdicts(layout, from_snapshots) == predicted
+        assert _group_causes(layout, from_snapshots) == _group_causes(layout, data)
 
     # the suggested fixes, one at a time, as the lines a user would type
     applied = 0
