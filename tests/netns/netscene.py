@@ -109,6 +109,13 @@ class Built:
     endpoints: dict[str, Place] = field(default_factory=dict)
     #: host -> the daemon wg-quick ran for it
     daemons: dict[str, str] = field(default_factory=dict)
+    #: every namespace of the build (switch, hosts, LANs)
+    namespaces: list[Netns] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Take the build down (for a fresh one of the same layout: same interface names)."""
+        for ns in reversed(self.namespaces):
+            ns.close(remove_workdir=False)  # the factory removes it (and prints its logs)
 
     def pairs(self) -> list[tuple[str, str]]:
         """Every ordered pair of endpoints on different hosts."""
@@ -185,6 +192,7 @@ def bring_up(
     hosts = {h.name: factory() for h in scenario.hosts}
     lans = {h.name: factory() for h in scenario.hosts if h.lan}
     built = Built(layout, hosts, daemons=dict(daemons))
+    built.namespaces = [switch, *hosts.values(), *lans.values()]
     for spec in scenario.hosts:
         built.endpoints[spec.name] = Place(hosts[spec.name], spec.address.split("/")[0])
         if spec.lan:

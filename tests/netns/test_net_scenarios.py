@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,8 +22,9 @@ import pytest
 from tests import net_scenarios as ns
 from tests.netns import netscene
 from tests.netns.harness import Netns
-from wgpy.net.check import Endpoint, Report, check
-from wgpy.net.fixes import apply, suggest
+from wgpy.net.check import Endpoint, Group, Report, check
+from wgpy.net.fixes import Fix, apply, suggest
+from wgpy.net.model import Network
 from wgpy.tools.net_cli import load_network
 
 pytestmark = pytest.mark.netns
@@ -135,28 +137,61 @@ def test_predictions_equal_real_pings_and_fixes_work(
         assert _json_verdicts(layout, from_snapshots) == predicted
         assert _group_causes(layout, from_snapshots) == _group_causes(layout, data)
 
-    # the suggested fixes, one at a time, as the lines a user would type
-    applied = 0
-    while report.groups:
-        found = [(g, suggest(report, g)) for g in report.groups]
-        group, fix = next(((g, f) for g, f in found if f is not None), (None, None))
-        assert group is not None and fix is not None, "no fix for " + ", ".join(
-            f"{g.cause.kind.value} on {g.cause.host}" for g, _ in found
-        )
-        for command in fix.commands:
-            built.run_command(command)
-        applied += 1
-        before = {p for p, ok in real.items() if ok and p in predicted}
-        network = apply(network, fix.changes)
-        report = check(network)
-        predicted = _verdicts(layout, report)
-        real = built.ping_all(predicted)
-        differences = _differences(predicted, real, _causes(layout, report))
-        assert not differences, f"after {fix.commands}:\n" + "\n".join(differences)
-        wanted = {(_label(layout, r.source), _label(layout, r.target)) for r in group.pairs}
-        fixed = {p for p in wanted if real[p]}
-        assert len(fixed) == fix.fixes > 0, (fix.commands, wanted, fixed)
-        assert before <= {p for p, ok in real.items() if ok}, f"{fix.commands} broke a pair"
-        assert applied <= 6, "the fixes do not converge"
-    # the model, fixed, reaches every pair, and so do the pings
-    assert all(real[p] for p in predicted)
+    # each group's fix alone, as the command lines `net check` prints, on a fresh build
+    fixes = [suggest(report, g) for g in report.groups]
+    assert [f.commands if f else None for f in fixes] == [
+        g["fix"]["commands"] if g["fix"] else None for g in data["groups"]
+    ]
+    start = _State(network, report, real)
+    fresh = True
+    for group, fix in zip(report.groups, fixes, strict=True):
+        if fix is None:
+            continue
+        first = fresh
+        if not fresh:
+            built.close()
+            built = netscene.bring_up(layout, netns_factory, lan_hosts, daemons)
+        fresh = False
+        state = _apply_fix(built, layout, start, group, fix)
+        if first:
+            # then the fixes of what is left, until the model and the pings are clean
+            for _ in range(6):
+                if not state.report.groups:
+                    break
+                found = [(g, suggest(state.report, g)) for g in state.report.groups]
+                chosen = next(((g, f) for g, f in found if f is not None), None)
+                assert chosen is not None, "no fix for " + ", ".join(
+                    f"{g.cause.kind.value} on {g.cause.host}" for g, _ in found
+                )
+                state = _apply_fix(built, layout, state, *chosen)
+            assert not state.report.groups and all(state.real.values())
+
+
+@dataclass
+class _State:
+    """The model of the network as it stands, and what the pings said of its pairs."""
+
+    network: Network
+    report: Report
+    real: dict[Pair, bool]
+
+
+def _apply_fix(
+    built: netscene.Built, layout: netscene.Layout, state: _State, group: Group, fix: Fix
+) -> _State:
+    """Run the fix's command lines, ping the pairs of the model with the fix applied: the
+    pings equal its answers, the pairs it promises to fix ping, none that pinged stops."""
+    for command in fix.commands:
+        built.run_command(command)
+    network = apply(state.network, fix.changes)
+    report = check(network)
+    predicted = _verdicts(layout, report)
+    real = built.ping_all(predicted)
+    differences = _differences(predicted, real, _causes(layout, report))
+    assert not differences, f"after {fix.commands}:\n" + "\n".join(differences)
+    wanted = {(_label(layout, r.source), _label(layout, r.target)) for r in group.pairs}
+    fixed = {p for p in wanted if real[p]}
+    assert len(fixed) == fix.fixes > 0, (fix.commands, wanted, fixed)
+    pinged = {p for p, ok in state.real.items() if ok and p in predicted}
+    assert pinged <= {p for p, ok in real.items() if ok}, f"{fix.commands} broke a pair"
+    return _State(network, report, real)
