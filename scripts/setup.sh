@@ -5,8 +5,10 @@
 #
 # Idempotent: installs only the Debian packages that are missing, creates .venv only if it is
 # missing, and re-runs `pip install -e '.[dev,fuzz,bench,web,offload]'` only when pyproject.toml changed since the last
-# successful run. Also fetches, without installing them, Debian's kernel and busybox for the
-# kernel tests (tests/kernel/) into .cache/kernel/ and builds the guest's boot files there.
+# successful run. Links .venv/bin/wgpy and .venv/bin/wgpyd into /usr/local/bin, so that a root
+# shell, sudo and wg-quick (WG_QUICK_USERSPACE_IMPLEMENTATION=wgpyd) find them by name (see
+# scripts/link-commands.sh). Also fetches, without installing them, Debian's kernel and busybox
+# for the kernel tests (tests/kernel/) into .cache/kernel/ and builds the guest's boot files there.
 # Quiet on success; on failure the captured output of the failing step is shown.
 set -euo pipefail
 
@@ -15,7 +17,8 @@ cd -- "$ROOT"
 
 DEB_PACKAGES=(
     wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump tshark ncat procps nftables
-    # the PostUp lines of the network scenarios (tests/netns/test_net_scenarios.py)
+    # `wgpy collect` reads FORWARD and NAT rules as iptables-save prints them (test_collect.py);
+    # the network scenarios' PostUp lines run it (tests/netns/test_net_scenarios.py)
     iptables
     qemu-system-x86
     # `python3 -m venv` needs ensurepip, which Debian ships apart; pytricia (the bench extra, an
@@ -153,6 +156,9 @@ if [[ "$want" != "$have" ]] || ! .venv/bin/python -I -c 'import wgpy' >/dev/null
     quietly .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev,fuzz,bench,web,offload]'
     printf '%s\n' "$want" >"$STAMP"
 fi
+
+# `wgpy` and `wgpyd` on PATH, as the README's commands and wg-quick call them
+bash scripts/link-commands.sh /usr/local/bin
 
 log "building the kernel tests' guest files in $KERNEL_CACHE"
 quietly .venv/bin/python -m tests.kernel.image

@@ -8,6 +8,7 @@ import binascii
 import sys
 
 from wgpy import __version__, crypto
+from wgpy.exit_status import Exit, failed, run, unreadable, unreadable_interface
 
 
 def _read_key(stream: str) -> bytes:
@@ -36,8 +37,7 @@ def cmd_pubkey(_: argparse.Namespace) -> int:
     try:
         private = _read_key(sys.stdin.read())
     except ValueError as error:
-        sys.stderr.write(f"wgpy: {error}\n")
-        return 1
+        return failed(str(error))  # 1, as `wg pubkey`
     sys.stdout.write(base64.b64encode(crypto.public_key(private)).decode() + "\n")
     return 0
 
@@ -69,10 +69,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         except OSError as error:
             if not args.interface:
                 continue  # a stale or vanished socket, as `wg show` skips them
-            sys.stderr.write(
-                f"wgpy: Unable to access interface {name}: {error.strerror or error}\n"
-            )
-            return 1
+            return unreadable_interface(name, error)
         views.append(view)
     if args.json:
         import json
@@ -93,8 +90,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         sock = events.connect(args.interface, follow=args.follow, as_json=args.json)
         events.copy(args.interface, sock, sys.stdout, follow=args.follow)
     except events.EventsError as error:
-        sys.stderr.write(f"wgpy: {error}\n")
-        return 1
+        return unreadable(str(error))  # no such interface, or no event stream in it
     except BrokenPipeError:  # `wgpy events IF --follow | head`
         import os
 
@@ -111,18 +107,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
         try:
             with open(args.read, "rb") as stream:
                 capture.print_file(stream)
-        except (OSError, PcapngError) as error:
-            sys.stderr.write(f"wgpy: {args.read}: {error}\n")
-            return 2
-        return 0
+        except OSError as error:
+            return unreadable(f"{args.read}: {error.strerror or error}")
+        except PcapngError as error:
+            return unreadable(f"{args.read}: {error}")
+        return Exit.OK
     if not args.interface or not args.write:
-        sys.stderr.write("wgpy capture: give IFNAME and -w FILE, or -r FILE\n")
-        return 2
+        return unreadable("capture: give IFNAME and -w FILE, or -r FILE")
     try:
         sock = capture.connect(args.interface)
     except capture.CaptureError as error:
-        sys.stderr.write(f"wgpy: {error}\n")
-        return 1
+        return unreadable(str(error))
     try:
         with open(args.write, "wb") as out:
             packets = capture.record(
@@ -130,8 +125,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
             )
     except OSError as error:
         sock.close()
-        sys.stderr.write(f"wgpy: capture on {args.interface}: {error.strerror or error}\n")
-        return 1
+        return failed(f"capture on {args.interface}: {error.strerror or error}")
     sys.stderr.write(f"{packets} packets written to {args.write}\n")
     return 0
 
@@ -148,6 +142,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 args.interface,
                 enable_debug=args.enable_debug,
                 unthrottle=args.unthrottle,
+                trace_drops=args.trace_drops,
                 json_log=json_log,
                 metrics=args.metrics,
                 duration=args.duration,
@@ -230,12 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="lift the kernel's message rate limit (net.core.message_cost=0; restored on exit)",
     )
+    watch.add_argument(
+        "--trace-drops",
+        action="store_true",
+        help="count the drops the module neither logs nor counts (bad size, unknown index, "
+        "failed decryption, expired session) through kprobe events, for all of its "
+        "interfaces (removed on exit)",
+    )
     watch.add_argument("--log-format", choices=("text", "json"), default="text")
     watch.add_argument("--log-file", metavar="PATH", help="write the JSON log there")
     watch.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics")
     watch.add_argument("--duration", type=float, help=argparse.SUPPRESS)
     watch.set_defaults(func=cmd_watch)
     from wgpy.tools.aip_cli import add_parsers  # explain, lint, calc
+    from wgpy.tools.collect_cli import add_parser as add_collect
     from wgpy.tools.doctor_cli import add_parser as add_doctor
     from wgpy.tools.net_cli import add_parser as add_net  # net check, net trace
     from wgpy.tools.see_cli import add_parsers as add_see  # top, map, web
@@ -244,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor(sub)
     add_see(sub)
     add_net(sub)
+    add_collect(sub)
     return parser
 
 
@@ -253,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    result: int = args.func(args)
-    return result
+    return run(args.func, args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Final, TextIO
 
 from wgpy import __version__
 from wgpy.device import Device
-from wgpy.io import tun
+from wgpy.io import startup_errors, tun
 from wgpy.uapi import SOCKET_DIRECTORY, socket_path
 
 #: Like Go's listeners (net.core.somaxconn): a burst of `wg` clients must not be refused.
@@ -97,7 +97,7 @@ def create_uapi_socket(ifname: str) -> socket.socket:
             os.unlink(path)
         else:
             probe.close()
-            raise OSError(errno.EADDRINUSE, "unix socket in use")
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
         finally:
             probe.close()
     # Bound and listening under a temporary name, then renamed into place: a client that sees
@@ -210,12 +210,6 @@ def _wait_ready(read_fd: int) -> bool:
     return False
 
 
-def _metrics_error(address: str, error: Exception) -> str:
-    return (
-        f"wgpyd: metrics endpoint {address}: {error} (it listens in the daemon's network namespace)"
-    )
-
-
 def _release(path: str, inode: int | None, tun_fd: int, uapi: socket.socket) -> None:
     """Remove the UAPI socket (only if it is still the one at `inode`) and close the TUN."""
     with contextlib.suppress(OSError):
@@ -225,6 +219,14 @@ def _release(path: str, inode: int | None, tun_fd: int, uapi: socket.socket) -> 
     with contextlib.suppress(OSError):
         os.close(tun_fd)
     uapi.close()
+
+
+def _failed(message: str, readiness: Readiness | None) -> None:
+    """A failure before serving: to the waiting parent, or (without one) to stderr."""
+    if readiness is not None:
+        readiness.failed(message)
+    else:
+        sys.stderr.write(f"{message}\n")
 
 
 def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | None = None) -> int:
@@ -242,7 +244,13 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
     json_log: TextIO | None = None
     if os.environ.get(ENV_LOG_FORMAT) == "json" and _log_level() is not None:
         log_file = os.environ.get(ENV_LOG_FILE)
-        json_log = open(log_file, "a", buffering=1) if log_file else sys.stdout  # noqa: SIM115
+        try:
+            json_log = open(log_file, "a", buffering=1) if log_file else sys.stdout  # noqa: SIM115
+        except OSError as error:
+            assert log_file is not None
+            _failed(startup_errors.log_file_error(log_file, error), readiness)
+            _release(path, inode, tun_fd, uapi)
+            return 1
     collector = None
     metrics_address = os.environ.get(ENV_METRICS)
     if metrics_address:
@@ -252,12 +260,7 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
         try:
             start_server(metrics_address, registry)
         except (OSError, ValueError) as error:
-            message = _metrics_error(metrics_address, error)
-            log.error("%s", message)
-            if readiness is not None:
-                readiness.failed(message)
-            else:
-                sys.stderr.write(f"{message}\n")
+            _failed(startup_errors.metrics_error(metrics_address, error), readiness)
             _release(path, inode, tun_fd, uapi)
             return 1
     runner = DeviceRunner(
@@ -301,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     requested = positional[0]
     level = _log_level()
-    _setup_logging(requested, level)
+    try:
+        _setup_logging(requested, level)
+    except OSError as error:
+        log_file = os.environ.get(ENV_LOG_FILE, "")
+        sys.stderr.write(f"{startup_errors.log_file_error(log_file, error)}\n")
+        return 1
     set_process_name()
 
     # Fail before creating anything when the metrics endpoint cannot listen (the background
@@ -313,9 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_address(metrics_address)
         except (OSError, ValueError) as error:
-            message = _metrics_error(metrics_address, error)
-            log.error("%s", message)
-            sys.stderr.write(f"{message}\n")
+            sys.stderr.write(f"{startup_errors.metrics_error(metrics_address, error)}\n")
             return 1
 
     if foreground:
@@ -333,17 +339,15 @@ def main(argv: list[str] | None = None) -> int:
             os.set_blocking(tun_fd, False)
             ifname = tun.tun_name(tun_fd)
     except (OSError, ValueError) as error:
-        log.error("Failed to create TUN device: %s", error)
-        sys.stderr.write(f"Failed to create TUN device: {error}\n")
+        sys.stderr.write(f"{startup_errors.tun_error(requested, error)}\n")
         return 1
 
     uapi_fd = _inherited_fd(ENV_UAPI_FD)
     try:
         uapi = create_uapi_socket(ifname) if uapi_fd is None else socket.socket(fileno=uapi_fd)
     except OSError as error:
-        log.error("UAPI listen error: %s", error)
-        sys.stderr.write(f"UAPI listen error: {error}\n")
-        os.close(tun_fd)
+        os.close(tun_fd)  # before looking for the socket's holder: nothing of ours is left
+        sys.stderr.write(f"{startup_errors.uapi_error(ifname, socket_path(ifname), error)}\n")
         return 1
 
     if foreground:
@@ -375,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
             cwd="/",
         )
     except OSError as error:
-        sys.stderr.write(f"Failed to daemonize: {error}\n")
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path(ifname))
+        sys.stderr.write(f"wgpyd: cannot start the background daemon: {error.strerror or error}\n")
         return 1
     finally:
         os.close(ready_write)

@@ -2,6 +2,7 @@
 mistake, the packets it drops, what ``wgpy show`` and ``wgpy explain`` say about them, and the fix.
 
 Needs root, iproute2 (``ip``) and ``ping``; needs no configuration and takes a few seconds.
+Its text is wrapped to the terminal (``$COLUMNS``), to 80 columns when it is not one.
 Everything it creates (namespaces, veth, daemons) is removed on exit, also on Ctrl-C, unless
 ``--keep`` is given: then it is left running and the commands to explore and remove it are
 printed.
@@ -25,12 +26,15 @@ from pathlib import Path
 from typing import TextIO
 
 from wgpy import crypto
+from wgpy.exit_status import Exit
 from wgpy.io.uapi_client import uapi_set
+from wgpy.tools.termtext import fold_output, terminal_width, wrap_command, wrap_prose
 from wgpy.uapi import socket_path
 
 LISTEN_PORT = 51820
 WRONG = "10.88.0.2"  # what alice's config says bob's inner address is: the mistake
 INDENT = "    "
+MAX_WIDTH = 100  # prose is wrapped to the terminal, but lines past this are hard to read
 
 
 @dataclass
@@ -52,12 +56,16 @@ class Side:
         return b64(self.public_key)
 
 
-def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
+def _run(
+    argv: list[str], check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30, env=env)
 
 
-def _in(side: Side, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _run(["ip", "netns", "exec", side.netns, *argv], check=check)
+def _in(
+    side: Side, *argv: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return _run(["ip", "netns", "exec", side.netns, *argv], check=check, env=env)
 
 
 def b64(key: bytes) -> str:
@@ -65,9 +73,13 @@ def b64(key: bytes) -> str:
 
 
 def wgpy_command() -> str:
-    """How to call wgpy from a shell: the ``wgpy`` script beside this Python, else ``-m``."""
+    """How to call wgpy from a shell: plain ``wgpy`` when that is the script beside this Python
+    (scripts/setup.sh links it into /usr/local/bin), else that script's path, else ``-m``."""
     script = Path(sys.executable).with_name("wgpy")
     if script.exists():
+        found = shutil.which("wgpy")
+        if found is not None and os.path.realpath(found) == os.path.realpath(script):
+            return "wgpy"
         return str(script)
     return f"{shlex.quote(sys.executable)} -m wgpy.cli"
 
@@ -82,6 +94,7 @@ class Demo:
         self.b = Side("bob", f"wgpy-demo-b-{tag}", f"wgdemob{tag}", "192.0.2.2", "10.88.0.3")
         self.wgpy = wgpy_command()
         self.step = 0
+        self.width = terminal_width(out, MAX_WIDTH)
 
     # ------------------------------------------------------------------------------ output
 
@@ -89,20 +102,31 @@ class Demo:
         self.out.write(text + "\n")
         self.out.flush()
 
+    def lines(self, lines: list[str]) -> None:
+        self.say("\n".join(lines))
+
     def head(self, text: str) -> None:
         self.step += 1
-        self.say(f"\n[{self.step}] {text}")
+        self.say()
+        self.lines(wrap_prose(f"[{self.step}] {text}", self.width))
 
     def para(self, text: str) -> None:
-        for line in text.splitlines():
-            self.say(INDENT + line if line else "")
+        """Prose: each line of `text` is a paragraph or a ``- `` item, wrapped to the width."""
+        self.lines(wrap_prose(text, self.width, INDENT))
+
+    def command(self, shown: str) -> None:
+        """A command as a user would type it (continued with ``\\`` when it is too long)."""
+        self.lines(wrap_command(shown, self.width, INDENT))
 
     def shell(self, side: Side, shown: str, argv: list[str]) -> str:
         """Run wgpy in ``side``'s namespace, printing the command as a user would type it."""
-        self.say(f"{INDENT}$ {shown}")
-        result = _in(side, sys.executable, "-m", "wgpy.cli", *argv, check=False)
+        self.command(shown)
+        indent = INDENT + "  "
+        # wgpy lays its output out for COLUMNS; what is still too long is folded here
+        env = {**os.environ, "COLUMNS": str(self.width - len(indent))}
+        result = _in(side, sys.executable, "-m", "wgpy.cli", *argv, check=False, env=env)
         text = (result.stdout + result.stderr).rstrip("\n")
-        self.para("\n".join("  " + line for line in text.splitlines()))
+        self.lines(fold_output(text, self.width, indent))
         return text
 
     # ------------------------------------------------------------------------------- setup
@@ -183,16 +207,20 @@ class Demo:
 
     def run(self) -> int:
         a, b = self.a, self.b
-        self.say(
-            "wgpy demo: a WireGuard tunnel, one AllowedIPs mistake, and what wgpy says about it"
+        self.lines(
+            wrap_prose(
+                "wgpy demo: a WireGuard tunnel, one AllowedIPs mistake, and what wgpy says "
+                "about it",
+                self.width,
+            )
         )
         self.head("Two machines and the network between them")
         self.para(
             "WireGuard is a VPN: it carries IP packets between machines inside encrypted UDP "
-            "datagrams.\n"
+            "datagrams. "
             f"Two network namespaces stand in for two machines, {a.name} and {b.name}, joined "
-            f"by a\nvirtual cable. Their OUTER addresses on it are {a.outer} ({a.name}) and "
-            f"{b.outer} ({b.name}):\nWireGuard's encrypted UDP datagrams (port {LISTEN_PORT}) "
+            f"by a virtual cable. Their OUTER addresses on it are {a.outer} ({a.name}) and "
+            f"{b.outer} ({b.name}): WireGuard's encrypted UDP datagrams (port {LISTEN_PORT}) "
             "travel between these."
         )
         started = time.monotonic()
@@ -200,39 +228,49 @@ class Demo:
         self.head("A tunnel: wgpyd on each machine")
         self.para(
             f"Each runs wgpyd, which creates a tunnel interface ({a.ifname} on {a.name}, "
-            f"{b.ifname} on {b.name})\nwith an INNER address: {a.inner} for {a.name}, "
-            f"{b.inner} for {b.name}. Programs use inner addresses: a\n"
+            f"{b.ifname} on {b.name}) with an INNER address: {a.inner} for {a.name}, "
+            f"{b.inner} for {b.name}. Programs use inner addresses: a "
             f"ping from {a.name} to {b.inner} enters {a.name}'s tunnel interface, is encrypted, "
-            f"and leaves as a\nUDP datagram from {a.outer} to {b.outer}; {b.name}'s wgpyd "
-            "decrypts it and hands the inner packet on.\n"
+            f"and leaves as a UDP datagram from {a.outer} to {b.outer}; {b.name}'s wgpyd "
+            "decrypts it and hands the inner packet on. "
             f"(wgpyd started in {time.monotonic() - started:.1f} s.)"
         )
         self.head("AllowedIPs, and the mistake")
         self.para(
             "Each side knows the other as a peer: a public key, an endpoint (outer address and "
-            "port) and\nAllowedIPs, the inner addresses that belong to that peer. AllowedIPs "
+            "port) and AllowedIPs, the inner addresses that belong to that peer. AllowedIPs "
             "works both ways:\n"
             "  - sending: a packet to one of them is encrypted for that peer (to no peer: "
             "dropped);\n"
             "  - receiving: a packet decrypted with that peer's key is accepted only if its "
-            "inner source\n"
-            "    is one of them (anything else is dropped, even though it decrypted fine).\n"
+            "inner source is one of them (anything else is dropped, even though it decrypted "
+            "fine).\n"
             f"The mistake: {a.name}'s config says {b.name} is {WRONG}, but {b.name}'s inner "
-            f"address is {b.inner}.\n"
-            f"  {a.name}: [Peer] {b.name}  PublicKey = {b.key}\n"
-            f"                Endpoint = {b.outer}:{LISTEN_PORT}  AllowedIPs = {WRONG}/32   "
-            f"<- should be {b.inner}/32\n"
-            f"  {b.name}:   [Peer] {a.name}  PublicKey = {a.key}\n"
-            f"                Endpoint = {a.outer}:{LISTEN_PORT}  AllowedIPs = {a.inner}/32"
+            f"address is {b.inner}."
         )
+        # the two [Peer] sections, a setting a line: the settings aligned under the first one
+        # where that fits (it does at 80 columns, with a 44-character key), else indented two
+        wrong = f"AllowedIPs = {WRONG}/32   <- should be {b.inner}/32"
+        pad = " " * max(len(f"{a.name}: [Peer] {b.name}  "), len(f"{b.name}: [Peer] {a.name}  "))
+        if len(INDENT + pad + wrong) > self.width:
+            pad = "  "
+        snippet = [
+            f"{a.name}: [Peer] {b.name}  PublicKey = {b.key}",
+            f"{pad}Endpoint = {b.outer}:{LISTEN_PORT}",
+            f"{pad}{wrong}",
+            f"{b.name}: [Peer] {a.name}  PublicKey = {a.key}",
+            f"{pad}Endpoint = {a.outer}:{LISTEN_PORT}",
+            f"{pad}AllowedIPs = {a.inner}/32",
+        ]
+        self.lines(fold_output("\n".join(snippet), self.width, INDENT))
 
         self.head("What the mistake does to traffic")
         sent, received, _ = self.ping(b, a.inner)
         broken_in = received == 0
         self.para(
             f"{b.name} pings {a.name} ({a.inner}): {received}/{sent} replies. The handshake "
-            f"works and {a.name} decrypts\n{b.name}'s packets, but their inner source "
-            f"{b.inner} is not in {b.name}'s AllowedIPs on {a.name}:\n"
+            f"works and {a.name} decrypts {b.name}'s packets, but their inner source "
+            f"{b.inner} is not in {b.name}'s AllowedIPs on {a.name}: "
             f"{a.name} drops every one (reason disallowed_source)."
         )
         sent, received, note = self.ping(a, b.inner, count=1)
@@ -241,8 +279,8 @@ class Demo:
             f"{a.name} pings {b.name} ({b.inner}): "
             + (
                 "Destination Host Unreachable. No peer of "
-                f"{a.name} has {b.inner} in its AllowedIPs,\nso wgpyd does not know whom to "
-                "encrypt for: it drops the packet (reason no_peer) and answers\nwith ICMP "
+                f"{a.name} has {b.inner} in its AllowedIPs, so wgpyd does not know whom to "
+                "encrypt for: it drops the packet (reason no_peer) and answers with ICMP "
                 "unreachable, as the kernel module does."
                 if note == "unreachable"
                 else f"{received}/{sent} replies, no ICMP unreachable came back."
@@ -250,7 +288,7 @@ class Demo:
         )
         self.para(
             "The kernel module and wireguard-go drop such packets silently or as bare error "
-            "counts. wgpy\nsays which peer, which reason, which addresses:"
+            "counts. wgpy says which peer, which reason, which addresses:"
         )
         self.head(f"`wgpy show` on {a.name}: the drops, per peer and reason")
         shown = self.shell(a, f"wgpy show {a.ifname}", ["show", a.ifname])
@@ -269,10 +307,8 @@ class Demo:
         )
 
         self.head(f"The fix: {b.name}'s AllowedIPs on {a.name} becomes {b.inner}/32")
-        self.para(
-            f"$ wg set {a.ifname} peer {b.key} allowed-ips {b.inner}/32\n"
-            "(the demo sends the same request to wgpyd's UAPI socket, as `wg` does)"
-        )
+        self.command(f"wg set {a.ifname} peer {b.key} allowed-ips {b.inner}/32")
+        self.para("(the demo sends the same request to wgpyd's UAPI socket, as `wg` does)")
         uapi_set(
             a.ifname,
             [
@@ -312,26 +348,39 @@ class Demo:
             self.print_keep()
         else:
             self.para("Everything is removed now. `wgpy demo --keep` leaves it running to explore.")
-        return 0 if ok else 1
+        return Exit.OK if ok else Exit.FAILED
 
     def print_keep(self) -> None:
         a, b = self.a, self.b
         wgpy = self.wgpy
         pids = " ".join(str(s.process.pid) for s in (a, b) if s.process is not None)
+
+        def commands(*lines: str) -> None:
+            for line in lines:
+                self.lines(wrap_command(line, self.width, INDENT, prompt="  "))
+
+        self.para("Left running (--keep). To explore:")
+        commands(
+            f"{wgpy} show {a.ifname}",
+            f"{wgpy} show {b.ifname}",
+            f"ip netns exec {a.netns} {wgpy} explain {a.ifname} to {b.inner}",
+            f"wg show {a.ifname}",
+        )
+        self.para("(the standard wg tool works too). Capture while pinging in another shell:")
+        commands(
+            f"{wgpy} capture {a.ifname} -w demo.pcapng -t 10",
+            f"ip netns exec {b.netns} ping {a.inner}",
+            f"ip netns exec {a.netns} ping {b.inner}",
+        )
         self.para(
-            "Left running (--keep). To explore:\n"
-            f"  {wgpy} show {a.ifname}\n"
-            f"  {wgpy} show {b.ifname}\n"
-            f"  ip netns exec {a.netns} {wgpy} explain {a.ifname} to {b.inner}\n"
-            f"  {wgpy} capture {a.ifname} -w demo.pcapng -t 10     "
-            "# meanwhile, ping in another shell:\n"
-            f"  ip netns exec {b.netns} ping {a.inner}\n"
-            f"  ip netns exec {a.netns} ping {b.inner}\n"
-            f"  wg show {a.ifname}                                 "
-            "# the standard wg tool works too\n"
             f"The daemons' logs are in {self.tmp}. To remove it all (SIGTERM makes a wgpyd "
-            "delete its\ninterface and socket; each namespace goes with its last process):\n"
-            f"  kill {pids}; ip netns del {a.netns}; ip netns del {b.netns}; rm -rf {self.tmp}"
+            "delete its interface and socket; each namespace goes with its last process):"
+        )
+        commands(
+            f"kill {pids}",
+            f"ip netns del {a.netns}",
+            f"ip netns del {b.netns}",
+            f"rm -rf {self.tmp}",
         )
 
     def cleanup(self) -> None:
@@ -350,13 +399,13 @@ class Demo:
 def run_demo(out: TextIO = sys.stdout, keep: bool = False) -> int:
     if os.geteuid() != 0:
         out.write("wgpy demo needs root (network namespaces and TUN devices)\n")
-        return 2
+        return Exit.FAILED
     for tool in ("ip", "ping"):
         if shutil.which(tool) is None:
             out.write(f"wgpy demo needs `{tool}` (Debian: iproute2, iputils-ping)\n")
-            return 2
+            return Exit.FAILED
     demo = Demo(out, keep=keep)
-    status = 1
+    status: int = Exit.FAILED
     finished = False  # run() returned: with --keep, everything is left as printed
     try:
         status = demo.run()

@@ -132,6 +132,32 @@ DROP_REASON_HELP: dict[DropReason, str] = {
 }
 
 
+#: Drops of outgoing packets (TUN → network), explained by where they go: their inner
+#: *destination* is the address to show first (no_peer: the destination no peer's
+#: AllowedIPs holds). Every other drop with inner addresses is of an incoming packet, explained
+#: by where it comes from: its *source* first (disallowed_source: the source the peer may
+#: not use). Datagram-level drops have no inner addresses.
+EXPLAINED_BY_DESTINATION: frozenset[DropReason] = frozenset(
+    {
+        DropReason.NO_PEER,
+        DropReason.NO_ENDPOINT,
+        DropReason.NO_IDENTITY,
+        DropReason.INVALID_PEER_KEY,
+        DropReason.STAGED_OVERFLOW,
+        DropReason.HANDSHAKE_TIMEOUT,
+        DropReason.INTERFACE_DOWN,
+        DropReason.SEND_FAILED,
+        DropReason.BAD_OFFLOAD,
+    }
+)
+
+
+def explaining_address(reason: str) -> str:
+    """``"destination"`` or ``"source"``: the inner address that explains a drop of this
+    reason (see :data:`EXPLAINED_BY_DESTINATION`), which the tools show first."""
+    return "destination" if reason in EXPLAINED_BY_DESTINATION else "source"
+
+
 class Direction(enum.StrEnum):
     OUTGOING = "out"  # TUN → network
     INCOMING = "in"  # network → TUN

@@ -12,6 +12,7 @@ import json
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -38,7 +39,7 @@ WRONG_PORT: Final = 51899
 
 def _doctor(node: WgNode, *extra: str, secrets: tuple[str, ...] = ()) -> tuple[int, Any]:
     result = node.ns.run(
-        sys.executable, "-m", "wgpy.cli", "doctor", node.ifname, "--json", *extra, check=False
+        sys.executable, "-m", "wgpy.cli", "doctor", node.ifname, *extra, "--json", check=False
     )
     assert result.returncode in (0, 1), (result.returncode, result.stdout, result.stderr)
     for secret in (node.private_key, *secrets):
@@ -135,7 +136,7 @@ def test_wrong_endpoint_port_never_completes_a_handshake(
 
 def test_destination_routed_in_but_held_by_no_peer(netns_factory: Callable[[], Netns]) -> None:
     topo = _topology(netns_factory)
-    a = topo.a
+    a, b = topo.a, topo.b
 
     def no_peer() -> dict[str, Any] | None:
         assert not _pings(a.ns, NOBODY)
@@ -149,6 +150,22 @@ def test_destination_routed_in_but_held_by_no_peer(netns_factory: Callable[[], N
     assert finding["severity"] == "warning" and finding["peer"] is None, finding
     assert f"ip route get {NOBODY}: dev {a.ifname}" in finding["evidence"], finding
     assert f"routed into {a.ifname}" in finding["message"], finding
+    # A's only peer is B, and NOBODY is in A's own 10.100.0.0/24: B, as A's hub, gets the
+    # subnet (replacing the /32 it covers), named by its key with its real list
+    assert (
+        f"{NOBODY} is in {a.ifname}'s own subnet 10.100.0.0/24 (its Address)"
+        in (finding["evidence"])
+    ), finding
+    subnet, host = finding["commands"]
+    prefix = f"wg set {a.ifname} peer {b.public_key} allowed-ips "
+    assert subnet == prefix + "fd00:100::2/128,10.100.0.0/24", finding
+    assert host == prefix + f"10.100.0.2/32,fd00:100::2/128,{NOBODY}/32", finding
+    wg(a.ns, *shlex.split(subnet)[1:])
+    _pings(a.ns, NOBODY)  # now sent to B (which has no such address)
+    _status, after = _doctor(a)
+    assert not _with_code(after, "no-peer"), after
+    (fixed,) = _with_code(after, "no-peer-fixed")
+    assert fixed["peer"] == b.public_key and "10.100.0.0/24" in fixed["message"], fixed
 
 
 def test_unreadable_interface_exits_2(netns_factory: Callable[[], Netns]) -> None:
@@ -241,3 +258,30 @@ def test_mtu_larger_than_the_underlay_allows_and_its_fix(
     a.ns.run(*shlex.split(command))
     status, findings = _doctor(a)
     assert status == 0 and not _with_code(findings, "mtu-too-large"), findings
+
+
+def test_keepalive_advice_knows_the_peers_side_from_its_snapshot(
+    netns_factory: Callable[[], Netns], tmp_path: Path
+) -> None:
+    """B's endpoint is a private address and A keeps no keepalive for it: from A alone doctor
+    says what it cannot see (no blind command); given B's `wg showconf` snapshot, in which B
+    keeps the tunnel alive itself, there is nothing to recommend."""
+    topo = _topology(netns_factory)
+    a, b = topo.a, topo.b
+    wait_for(lambda: _pings(a.ns, b.tunnel4), 30, 0.2, what="a ping through the tunnel")
+    _status, findings = _doctor(a)
+    (blind,) = _with_code(findings, "keepalive-nat")
+    assert blind["peer"] == b.public_key and "cannot see the peer's side" in blind["message"]
+    assert blind["commands"] == [] and "PEER.conf" in blind["fix"], blind
+    wg(b.ns, "set", b.ifname, "peer", a.public_key, "persistent-keepalive", "25")
+    snapshot = tmp_path / f"{b.ifname}.conf"
+    snapshot.write_text(wg(b.ns, "showconf", b.ifname))
+    status, findings = _doctor(a, str(snapshot), secrets=(b.private_key,))
+    assert status == 0 and not _with_code(findings, "keepalive-nat"), findings
+    # B without its keepalive, and an Endpoint for A: B connects, so the fix goes on B's side
+    wg(b.ns, "set", b.ifname, "peer", a.public_key, "persistent-keepalive", "0")
+    snapshot.write_text(wg(b.ns, "showconf", b.ifname))
+    _status, findings = _doctor(a, str(snapshot), secrets=(b.private_key,))
+    (placed,) = _with_code(findings, "keepalive-nat")
+    (command,) = placed["commands"]
+    assert command.startswith(f"wg set {b.ifname} peer {a.public_key} persistent-keepalive 25")

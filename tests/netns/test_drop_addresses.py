@@ -172,7 +172,7 @@ def test_events_without_wgpyd(netns_factory: Callable[[], Netns]) -> None:
     start_wireguard_go(ns, ifname)
     for argv in (("events", "nosuch0"), ("events", ifname), ("events", ifname, "--follow")):
         result = ns.run(sys.executable, "-m", "wgpy.cli", *argv, check=False)
-        assert result.returncode == 1, (argv, result.stdout)
+        assert result.returncode == 2, (argv, result.stdout)  # its input cannot be read
         assert result.stdout == "", argv
         if argv[1] == "nosuch0":
             assert "Unable to access interface nosuch0" in result.stderr, result.stderr

@@ -204,7 +204,7 @@ def test_map_of_a_live_interface_shows_its_address_and_routes(setup: Setup) -> N
     assert "route 10.101.0.0/24 into the interface" in titles  # the kernel's connected route
     assert f"{PEER_TUNNEL}/32: peer (no # Name) ({setup.core.public_b64})" not in titles
     assert (
-        f"{PEER_TUNNEL}/32: peer {setup.core.public_b64[:8]}… ({setup.core.public_b64})" in titles
+        f"{PEER_TUNNEL}/32: peer {setup.core.public_b64[:10]}… ({setup.core.public_b64})" in titles
     )
     for secret in secrets_of(setup):
         assert secret not in svg
@@ -261,8 +261,26 @@ def test_web_page_in_chromium(spoofing: Setup) -> None:
                         bodies.append(response.text())
 
                 page.on("response", keep)
+                # nothing the page asks for may fail (a missing favicon is a 404 in the console)
+                failures: list[str] = []
+                page.on(
+                    "response",
+                    lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+                )
+                page.on(
+                    "console",
+                    lambda m: failures.append(f"console: {m.text}") if m.type == "error" else None,
+                )
                 page.goto(url)
                 page.wait_for_selector(f"#peers tr.peer:has-text('{core}')", timeout=15000)
+                # no --names: the peer is labelled by its short key, as wgpy top shows it
+                label = page.locator("#peers tr.peer td").first.inner_text()
+                assert label.splitlines()[0] == core[:10] + "…", label
+                icon = page.evaluate(
+                    "async () => (await fetch(document.querySelector('link[rel=icon]').href))"
+                    ".headers.get('content-type')"
+                )
+                assert icon.startswith("image/svg+xml"), icon
                 row = page.locator("#drops tr.drop", has_text="disallowed_source")
                 row.wait_for(timeout=15000)
                 assert SPOOFED[0] in row.inner_text()
@@ -294,6 +312,7 @@ def test_web_page_in_chromium(spoofing: Setup) -> None:
                     "() => document.getElementById('map').naturalWidth > 0", timeout=15000
                 )
                 page.screenshot(path=str(artifacts() / "wgpy-web.png"), full_page=True)
+                assert not failures, failures
             finally:
                 browser.close()
     finally:

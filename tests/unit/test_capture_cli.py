@@ -15,7 +15,7 @@ def test_capture_names_the_missing_interface(
 ) -> None:
     name = f"nosuch{secrets.token_hex(3)}"
     out = tmp_path / "out.pcapng"
-    assert main(["capture", name, "-w", str(out)]) == 1
+    assert main(["capture", name, "-w", str(out)]) == 2  # could not read its input
     err = capsys.readouterr().err
     assert err.startswith(f"wgpy: Unable to access interface {name}: no wgpyd socket "), err
     assert f"/{name}.sock" in err and "No such file or directory" not in err

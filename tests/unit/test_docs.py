@@ -2,8 +2,9 @@
 
 Scope (README.md and every page under docs/):
 
-* every ```python block of a page runs, in order, in one namespace per page (so a later block
-  may use what an earlier one defined); ```text blocks are not code;
+* every ```python block runs on its own, as printed: in a fresh namespace and a fresh temporary
+  directory, so a reader can paste any one example alone (none may lean on an earlier block's
+  names or files); ```text blocks are not code;
 * every command of a shell block (no language, or sh/bash/shell/console):
   - its program must exist: on PATH (after the repository's .venv/bin), or as a file of the
     repository when it is a path (``.venv/bin/wgpy``, ``bash scripts/setup.sh``);
@@ -90,8 +91,8 @@ def split_commands(line: str) -> list[list[str]]:
     return [c for c in commands if c]
 
 
-def python_pages() -> list[Path]:
-    return [p for p in PAGES if any(b.lang in {"python", "py"} for b in blocks(p))]
+def python_blocks() -> list[Block]:
+    return [b for page in PAGES for b in blocks(page) if b.lang in {"python", "py"}]
 
 
 def shell_commands() -> list[tuple[Block, str]]:
@@ -105,24 +106,23 @@ def shell_commands() -> list[tuple[Block, str]]:
 
 
 def test_the_docs_have_examples() -> None:
-    assert REPO / "docs" / "library.md" in python_pages()
+    assert any(b.page == REPO / "docs" / "library.md" for b in python_blocks())
     assert len(shell_commands()) >= 5
 
 
-@pytest.mark.parametrize("page", python_pages(), ids=lambda p: str(p.relative_to(REPO)))
-def test_python_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("block", python_blocks(), ids=lambda b: b.where())
+def test_python_example_runs_alone(
+    block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One block, nothing else: its own namespace, its own empty working directory."""
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    for block in blocks(page):
-        if block.lang not in {"python", "py"}:
-            continue
-        code = compile(block.text, block.where(), "exec")
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            try:
-                exec(code, namespace)
-            except Exception as error:
-                pytest.fail(f"example at {block.where()} failed: {error!r}")
+    code = compile(block.text, block.where(), "exec")
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            exec(code, namespace)
+        except Exception as error:
+            pytest.fail(f"example at {block.where()}, run on its own, failed: {error!r}")
 
 
 def _program_ok(argv: list[str]) -> str | None:

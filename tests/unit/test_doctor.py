@@ -279,15 +279,17 @@ def test_roaming_without_keepalive_is_a_warning() -> None:
     (finding,) = [f for f in findings if f.code == "keepalive-roaming"]
     assert finding.severity == "warning" and finding.peer == P1
     assert "198.51.100.7:40000 → 198.51.100.7:40111" in finding.evidence[0]
-    assert finding.commands == [f"wg set wg0 peer {P1} persistent-keepalive 25"]
-    assert finding.config[0].startswith("PersistentKeepalive = 25")
+    # one side only: whether the peer keeps the tunnel alive itself is not visible here, so
+    # doctor says so rather than recommending a keepalive on this side
+    assert "cannot see" in finding.message and finding.commands == [] and finding.config == []
+    assert finding.fix is not None and "PEER.conf" in finding.fix
     kept = _view(
         _peer(P1, "10.0.0.2/32", endpoint="198.51.100.7:40111", persistent_keepalive=25), drops={}
     )
     assert "keepalive-roaming" not in _codes(diagnose(Facts(kept, NOW, before, 10.0, None)))
 
 
-def test_private_endpoint_without_keepalive_is_info() -> None:
+def test_private_endpoint_without_keepalive_is_info() -> None:  # one side only
     view = _view(
         _peer(P1, "10.0.0.2/32", endpoint="192.168.1.20:51820"),
         _peer(P2, "10.0.0.3/32", endpoint="100.64.3.4:51820", persistent_keepalive=25),
@@ -303,3 +305,143 @@ def test_kernel_interface_without_a_watch_says_to_start_one() -> None:
     view.kernel = {"watch": False, "link_counters": {}}
     (finding,) = [f for f in diagnose(Facts(view, NOW)) if f.code == "no-drop-counters"]
     assert "wgpy watch wg0" in finding.message and finding.fix is not None
+
+
+def _no_peer_finding(view: InterfaceView, address: str, **kw: object) -> Finding:
+    view.drops = {(None, "no_peer"): 3}
+    view.destinations[(None, "no_peer")] = [AddressCount(address, 3)]
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), **kw))  # type: ignore[arg-type]
+    (finding,) = [f for f in findings if f.code == "no-peer"]
+    return finding
+
+
+def test_no_peer_with_one_peer_names_it_and_its_list() -> None:
+    """One peer and a destination outside the interface's subnet: the fix adds it to that
+    peer, with its real key and current list (no PEER or CURRENT placeholder)."""
+    view = _view(_peer(P1, "10.0.0.2/32", "fd00::2/128"))
+    finding = _no_peer_finding(view, "192.168.9.4", addresses=["10.0.0.1/24"])
+    assert finding.commands == [
+        f"wg set wg0 peer {P1} allowed-ips 10.0.0.2/32,fd00::2/128,192.168.9.4/32"
+    ]
+    assert finding.config[0].startswith("AllowedIPs = 10.0.0.2/32, fd00::2/128, 192.168.9.4/32")
+    assert finding.fix is not None and P1 in finding.fix and "only peer" in finding.fix
+    assert "PEER" not in " ".join(finding.commands) and "CURRENT" not in " ".join(finding.config)
+
+
+def test_no_peer_in_the_subnet_of_a_spoke_gives_its_hub_the_subnet() -> None:
+    """A spoke (one peer, the hub, holding 10.0.0.1/32) pinging another spoke 10.0.0.3 of its
+    own Address subnet: the hub should carry the whole subnet, which replaces the /32s it
+    covers; the /32 alone is the alternative."""
+    view = _view(_peer(P1, "10.0.0.1/32", "fd00::1/128"))
+    finding = _no_peer_finding(view, "10.0.0.3", addresses=["10.0.0.2/24", "fd00::2/64"])
+    assert finding.commands[0] == f"wg set wg0 peer {P1} allowed-ips fd00::1/128,10.0.0.0/24"
+    assert (
+        finding.commands[1]
+        == f"wg set wg0 peer {P1} allowed-ips 10.0.0.1/32,fd00::1/128,10.0.0.3/32"
+    )
+    assert finding.config[0].startswith("AllowedIPs = fd00::1/128, 10.0.0.0/24")
+    assert finding.fix is not None and "10.0.0.0/24" in finding.fix and "hub" in finding.fix
+
+
+def test_no_peer_in_the_subnet_of_a_hub_says_both_and_why() -> None:
+    """Several peers holding one address each (a hub's layout): the destination is most likely
+    a spoke this interface does not know yet (its /32 on that spoke's [Peer]); if this
+    interface is a spoke of a mesh whose hub is among the peers, the hub wants the subnet.
+    doctor cannot tell which from the interface: it says both, and why."""
+    view = _view(_peer(P1, "10.0.0.2/32"), _peer(P2, "10.0.0.3/32"))
+    finding = _no_peer_finding(view, "10.0.0.9", addresses=["10.0.0.1/24"])
+    assert finding.commands == [
+        "wg set wg0 peer SPOKE allowed-ips CURRENT,10.0.0.9/32   # on a hub: the spoke using "
+        "10.0.0.9",
+        "wg set wg0 peer HUB allowed-ips CURRENT,10.0.0.0/24   # on a spoke: its hub",
+    ]
+    assert finding.fix is not None
+    assert "10.0.0.9/32" in finding.fix and "10.0.0.0/24" in finding.fix
+    assert "cannot tell" in finding.fix
+
+
+def test_no_peer_with_unknown_addresses_says_both() -> None:
+    """The interface's addresses could not be read (another namespace): with one peer the
+    /32 is given, and the subnet named as the fix if the destination is in the tunnel's own
+    subnet."""
+    view = _view(_peer(P1, "10.0.0.1/32"))
+    finding = _no_peer_finding(view, "10.0.0.3")
+    assert finding.commands == [f"wg set wg0 peer {P1} allowed-ips 10.0.0.1/32,10.0.0.3/32"]
+    assert finding.fix is not None and "could not read" in finding.fix and "subnet" in finding.fix
+
+
+def test_lint_findings_carry_lints_own_fix() -> None:
+    """Inside doctor a lint finding's fix is lint's own fix text, not a pointer to lint."""
+    text = (
+        "[Interface]\nPrivateKey = " + "E" * 43 + "=\nTable = off\n"
+        "[Peer]\nPublicKey = " + _public(1) + "\nAllowedIPs = 0.0.0.0/0\n"
+        "[Peer]\nPublicKey = " + _public(2) + "\nAllowedIPs = 10.0.0.0/8\nFooBar = 1\n"
+    )
+    findings = from_lint(lint([parse_config(text, "wg0.conf")]))
+    by_code = {f.code: f for f in findings}
+    half = by_code["lint-half-default"]
+    assert half.message == "0.0.0.0/0 without ::/0: IPv6 traffic bypasses the tunnel"
+    assert half.fix == "add ::/0 to send it through, or block it"
+    assert by_code["lint-no-route"].fix is not None
+    assert "PostUp = ip route add 10.0.0.0/8 dev %i" in by_code["lint-no-route"].fix
+    assert by_code["lint-unknown-key"].fix is not None
+    for finding in findings:
+        assert finding.fix and "see `wgpy lint`" not in finding.fix, finding
+
+
+def _spoke_file(tmp: Path, name: str, keepalive: int | None, endpoint: bool = True) -> Path:
+    """A spoke's config with a [Peer] for the hub (wg0's key "C...=") as given."""
+    private = base64.b64encode(crypto.clamp(bytes([5]) * 32)).decode()
+    lines = ["[Interface]", f"PrivateKey = {private}", "Address = 10.0.0.2/24", "[Peer]"]
+    lines += ["PublicKey = " + "C" * 43 + "=", "AllowedIPs = 10.0.0.0/24"]
+    if endpoint:
+        lines.append("Endpoint = 192.0.2.1:51820")
+    if keepalive is not None:
+        lines.append(f"PersistentKeepalive = {keepalive}")
+    path = tmp / f"{name}.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_keepalive_advice_with_the_peers_own_config(tmp_path: Path) -> None:
+    """A hub sees spokes at private addresses without a keepalive of its own: with a spoke's
+    config doctor knows whether the spoke keeps the tunnel alive itself (nothing to do) or
+    should (the fix goes in the spoke's file, on the side behind NAT, not on the hub)."""
+    from wgpy.config import load
+    from wgpy.tools.doctor import peer_sides
+
+    spoke = _public(5)
+    view = _view(_peer(spoke, "10.0.0.2/32", endpoint="192.168.1.20:40000"), drops={})
+    alive = peer_sides(view, [load(_spoke_file(tmp_path, "alive", 25))])
+    assert set(alive) == {spoke}
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), peer_sides=alive))
+    assert "keepalive-nat" not in _codes(findings), findings
+    idle = peer_sides(view, [load(_spoke_file(tmp_path, "idle", None))])
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), peer_sides=idle))
+    (finding,) = [f for f in findings if f.code == "keepalive-nat"]
+    assert "idle.conf" in " ".join(finding.config) and finding.config[0].startswith(
+        "PersistentKeepalive = 25"
+    )
+    assert finding.commands == [
+        f"wg set idle peer {'C' * 43}= persistent-keepalive 25   # on the peer "
+        f"({tmp_path / 'idle.conf'})"
+    ]
+    # a peer whose own config has no Endpoint for this side waits: the keepalive is this side's
+    waiting = peer_sides(view, [load(_spoke_file(tmp_path, "waits", None, endpoint=False))])
+    findings = diagnose(Facts(view, NOW, routes=_routes(view), peer_sides=waiting))
+    (finding,) = [f for f in findings if f.code == "keepalive-nat"]
+    assert finding.commands == [f"wg set wg0 peer {spoke} persistent-keepalive 25"]
+    # without it: what doctor cannot see, and no blind recommendation
+    (blind,) = [
+        f for f in diagnose(Facts(view, NOW, routes=_routes(view))) if f.code == "keepalive-nat"
+    ]
+    assert "cannot see" in blind.message and blind.commands == []
+
+
+def test_drop_evidence_lists_what_explains_the_reason_first() -> None:
+    """Outgoing packets dropped waiting for a handshake are explained by where they went."""
+    view = _view(_peer(P1, "10.0.0.2/32"), drops={(P1, "handshake_timeout"): 4})
+    view.sources[(P1, "handshake_timeout")] = [AddressCount("10.0.0.1", 4)]
+    view.destinations[(P1, "handshake_timeout")] = [AddressCount("10.0.0.2", 4)]
+    (finding,) = [f for f in diagnose(Facts(view, NOW)) if f.code == "drop-handshake_timeout"]
+    assert finding.evidence[1:] == ["top destinations: 10.0.0.2 ×4", "top sources: 10.0.0.1 ×4"]

@@ -94,3 +94,55 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     assert ranks == [2, 3, 1]
     assert layer_of("wgpy.device") == "core" and layer_of("wgpy.daemon") == "faces"
     assert layer_of("wgpy.aio") == "io" and layer_of("wgpy") == "faces"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in sources():
+        source = module_name(path)
+        targets = {t for _, t in imported_modules(path) if t != source and t != "wgpy"}
+        graph[source] = {t for t in targets if not t.startswith(source + ".")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles_among_tools() -> None:
+    """The tools import one another one way (issue 23 ended the see_cli ↔ web circle)."""
+    graph = _import_graph()
+    circles = [c for c in _cycles(graph) if any(m.startswith("wgpy.tools") for m in c)]
+    assert circles == []
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]

@@ -239,7 +239,8 @@ def test_cli_exit_status_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[
             "line": 8,
             "severity": "warning",
             "code": "host-bits",
-            "message": out[0]["message"],
+            "message": "10.0.5.7/24 has host bits set: it means 10.0.5.0/24",
+            "fix": "write 10.0.5.0/24 if that is meant, or the single address as /32",
         }
     ]
     assert main(["lint", str(bad)]) == 1
@@ -288,3 +289,21 @@ def test_unknown_key_did_you_mean() -> None:
     assert "x.conf:9: error: unknown key 'Allowed IPs' (did you mean AllowedIPs?)" in texts[1]
     misplaced = iface("AllowedIPs = 10.0.0.0/8\n")
     assert any("it belongs in a [Peer] section" in str(f) for f in findings(misplaced))
+
+
+def test_every_finding_says_what_to_change() -> None:
+    """Each finding carries its fix apart from the problem (``wgpy doctor`` shows it as the
+    finding's fix), and the text line gives both."""
+    text = (
+        iface("Table = off\nListen_Port = 1\n")
+        + peer(A_PUB, "10.0.5.7/24, 0.0.0.0/0")
+        + peer(A_PUB, "10.0.5.0/24")
+        + "[Peer]\nAllowedIPs = 10.9.0.0/16\n"
+    )
+    found = findings(text)
+    assert {f.code for f in found} >= {"host-bits", "half-default", "duplicate-public-key"}
+    for finding in found:
+        assert finding.fix, finding
+        assert str(finding).endswith(f"; fix: {finding.fix} [{finding.code}]")
+    (half,) = [f for f in found if f.code == "half-default"]
+    assert "(add" not in half.message and half.fix == "add ::/0 to send it through, or block it"

@@ -121,3 +121,11 @@ def test_latest_handshake_says_now_as_wg_does() -> None:
     assert "  latest handshake: Now\n" in render_text(shown, now=1000.4)
     assert "  latest handshake: 5 seconds ago\n" in render_text(shown, now=1005)
     assert "System clock wound backward" in render_text(shown, now=990)
+
+
+def test_each_reason_lists_what_explains_it_first() -> None:
+    """no_peer drops are explained by their destinations (listed before the sources);
+    disallowed_source drops by their sources."""
+    flat = " ".join(printed(view(), 80).split())
+    assert flat.index("to: 10.100.0.77 ×3") < flat.index("from: 10.100.0.1 ×3")
+    assert flat.index("from: 10.100.0.99") < flat.index("to: 10.100.0.1 ×1234567")

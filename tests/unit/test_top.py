@@ -99,3 +99,41 @@ def test_not_a_wgpyd_and_a_kernel_without_watch_say_so() -> None:
     assert "not a wgpyd interface" in render_frame(before, after)
     after.view.kernel = {"watch": False, "link_counters": {}}
     assert "need a running `wgpy watch wg0`" in render_frame(before, after)
+
+
+def test_each_reason_shows_what_explains_it_first_at_80_columns() -> None:
+    """no_peer drops are outgoing packets that no peer takes: their destinations explain them,
+    so at 80 columns the destinations show even when the sources are known too;
+    disallowed_source drops are explained by their sources."""
+    before, after = readings()
+    for reading in (before, after):
+        reading.view.sources[(None, "no_peer")] = [
+            AddressCount("10.100.0.1", 3),
+            AddressCount("10.100.0.5", 1),
+        ]
+        reading.view.destinations[(ALICE, "disallowed_source")] = [AddressCount("10.100.0.1", 5)]
+    frame = render_frame(before, after, names={ALICE: "alice"})
+    (no_peer,) = [line for line in frame.splitlines() if "no_peer" in line]
+    assert no_peer.split("no_peer", 1)[1].split() == ["to", "10.200.0.1×4", "+2"]
+    wide = render_frame(before, after, names={ALICE: "alice"}, width=120)
+    (no_peer,) = [line for line in wide.splitlines() if "no_peer" in line]
+    assert no_peer.endswith("no_peer              to 10.200.0.1×4; from 10.100.0.1×3, 10.100.0.5×1")
+    (spoofed,) = [line for line in frame.splitlines() if "disallowed_source" in line]
+    assert spoofed.endswith("from 10.100.0.99×30 +2")
+
+
+def test_once_prints_no_key_hint() -> None:
+    """``--once`` prints one frame and leaves: there is nothing to quit, so no "q: quit"."""
+    import io
+
+    from wgpy.tools.top import once
+
+    first, second = readings()
+    pending = [first, second]
+    out = io.StringIO()
+    once(lambda: pending.pop(0), 0.0, out, {ALICE: "alice"})
+    frame = out.getvalue()
+    assert frame.startswith("wgpy top wg0: 2 peers") and "no_peer" in frame
+    assert "q: quit" not in frame and "quit" not in frame.splitlines()[-1]
+    # the interactive frame keeps its hint
+    assert render_frame(first, second).splitlines()[-1] == "q: quit"

@@ -94,3 +94,53 @@ def test_interface_level_drops_and_not_drops() -> None:
     no_peer_entry = {"peer": None, "reason": "no_peer", "count": 1, "destinations": destinations}
     assert no_peer_entry in stats["drops"]
     assert stats["unrecognised"] == [{"text": odd.text, "count": 1}]
+
+
+def test_traced_drops_say_not_visible_without_trace_drops() -> None:
+    from wgpy.tools.watch import TracedDrops, WatchOptions
+
+    said: list[str] = []
+    traced = TracedDrops()
+    traced.start(WatchOptions("wg0", say=said.append))
+    state = traced.state()
+    assert [e["reason"] for e in state["drops"]] == [
+        "bad_size",
+        "unknown_index",
+        "decryption_failed",
+        "expired_keypair",
+    ]
+    for entry in state["drops"]:
+        assert entry["count"] == 0
+        assert entry["source"].startswith("not visible: ") and "--trace-drops" in entry["source"]
+    assert traced.read() == [] and said == []
+
+
+def test_traced_drops_turn_trace_lines_into_events() -> None:
+    from wgpy.kerneltrace import SOURCES
+    from wgpy.tools.watch import TracedDrops
+
+    class Session:
+        def read_lines(self) -> list[str]:
+            return [
+                "  <idle>-0  [000] b.s1.  1.000000: wg_lookup: (wg_packet_receive+0x29c/0x7b0 "
+                "[wireguard] <- wg_index_hashtable_lookup) ret=0x0",
+                "  <idle>-0  [000] ..s1.  1.000100: wg_consume: (consume_skb+0x0/0xc0) "
+                "caller=0xffffffffc02af517 site=wg_packet_receive+0x647/0x7b0 [wireguard]",
+            ]
+
+        def close(self) -> None:
+            pass
+
+    traced = TracedDrops()
+    traced.session = Session()
+    traced.sources.update(SOURCES)
+    (event,) = traced.read()
+    assert event.reason.value == "unknown_index" and event.peer is None
+    assert "kernel-wide" in event.detail
+    counts = {e["reason"]: e["count"] for e in traced.state()["drops"]}
+    assert counts == {
+        "bad_size": 0,
+        "unknown_index": 1,
+        "decryption_failed": 0,
+        "expired_keypair": 0,
+    }

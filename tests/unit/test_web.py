@@ -127,3 +127,79 @@ def test_non_loopback_listener_needs_a_token(hub: Path, capsys: pytest.CaptureFi
         serve(str(hub), "192.0.2.1:0", token=None, names_file=None)
     assert main(["web", str(hub), "--listen", "[2001:db8::1]:8787"]) == 2
     assert "not a loopback address, without --token" in capsys.readouterr().err
+
+
+def test_peers_without_a_name_are_labelled_by_their_short_key(tmp_path: Path) -> None:
+    """Without ``# Name`` comments (a live interface without --names), every peer is labelled
+    by the short key ``wgpy top`` shows, in the state and in the map's legend."""
+    from wgpy.tools.show import short_key
+
+    text = (GOLDEN / "map-hub.conf").read_text()
+    bare = tmp_path / "bare.conf"
+    bare.write_text("\n".join(line for line in text.splitlines() if "# Name" not in line))
+    keys = [s.public_key.text for s in load(bare).peers if s.public_key is not None]
+    bodies: dict[str, Any] = {}
+
+    async def call(client: TestClient[Any, Any]) -> None:
+        bodies["state"] = await (await client.get("/api/state")).json()
+        bodies["map"] = await (await client.get("/map.svg")).text()
+
+    with_client(bare, None, call)
+    state = bodies["state"]
+    assert [(p["name"], p["label"]) for p in state["peers"]] == [(None, short_key(k)) for k in keys]
+    assert short_key(keys[0]) == keys[0][:10] + "…"
+    assert "(no # Name)" not in bodies["map"]
+    for key in keys:
+        assert f'class="peer-name">{short_key(key)}</text>' in bodies["map"]
+    # with names, the label is the name
+    with_client(GOLDEN / "map-hub.conf", None, call)
+    assert [p["label"] for p in bodies["state"]["peers"]] == ["alice", "bob", "carol"]
+
+
+def test_favicon_is_served_without_a_token(hub: Path) -> None:
+    """The browser asks for /favicon.ico by itself (no token, no 404 in the console); the
+    page links its icon."""
+
+    async def call(client: TestClient[Any, Any]) -> None:
+        for path in ("/favicon.ico", "/favicon.svg"):
+            response = await client.get(path)
+            assert response.status == 200, path
+            assert response.content_type == "image/svg+xml"
+            assert (await response.text()).startswith("<svg")
+        assert (await client.get("/", params={"token": "s3cret-token"})).status == 200
+        page = await (await client.get("/", params={"token": "s3cret-token"})).text()
+        assert '<link rel="icon" href="favicon.svg" type="image/svg+xml">' in page
+        assert (await client.get("/api/state")).status == 401  # the rest still needs it
+
+    with_client(hub, "s3cret-token", call)
+
+
+def test_network_view_from_net_inputs(tmp_path: Path) -> None:
+    from tests import net_scenarios
+
+    paths = [str(p) for p in net_scenarios.hub_and_spoke_mistake().write(tmp_path)]
+    seen: dict[str, Any] = {}
+
+    async def run(net: list[str]) -> None:
+        app = make_app(make_target(paths[0], None, net), None)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            state = await (await client.get("/api/state")).json()
+            response = await client.get("/net.svg")
+            seen[str(bool(net))] = (state["network"], response.status, await response.text())
+
+    asyncio.run(run(paths))
+    asyncio.run(run([]))
+    network, status, text = seen["True"]
+    assert network is True and status == 200
+    assert "3 hosts, 6 pairs: 4 reachable, 2 not" in text and "PrivateKey" not in text
+    for secret in re.findall(r"^PrivateKey = (\S+)", Path(paths[1]).read_text(), re.M):
+        assert secret not in text
+    assert seen["False"][:2] == (False, 404)
+
+
+def test_unreadable_net_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import net_scenarios
+
+    paths = [str(p) for p in net_scenarios.healthy_hub(2).write(tmp_path)]
+    assert main(["web", paths[0], "--net", *paths, str(tmp_path / "gone.conf")]) == 2
+    assert "gone.conf" in capsys.readouterr().err

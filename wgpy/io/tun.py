@@ -52,13 +52,53 @@ CLONE_NEWNET: Final = 0x40000000
 GONE_ERRNOS: Final = (errno.EBADFD, errno.ENODEV, errno.ENXIO)
 
 
+#: What the kernel's ``isspace`` counts as whitespace in a name (Latin-1's no-break space too).
+_SPACE_BYTES: Final = frozenset(b" \t\n\v\f\r\xa0")
+NAME_RULE: Final = (
+    f"Linux interface names are 1 to {IFNAMSIZ - 1} bytes, not '.' or '..', "
+    "and contain no '/', ':' or whitespace"
+)
+
+
+class InvalidName(ValueError):
+    """A name the kernel would refuse (``dev_valid_name``); the text says why, then the rule."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"invalid interface name {name!r}: {reason}. {NAME_RULE}")
+        self.name = name
+        self.reason = reason
+
+
+def check_name(name: str) -> None:
+    """Raise :class:`InvalidName` for a name the kernel's ``dev_valid_name`` refuses (its rule,
+    checked here so that the error can say which part of it the name broke)."""
+    raw = name.encode(errors="surrogateescape")
+    if not raw:
+        raise InvalidName(name, "it is empty")
+    if len(raw) >= IFNAMSIZ:
+        raise InvalidName(
+            name,
+            f"it is {len(raw)} bytes long, and at most {IFNAMSIZ - 1} bytes fit (IFNAMSIZ - 1)",
+        )
+    if name in (".", ".."):
+        raise InvalidName(name, f"{name!r} is reserved")
+    for what in ("/", ":"):
+        if what in name:
+            raise InvalidName(name, f"it contains {what!r}")
+    if any(byte in _SPACE_BYTES for byte in raw):
+        if any(byte in _SPACE_BYTES for byte in raw.replace(b"\xa0", b"")):
+            raise InvalidName(name, "it contains whitespace")
+        raise InvalidName(
+            name, "its UTF-8 holds the byte 0xA0, which the kernel counts as whitespace"
+        )
+
+
 def open_tun(name: str, *, vnet_header: bool = False) -> tuple[int, str]:
     """Create (or attach to) the TUN interface ``name``; returns (fd, kernel's name).
 
     With ``vnet_header`` every read and write on the descriptor starts with a virtio-net header
     (wgpy.offload), which offloads (:func:`enable_offloads`) need."""
-    if not name or len(name) >= IFNAMSIZ or "/" in name:
-        raise ValueError(f"invalid interface name {name!r}")
+    check_name(name)
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_header else 0)

@@ -37,7 +37,7 @@ from wgpy.net.model import (
 )
 from wgpy.net.trace import CauseKind, Index, Trace
 
-__all__ = ["Change", "ChangeKind", "Fix", "apply", "suggest"]
+__all__ = ["Change", "ChangeKind", "Fix", "apply", "suggest", "suggest_all"]
 
 #: at most this many candidates are proven per group
 MAX_CANDIDATES = 8
@@ -271,13 +271,18 @@ def _candidates(network: Network, group: Group) -> list[list[Change]]:
     return out[:MAX_CANDIDATES]
 
 
-def suggest(report: Report, group: Group) -> Fix | None:
+def suggest(report: Report, group: Group, also: Iterable[list[Change]] = ()) -> Fix | None:
     """The first candidate (in preference order) that makes the most of the group's pairs
-    reachable and breaks no pair that was reachable; None when none helps."""
+    reachable and breaks no pair that was reachable; None when none helps. ``also``: more
+    candidates (other groups' fixes) tried when the group's own do not fix all its pairs —
+    where a packet dies is not always where the mistake is."""
     was = {(r.source, r.target) for r in report.results if r.reachable}
     wanted = {(p.source, p.target) for p in group.pairs}
     best: tuple[int, Fix] | None = None
-    for changes in _candidates(report.network, group):
+    own = _candidates(report.network, group)
+    for number, changes in enumerate([*own, *also]):
+        if number >= len(own) and best is not None and best[0] == len(wanted):
+            break
         after = check(apply(report.network, changes))
         now = {(r.source, r.target) for r in after.results if r.reachable}
         if not was <= now:
@@ -293,6 +298,19 @@ def suggest(report: Report, group: Group) -> Fix | None:
             if fixed == len(wanted):
                 break
     return best[1] if best else None
+
+
+def suggest_all(report: Report) -> dict[int, Fix | None]:
+    """A fix for each group (by its index), each group also trying the fixes found for the
+    groups before it."""
+    fixes: dict[int, Fix | None] = {}
+    found: list[list[Change]] = []
+    for number, group in enumerate(report.groups):
+        fix = suggest(report, group, also=list(found))
+        fixes[number] = fix
+        if fix is not None and fix.changes not in found:
+            found.append(fix.changes)
+    return fixes
 
 
 def describe(network: Network, changes: list[Change]) -> Fix:
@@ -324,10 +342,10 @@ def describe(network: Network, changes: list[Change]) -> Fix:
             for other in interface.peers:
                 moved = [p for p in change.prefixes if p in other.allowed_ips and other is not peer]
                 if moved:
-                    kept = ", ".join(str(p) for p in other.allowed_ips if p not in moved)
-                    summary.append(
-                        f"(moves {', '.join(map(str, moved))} away from peer {other.label})"
+                    kept = ", ".join(str(p) for p in other.allowed_ips if p not in moved) or (
+                        "(nothing left: delete the line)"
                     )
+                    summary[-1] += f" (moving {', '.join(map(str, moved))} away from {other.label})"
                     config.append(_config_line(interface, other, f"AllowedIPs = {kept}"))
         elif change.kind is ChangeKind.ROUTE:
             summary.append(f"on {host.name}: route {prefixes} into {change.interface}")

@@ -16,12 +16,15 @@ The document (``"wgpy_snapshot": 1``)::
                {"priority": 32764, "table": "main", "suppress_prefixlength": 0}],
      "sysctl": {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 0},
      "firewall": {"iptables_save": "...", "ip6tables_save": "...", "nft": null,
-                  "error": null}}
+                  "error": null},
+     "unsupported": ["multipath route 10.8.0.0/16 table main", ...]}
 
 No private or preshared key is ever in it. ``routes`` holds every table but ``local``
 (the model delivers to the host's own addresses itself). ``firewall`` holds what the host's
 tools printed; when only an nftables ruleset that is not iptables' could be read, or
-nothing, the firewall is unknown and the answers it touches say so.
+nothing, the firewall is unknown and the answers it touches say so. ``unsupported`` (optional)
+names the routes and rules the host has but the model cannot represent (left out of
+``routes`` and ``rules``); each is reported with the answers, as the firewall's ``error`` is.
 """
 
 from __future__ import annotations
@@ -137,6 +140,8 @@ def _host(data: dict[str, Any], filename: str) -> Host:
         if key in sysctl:
             host.forwarding[version] = (str(sysctl[key]) == "1", origin)
     _firewall(host, data.get("firewall") or {}, origin)
+    for text in data.get("unsupported") or []:
+        host.unknown.append(f"{name}: {text} (not in the model)")
     return host
 
 

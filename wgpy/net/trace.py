@@ -283,7 +283,8 @@ def trace(
                     )
                     steps.append(Step(here, "FORWARD", f"{action.value}: {text} ({origin})"))
                     return result
-                steps.append(Step(here, "FORWARD", f"ACCEPT {in_iface} → {out}: {text}"))
+                note = f" ({origin})" if origin.assumed else ""
+                steps.append(Step(here, "FORWARD", f"ACCEPT {in_iface} → {out}: {text}{note}"))
         nat = _postrouting(host, version, in_iface, out, src, dst, state)
         if nat is not None and nat != src:
             steps.append(Step(here, "NAT", f"source {src} → {nat} (masquerade out of {out})"))

@@ -32,6 +32,8 @@ class Snapshot:
     interface: str
     peers: tuple[PeerSample, ...] = ()
     drops: tuple[tuple[str, str, int], ...] = field(default=())
+    #: the kernel module's silent drops (``wgpy watch --trace-drops``): reason, source, count
+    module_drops: tuple[tuple[str, str, int], ...] = field(default=())
 
 
 def take_snapshot(device: Device, interface: str) -> Snapshot:
@@ -80,7 +82,15 @@ class DeviceCollector(Collector):
         )
         for peer_key, reason, count in snap.drops:
             drops.add_metric([snap.interface, peer_key, reason], count)
-        yield from (sent, received, handshake, drops)
+        module = CounterMetricFamily(
+            "wgpy_kernel_module_dropped_packets",
+            "Datagrams the kernel module dropped without a log line or counter, all of its "
+            "interfaces (wgpy watch --trace-drops), by reason and where the count comes from",
+            labels=["reason", "source"],
+        )
+        for reason, source, count in snap.module_drops:
+            module.add_metric([reason, source], count)
+        yield from (sent, received, handshake, drops, module)
 
 
 def make_registry(interface: str) -> tuple[CollectorRegistry, DeviceCollector]:

@@ -1,6 +1,6 @@
 """Command lines of the AllowedIPs tools: ``wgpy explain``, ``wgpy lint``, ``wgpy calc``.
 
-Exit statuses (for scripts):
+Exit statuses (:mod:`wgpy.exit_status`, the README's table):
 
 * explain: 0 sent / delivered, 1 not sent / dropped, 2 could not read (file, interface, address)
 * lint: 0 clean (info only), 1 warnings or errors, 2 a file could not be read or parsed
@@ -17,12 +17,9 @@ import sys
 from typing import Any
 
 from wgpy.config import ConfigError, load
+from wgpy.exit_status import Exit, interface_message
+from wgpy.exit_status import unreadable as _error
 from wgpy.tools.live import config_of_interface, is_config_path
-
-
-def _error(text: str) -> int:
-    sys.stderr.write(f"wgpy: {text}\n")
-    return 2
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -47,9 +44,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 # a userspace daemon's socket, or a kernel interface over netlink
                 pairs, _ = interface_get(args.target)
             except OSError as error:
-                return _error(
-                    f"Unable to access interface {args.target}: {error.strerror or error}"
-                )
+                return _error(interface_message(args.target, error))
             source = Source.from_uapi(args.target, pairs)
         if direction == "to":
             if source.kind == "interface" and not args.no_route:
@@ -64,7 +59,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
         sys.stdout.write(render_text(result, source))
-    return 0 if result["verdict"] in ("sent", "delivered") else 1
+    return Exit.OK if result["verdict"] in ("sent", "delivered") else Exit.FOUND
 
 
 def _route(ifname: str, address: str) -> Any:
@@ -102,7 +97,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         except ConfigError as error:
             return _error(str(error))
         except OSError as error:
-            return _error(f"Unable to access interface {path}: {error.strerror or error}")
+            return _error(interface_message(path, error))
     findings = lint(configs)
     if args.json:
         sys.stdout.write(json.dumps([f.to_json() for f in findings], indent=2) + "\n")
@@ -132,8 +127,8 @@ def cmd_calc(args: argparse.Namespace) -> int:
             "wgpy: calc: nothing is left: the excluded prefixes cover every included address "
             "(an empty AllowedIPs sends nothing to the peer and accepts nothing from it)\n"
         )
-        return 1
-    return 0
+        return Exit.FOUND
+    return Exit.OK
 
 
 def add_parsers(sub: Any) -> None:

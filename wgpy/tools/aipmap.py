@@ -33,6 +33,7 @@ from wgpy.config import Config, ConfigError, parse_address, parse_key, parse_pre
 from wgpy.tools.calc import difference
 from wgpy.tools.hilbert import region
 from wgpy.tools.lint import Finding, lint
+from wgpy.tools.show import short_key
 
 __all__ = ["MapSide", "build_sides", "render_html", "render_svg"]
 
@@ -108,7 +109,7 @@ class MapSide:
         if key is None:
             return "no peer"
         peer = self.peer(key)
-        return peer.name if peer is not None and peer.name else key[:8] + "…"
+        return peer.name if peer is not None and peer.name else short_key(key)
 
 
 @dataclass
@@ -468,7 +469,7 @@ def _legend(side: MapSide, x0: int, y0: int) -> tuple[list[str], int]:
             f'<rect x="{x0}" y="{y - 10}" width="12" height="12" fill="{peer.colour}" '
             'stroke="#333333" stroke-width="0.5"/>'
         )
-        out.append(_text(x0 + 18, y, peer.name or "(no # Name)", ' class="peer-name"'))
+        out.append(_text(x0 + 18, y, side.label(peer.key), ' class="peer-name"'))
         y += 14
         out.append(_text(x0 + 18, y, peer.key, ' font-family="monospace" font-size="10"'))
         y += 13

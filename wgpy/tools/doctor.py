@@ -14,12 +14,17 @@ Nothing here ever sees a private or preshared key: the view only says whether th
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from wgpy import crypto
 from wgpy.allowedips import AllowedIPs
+from wgpy.config import Config, ConfigError, parse_key
+from wgpy.events import explaining_address
 from wgpy.tools import lint as lint_mod
 from wgpy.tools.routes import RouteInfo
 from wgpy.tools.show import AddressCount, InterfaceView, PeerView, ago
@@ -32,6 +37,7 @@ __all__ = [
     "endpoint_host",
     "exit_status",
     "from_lint",
+    "peer_sides",
     "render_text",
 ]
 
@@ -74,6 +80,42 @@ class Facts:
     mtu: int | None = None
     #: route lookups of the peers' endpoint hosts (:func:`endpoint_host`), for the path MTU
     endpoint_routes: dict[str, RouteInfo] = field(default_factory=dict)
+    #: the interface's addresses with their prefix length (``10.0.0.1/24``; None: unknown)
+    addresses: list[str] | None = None
+    #: what the peers' own configs (files or ``wg showconf`` snapshots) say about this
+    #: interface, by the peer's public key (:func:`peer_sides`); a peer not here is unseen
+    peer_sides: dict[str, PeerSide] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PeerSide:
+    """A peer's own [Peer] section for this interface, from its config file."""
+
+    file: str
+    keepalive: int  # its PersistentKeepalive toward this interface (0: none)
+    has_endpoint: bool  # whether it has an Endpoint for this interface (it initiates)
+
+
+def peer_sides(view: InterfaceView, configs: list[Config]) -> dict[str, PeerSide]:
+    """The configs that are this interface's peers (their PrivateKey gives a peer's public
+    key) and hold a [Peer] for it, as :class:`PeerSide` by the peer's key."""
+    found: dict[str, PeerSide] = {}
+    for config in configs:
+        iface = config.interface
+        if iface is None or iface.private_key is None:
+            continue
+        try:
+            raw = parse_key(iface.private_key)
+        except ConfigError:
+            continue
+        key = base64.b64encode(crypto.public_key(raw)).decode()
+        for section in config.peers:
+            if section.public_key is None or section.public_key.text != view.public_key:
+                continue
+            value = section.value("PersistentKeepalive")
+            keepalive = int(value.text) if value and value.text.isdigit() else 0
+            found[key] = PeerSide(config.filename, keepalive, section.endpoint is not None)
+    return found
 
 
 #: WireGuard's outer overhead per data packet: IP header + UDP 8 + WireGuard 32 (header 16,
@@ -131,11 +173,19 @@ def _host(address: str) -> str:
 
 
 def _allowed_fix(ifname: str, peer: PeerView, extra: str) -> tuple[list[str], list[str]]:
-    new = [*peer.allowed_ips, extra]
+    """``wg set`` and the wg-quick line that give ``peer`` the prefix ``extra`` too (the
+    prefixes of its list that ``extra`` covers dropped: wg set replaces the whole list)."""
+    wider = ipaddress.ip_network(extra, strict=False)
+    new = [text for text in peer.allowed_ips if not _covered(text, wider)] + [extra]
     return (
         [f"wg set {ifname} peer {peer.public_key} allowed-ips {','.join(new)}"],
         [f"AllowedIPs = {', '.join(new)}   # in the [Peer] with PublicKey = {peer.public_key}"],
     )
+
+
+def _covered(text: str, wider: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    network = ipaddress.ip_network(text, strict=False)
+    return network.version == wider.version and network != wider and network.subnet_of(wider)  # type: ignore[arg-type]
 
 
 # --- 1. handshakes ---------------------------------------------------------------------------
@@ -374,7 +424,10 @@ def _drops(facts: Facts, out: list[Finding]) -> None:
 
 def _top(view: InterfaceView, key: tuple[str | None, str]) -> list[str]:
     lines = []
-    for label, entries in (("sources", view.sources), ("destinations", view.destinations)):
+    sides = [("sources", view.sources), ("destinations", view.destinations)]
+    if explaining_address(key[1]) == "destination":
+        sides.reverse()
+    for label, entries in sides:
         if entries.get(key):
             lines.append(f"top {label}: " + ", ".join(_counted(e) for e in entries[key]))
     return lines
@@ -477,6 +530,10 @@ def _no_peer(
         )
         if route is not None:
             evidence.append(f"ip route get {entry.address}: {_route_text(route)}")
+        subnet = _own_subnet(facts.addresses, entry.address)
+        if subnet is not None:
+            evidence.append(f"{entry.address} is in {name}'s own subnet {subnet} (its Address)")
+        fix, commands, config = _no_peer_fix(facts, entry.address, subnet)
         out.append(
             Finding(
                 WARNING,
@@ -485,12 +542,93 @@ def _no_peer(
                 "those packets are dropped (the sender gets ICMP unreachable)",
                 None,
                 evidence,
-                f"add {entry.address} to the AllowedIPs of the peer that should receive it, or "
-                f"stop routing it into {name}",
-                [f"wg set {name} peer PEER allowed-ips CURRENT,{_host(entry.address)}"],
-                [f"AllowedIPs = CURRENT, {_host(entry.address)}   # in that peer's [Peer]"],
+                fix,
+                commands,
+                config,
             )
         )
+
+
+def _own_subnet(
+    addresses: list[str] | None, address: str
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet of the interface's Address that holds ``address`` (not a single host)."""
+    target = ipaddress.ip_address(address)
+    for text in addresses or []:
+        network = ipaddress.ip_interface(text).network
+        if network.version == target.version and network.num_addresses > 1 and target in network:
+            return network
+    return None
+
+
+def _no_peer_fix(
+    facts: Facts, address: str, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+) -> tuple[str, list[str], list[str]]:
+    """(fix, ``wg set`` commands, wg-quick lines) for packets to ``address`` that no peer
+    takes, as precise as the interface allows: its only peer by key and list; in a hub's
+    layout both readings (a spoke's /32 here, or the subnet to the hub), and why."""
+    view, name, host = facts.view, facts.view.name, _host(address)
+    peers = view.peers
+    stop = f"; or stop routing {address} into {name}"
+    if len(peers) == 1:
+        (peer,) = peers
+        key = peer.public_key
+        if subnet is not None:
+            commands, config = _allowed_fix(name, peer, str(subnet))
+            alt_commands, alt_config = _allowed_fix(name, peer, host)
+            return (
+                f"give peer {key}, the only peer of {name}, the whole subnet {subnet}: "
+                f"{address} is in {name}'s own subnet, and with one peer this is a spoke whose "
+                f"hub carries the subnet for every other spoke; or only {host}, if it is an "
+                f"address of that peer itself (second command)" + stop,
+                commands + alt_commands,
+                config + alt_config,
+            )
+        commands, config = _allowed_fix(name, peer, host)
+        fix = f"add {host} to the AllowedIPs of peer {key}, the only peer of {name}"
+        if facts.addresses is None:
+            fix += (
+                f" (doctor could not read {name}'s addresses: if {address} is in its own "
+                "tunnel subnet, give that peer the whole subnet instead, as a spoke's hub has)"
+            )
+        return fix + stop, commands, config
+    if subnet is not None and peers and all(_hosts_only(p) for p in peers):
+        return (
+            f"{address} is in {name}'s own subnet {subnet} and every peer holds single "
+            f"addresses, a hub's layout; doctor cannot tell from the interface which side this "
+            f"is: on a hub, {address} is a spoke not configured here: add {host} to that "
+            f"spoke's [Peer] (or add the spoke as a peer); on a spoke of a mesh whose hub is "
+            f"among these peers, give that hub the subnet {subnet}" + stop,
+            [
+                f"wg set {name} peer SPOKE allowed-ips CURRENT,{host}   # on a hub: the spoke "
+                f"using {address}",
+                f"wg set {name} peer HUB allowed-ips CURRENT,{subnet}   # on a spoke: its hub",
+            ],
+            [
+                f"AllowedIPs = CURRENT, {host}   # on a hub: in the spoke's [Peer]",
+                f"AllowedIPs = CURRENT, {subnet}   # on a spoke: in the hub's [Peer]",
+            ],
+        )
+    fix = (
+        f"add {host} (or the prefix it belongs to) to the AllowedIPs of the peer that should "
+        "receive it"
+    )
+    if facts.addresses is None:
+        fix += (
+            f" (doctor could not read {name}'s addresses: if {address} is in its own tunnel "
+            "subnet, that is a spoke's /32 on a hub, or the whole subnet on a spoke's hub)"
+        )
+    return (
+        fix + stop,
+        [f"wg set {name} peer PEER allowed-ips CURRENT,{host}"],
+        [f"AllowedIPs = CURRENT, {host}   # in that peer's [Peer]"],
+    )
+
+
+def _hosts_only(peer: PeerView) -> bool:
+    return all(
+        ipaddress.ip_network(text, strict=False).num_addresses == 1 for text in peer.allowed_ips
+    )
 
 
 def _route_text(route: RouteInfo) -> str:
@@ -603,52 +741,89 @@ def _keepalive(facts: Facts, out: list[Finding]) -> None:
             continue
         key = peer.public_key
         earlier = before.get(key)
-        fix = (
-            "set a persistent keepalive on the side behind NAT (usually the one with the "
-            "Endpoint line) so the NAT mapping stays open while the tunnel is idle"
-        )
-        commands = [f"wg set {view.name} peer {key} persistent-keepalive 25"]
-        config = ["PersistentKeepalive = 25   # in the [Peer] section"]
-        if earlier is not None and earlier.endpoint and earlier.endpoint != peer.endpoint:
-            out.append(
-                Finding(
-                    WARNING,
-                    "keepalive-roaming",
-                    f"peer {key} roamed from {earlier.endpoint} to {peer.endpoint} during the "
-                    f"{facts.watch:g} s watch and has no persistent keepalive: behind NAT, the "
-                    "mapping changes or expires while the tunnel is idle and this side can no "
-                    "longer reach it",
-                    key,
-                    [f"endpoint {earlier.endpoint} → {peer.endpoint}", "persistent keepalive: off"],
-                    fix,
-                    commands,
-                    config,
-                )
-            )
-            continue
+        roamed = earlier is not None and earlier.endpoint and earlier.endpoint != peer.endpoint
         address = ipaddress.ip_address(host)
-        if any(address in network for network in _PRIVATE if network.version == address.version):
-            out.append(
-                Finding(
-                    INFO,
-                    "keepalive-nat",
-                    f"peer {key} is at the private address {host} and has no persistent "
-                    "keepalive: if either side is behind NAT, the tunnel stops answering "
-                    "after some idle time until that side sends again",
-                    key,
-                    [f"endpoint {peer.endpoint}", "persistent keepalive: off"],
-                    fix,
-                    commands,
-                    config,
-                )
+        private = any(address in n for n in _PRIVATE if n.version == address.version)
+        if not roamed and not private:
+            continue
+        side = facts.peer_sides.get(key)
+        if side is not None and side.keepalive:
+            continue  # the peer keeps the tunnel alive itself: nothing to do on either side
+        if roamed:
+            severity, code = WARNING, "keepalive-roaming"
+            message = (
+                f"peer {key} roamed from {earlier.endpoint if earlier else '?'} to "
+                f"{peer.endpoint} during the {facts.watch:g} s watch and has no persistent "
+                "keepalive here: behind NAT, the mapping changes or expires while the tunnel "
+                "is idle and this side can no longer reach it"
             )
+            evidence = [f"endpoint {earlier.endpoint if earlier else '?'} → {peer.endpoint}"]
+        else:
+            severity, code = INFO, "keepalive-nat"
+            message = (
+                f"peer {key} is at the private address {host} and has no persistent keepalive "
+                "here: if either side is behind NAT, the tunnel stops answering after some "
+                "idle time until that side sends again"
+            )
+            evidence = [f"endpoint {peer.endpoint}"]
+        evidence.append("persistent keepalive on this side: off")
+        fix, commands, config = _keepalive_fix(view, key, side)
+        if side is None:
+            message += (
+                "; doctor cannot see the peer's side: whether it keeps the tunnel alive itself "
+                "(a PersistentKeepalive for this interface in its config)"
+            )
+        else:
+            evidence.append(
+                f"{side.file}: no PersistentKeepalive for this interface, "
+                + ("an Endpoint for it (the peer connects)" if side.has_endpoint else "no Endpoint")
+            )
+        out.append(Finding(severity, code, message, key, evidence, fix, commands, config))
+
+
+def _keepalive_fix(
+    view: InterfaceView, key: str, side: PeerSide | None
+) -> tuple[str, list[str], list[str]]:
+    """Where the keepalive goes: on the side behind NAT, the one that connects (has the
+    Endpoint); with only this side seen, what to check instead of a blind command."""
+    if side is None:
+        return (
+            "if the peer has no PersistentKeepalive for this interface, set one on the side "
+            "behind NAT (usually the one with the Endpoint line, often the peer); to know, give "
+            f"doctor the peer's config or a `wg showconf` snapshot of it: `wgpy doctor "
+            f"{view.name} PEER.conf`",
+            [],
+            [],
+        )
+    if side.has_endpoint:
+        ifname = Path(side.file).stem
+        return (
+            f"set a persistent keepalive on the peer's side ({side.file}), which connects to "
+            "this interface and is the one behind NAT: it keeps the mapping open while the "
+            "tunnel is idle",
+            [
+                f"wg set {ifname} peer {view.public_key} persistent-keepalive 25   # on the peer "
+                f"({side.file})"
+            ],
+            [
+                f"PersistentKeepalive = 25   # in {side.file}, in the [Peer] with PublicKey = "
+                f"{view.public_key}"
+            ],
+        )
+    return (
+        "set a persistent keepalive on this side: the peer has no Endpoint for it and waits, "
+        "so this side's NAT mapping must stay open",
+        [f"wg set {view.name} peer {key} persistent-keepalive 25"],
+        ["PersistentKeepalive = 25   # in the [Peer] section"],
+    )
 
 
 # --- 6. lint ---------------------------------------------------------------------------------
 
 
 def from_lint(findings: list[lint_mod.Finding], *, live: bool = False) -> list[Finding]:
-    """Lint findings as doctor findings (their file and line as evidence)."""
+    """Lint findings as doctor findings (their file and line as evidence, lint's fix as the
+    fix)."""
     result = []
     for finding in findings:
         where = finding.file if live or finding.line is None else f"{finding.file}:{finding.line}"
@@ -658,7 +833,7 @@ def from_lint(findings: list[lint_mod.Finding], *, live: bool = False) -> list[F
                 f"lint-{finding.code}",
                 finding.message,
                 evidence=[f"{where} [{finding.code}]"],
-                fix="see `wgpy lint` and docs/troubleshooting.md",
+                fix=finding.fix,
             )
         )
     return rank(result)

@@ -1,5 +1,6 @@
-"""``wgpy doctor IF [--json] [--watch SECONDS]`` and ``wgpy doctor CONF...``: gather the facts
-(UAPI get, wgpy-stats drops, OS routes, lint) and print :mod:`wgpy.tools.doctor`'s findings.
+"""``wgpy doctor IF [PEER.conf...] [--json] [--watch SECONDS]`` and ``wgpy doctor CONF...``:
+gather the facts (UAPI get, wgpy-stats drops, OS routes, lint; the peers' own configs when
+given) and print :mod:`wgpy.tools.doctor`'s findings.
 
 Exit 0: nothing above info; 1: problems found; 2: the interface or a file could not be read.
 No private or preshared key is ever printed: the output is checked for them before it is.
@@ -13,15 +14,20 @@ import sys
 import time
 from typing import Any
 
-from wgpy.config import ConfigError, load
-from wgpy.tools.doctor import Facts, Finding, diagnose, exit_status, from_lint, render_text
+from wgpy.config import Config, ConfigError, load
+from wgpy.exit_status import interface_message
+from wgpy.exit_status import unreadable as _error
+from wgpy.tools.doctor import (
+    Facts,
+    Finding,
+    diagnose,
+    exit_status,
+    from_lint,
+    peer_sides,
+    render_text,
+)
 from wgpy.tools.live import interface_view
 from wgpy.tools.show import InterfaceView, key_from_hex
-
-
-def _error(text: str) -> int:
-    sys.stderr.write(f"wgpy: {text}\n")
-    return 2
 
 
 def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
@@ -32,24 +38,29 @@ def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
     return found
 
 
-def _routes(view: InterfaceView) -> tuple[dict[str, Any] | None, dict[str, Any], int | None]:
+def _routes(
+    view: InterfaceView,
+) -> tuple[dict[str, Any] | None, dict[str, Any], int | None, list[str] | None]:
     """Routes of the AllowedIPs and no_peer destinations (None: not in this namespace), routes
-    of the endpoint hosts, and the interface MTU."""
+    of the endpoint hosts, the interface MTU and its addresses (None: unknown)."""
     from wgpy.tools.doctor import endpoint_addresses, route_addresses
-    from wgpy.tools.routes import interface_exists, link_mtu, route_get
+    from wgpy.tools.routes import interface_addresses, interface_exists, link_mtu, route_get
 
     try:
         if not interface_exists(view.name):
-            return None, {}, None
+            return None, {}, None, None
         routes = {address: route_get(address) for address in route_addresses(view)}
         endpoints = {address: route_get(address) for address in endpoint_addresses(view)}
-        return routes, endpoints, link_mtu(view.name)
+        addresses = [f"{address}/{length}" for address, length in interface_addresses(view.name)]
+        return routes, endpoints, link_mtu(view.name), addresses
     except OSError as error:
         sys.stderr.write(f"wgpy: note: route lookup failed: {error}; route check skipped\n")
-        return None, {}, None
+        return None, {}, None, None
 
 
-def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | int:
+def _interface(
+    ifname: str, watch: float, others: list[Config]
+) -> tuple[list[Finding], set[str]] | int:
     from wgpy.tools.lint import lint
     from wgpy.tools.live import config_of_pairs
 
@@ -60,15 +71,28 @@ def _interface(ifname: str, watch: float) -> tuple[list[Finding], set[str]] | in
             time.sleep(watch)
         view, pairs = interface_view(ifname)
     except OSError as error:
-        return _error(f"Unable to access interface {ifname}: {error.strerror or error}")
+        return _error(interface_message(ifname, error))
     try:
         lint_findings = lint([config_of_pairs(ifname, pairs)])
     except ConfigError as error:
         sys.stderr.write(f"wgpy: note: lint skipped: {error}\n")
         lint_findings = []
-    routes, endpoint_routes, mtu = _routes(view)
-    facts = Facts(view, time.time(), before, watch, routes, lint_findings, mtu, endpoint_routes)
+    routes, endpoint_routes, mtu, addresses = _routes(view)
+    facts = Facts(
+        view, time.time(), before, watch, routes, lint_findings, mtu, endpoint_routes, addresses
+    )
+    facts.peer_sides = peer_sides(view, others)
     return diagnose(facts), _secrets(pairs)
+
+
+def _config_secrets(configs: list[Config]) -> set[str]:
+    secrets: set[str] = set()
+    for config in configs:
+        iface = config.interface
+        if iface is not None and iface.private_key is not None:
+            secrets.add(iface.private_key.text)
+        secrets |= {p.preshared_key.text for p in config.peers if p.preshared_key}
+    return secrets
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -84,18 +108,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         from wgpy.tools.lint import lint
 
         findings = from_lint(lint(configs))
-        for config in configs:
-            iface = config.interface
-            if iface is not None and iface.private_key is not None:
-                secrets.add(iface.private_key.text)
-            secrets |= {p.preshared_key.text for p in config.peers if p.preshared_key}
-    elif len(targets) == 1:
-        result = _interface(targets[0], args.watch)
+        secrets = _config_secrets(configs)
+    elif all(is_config_path(t) for t in targets[1:]):
+        # an interface, and its peers' own configs (files or `wg showconf` snapshots)
+        try:
+            others = [load(path) for path in targets[1:]]
+        except ConfigError as error:
+            return _error(str(error))
+        result = _interface(targets[0], args.watch, others)
         if isinstance(result, int):
             return result
         findings, secrets = result
+        secrets |= _config_secrets(others)
     else:
-        return _error("doctor: give one interface, or wg-quick files (not both)")
+        return _error(
+            "doctor: give one interface (then its peers' config files), or wg-quick files"
+        )
     if args.json:
         text = json.dumps([f.to_json() for f in findings], indent=2) + "\n"
     else:
@@ -110,12 +138,19 @@ def add_parser(sub: Any) -> None:
     doctor = sub.add_parser(
         "doctor",
         help="why a tunnel does not work: findings ranked by severity, each with its fix",
-        description="wgpy doctor IF [--watch SECONDS]  |  wgpy doctor CONF... . Checks each "
+        description="wgpy doctor IF [PEER.conf...] [--watch SECONDS]  |  wgpy doctor CONF... . "
+        "PEER.conf: a peer's own config (or `wg showconf` snapshot), so the keepalive advice "
+        "knows that side. Checks each "
         "peer's handshake, the drops by reason and address (wgpyd), AllowedIPs that nothing "
         "routes into the interface, and lint's findings. Exit 0 no problem, 1 problems found, "
         "2 could not read.",
     )
-    doctor.add_argument("targets", nargs="+", metavar="IF|CONF", help="interface or wg-quick files")
+    doctor.add_argument(
+        "targets",
+        nargs="+",
+        metavar="IF|CONF",
+        help="interface (then its peers' config files), or wg-quick files",
+    )
     doctor.add_argument("--json", action="store_true", help="the findings as a JSON list")
     doctor.add_argument(
         "--watch",

@@ -18,8 +18,10 @@ Which peer owns what is always asked of :class:`wgpy.allowedips.AllowedIPs` buil
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any
 
 from wgpy import crypto
@@ -58,25 +60,62 @@ class Finding:
     line: int | None
     severity: str
     code: str
-    message: str
+    message: str  # what is wrong
+    fix: str | None = None  # what to change (``wgpy doctor`` shows it as the finding's fix)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.severity}: {self.message} [{self.code}]"
+        fix = f"; fix: {self.fix}" if self.fix else ""
+        return f"{where}: {self.severity}: {self.message}{fix} [{self.code}]"
+
+
+#: the fix of a finding whose own text gives none more precise, by code
+_FIXES = {
+    "no-interface": "add an [Interface] section with the interface's PrivateKey",
+    "unknown-key": "correct the key or remove the line: wg-quick passes it to `wg setconf`, "
+    "which rejects the file",
+    "invalid-key": "use a key as `wg genkey`, `wg pubkey` or `wg genpsk` print it (44 "
+    "characters of base64)",
+    "no-private-key": "add PrivateKey = (the output of `wg genkey`) to [Interface]",
+    "bad-value": "use a number in the range given",
+    "invalid-address": "write it as ADDRESS/LENGTH, e.g. 10.0.0.1/24",
+    "missing-public-key": "add the peer's PublicKey (`wg pubkey` of its private key)",
+    "low-order-key": "use the peer's real public key (`wg pubkey` of its private key)",
+    "own-key": "use the peer's public key here, not this interface's own",
+    "duplicate-public-key": "merge the two [Peer] sections into one, or correct the key of one",
+    "bad-endpoint": "write it as HOST:PORT (IPv6 as [ADDRESS]:PORT)",
+    "empty-allowed-ips": "give the peer the addresses it uses, e.g. its tunnel address as /32",
+    "invalid-prefix": "write it as ADDRESS/LENGTH, e.g. 10.0.0.2/32",
+    "duplicate-prefix": "keep the prefix only on the peer that should receive that traffic",
+    "shadowed-peer": "give the peer prefixes that no other peer holds more specifically, or "
+    "remove it",
+    "cross-allowed-ips": "make this side's AllowedIPs for that peer cover its Address (a /32), "
+    "and no other peer's",
+    "cross-psk": "use the same PresharedKey on both sides, or none on either",
+    "cross-no-endpoint": "give the side that can reach the other (a spoke, for its hub) an "
+    "Endpoint",
+    "cross-endpoint": "make the Endpoint the other side's reachable address and its ListenPort",
+}
 
 
 class _Linter:
     def __init__(self) -> None:
         self.findings: list[Finding] = []
 
-    def add(self, where: Value | PeerSection | Config, severity: str, code: str, text: str) -> None:
-        if isinstance(where, Config):
-            self.findings.append(Finding(where.filename, None, severity, code, text))
-        else:
-            self.findings.append(Finding(where.filename, where.line, severity, code, text))
+    def add(
+        self,
+        where: Value | PeerSection | Config,
+        severity: str,
+        code: str,
+        text: str,
+        fix: str | None = None,
+    ) -> None:
+        fix = fix or _FIXES.get(code)
+        line = None if isinstance(where, Config) else where.line
+        self.findings.append(Finding(where.filename, line, severity, code, text, fix))
 
     def check(self, where: Value, severity: str, code: str, fn: Any, *args: Any) -> Any:
         """Run a typed parser; a ConfigError becomes a finding and None is returned."""
@@ -209,6 +248,8 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
                     WARNING,
                     "host-bits",
                     f"{value.text} has host bits set: it means {prefix}",
+                    f"write {prefix} if that is meant, or the single address as "
+                    f"/{prefix.max_prefixlen}",
                 )
             if key is not None:
                 prefix_lines.append((prefix, value, key, peer))
@@ -248,8 +289,8 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
             value,
             WARNING,
             "half-default",
-            f"{present} without {missing}: {family} traffic bypasses the tunnel "
-            f"(add {missing} to send it through, or block it)",
+            f"{present} without {missing}: {family} traffic bypasses the tunnel",
+            f"add {missing} to send it through, or block it",
         )
 
     # Table = off: wg-quick adds no routes; only connected subnets of Address reach the peer
@@ -265,7 +306,8 @@ def _lint_one(config: Config, out: _Linter) -> _Side:
                 "no-route",
                 f"Table = off and no route covers {prefix}: wg-quick adds none and it is "
                 "outside the Address subnets, so the OS never sends this traffic to the "
-                "interface (add a route in PostUp)",
+                "interface",
+                f"add a route in PostUp: PostUp = ip route add {prefix} dev %i",
             )
 
     return _Side(config, own_public, table, peers, listen_port, addresses)
@@ -386,6 +428,7 @@ def _cross_check(sides: list[_Side], out: _Linter) -> None:
                     ERROR,
                     "cross-missing-peer",
                     f"{name} has no [Peer] with this interface's public key {me}",
+                    f"add a [Peer] with PublicKey = {me} to {name}",
                 )
             if back is not None:
                 mine = peer.preshared_key.text if peer.preshared_key else None
@@ -418,6 +461,7 @@ def _cross_check(sides: list[_Side], out: _Linter) -> None:
                         WARNING,
                         "cross-endpoint",
                         f"Endpoint port {port}, but {name} sets no ListenPort (a random port)",
+                        f"set ListenPort = {port} in {name}",
                     )
                 elif other.listen_port != port:
                     out.add(
@@ -425,6 +469,8 @@ def _cross_check(sides: list[_Side], out: _Linter) -> None:
                         ERROR,
                         "cross-endpoint",
                         f"Endpoint port {port}, but {name} listens on {other.listen_port}",
+                        f"set the Endpoint port to {other.listen_port} (or ListenPort = {port} "
+                        f"in {name})",
                     )
                 ip = endpoint_ip(host)
                 if ip is not None and any(ip == h for _v, h in other.addresses):
@@ -443,10 +489,66 @@ def lint(configs: list[Config]) -> list[Finding]:
     sides = [_lint_one(config, out) for config in configs]
     if len(sides) > 1:
         _cross_check(sides, out)
+        if not any(f.severity == ERROR for f in out.findings):
+            _reachability(configs, out)
     order = {config.filename: index for index, config in enumerate(configs)}
     return sorted(
         out.findings, key=lambda f: (order.get(f.file, 0), f.line if f.line is not None else 0)
     )
+
+
+_CONFIG_LINE = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+): ")
+
+
+def _reachability(configs: list[Config], out: _Linter) -> None:
+    """Given a hub and its spokes (or any hosts joined by keys): every pair of their
+    Addresses pinged both ways through the network model (``wgpy net check``); each cause of
+    failure is one finding at the line its proven fix edits."""
+    from wgpy.net.build import BuildError, build_network
+    from wgpy.net.check import check
+    from wgpy.net.fixes import suggest_all
+    from wgpy.net.wgquick import host_from_config, interface_name
+    from wgpy.tools.net_text import cause_text
+
+    try:
+        network = build_network([host_from_config(config) for config in configs])
+    except (ConfigError, BuildError):
+        return  # the findings above say why these files do not make one network
+    report = check(network)
+    by_name = {Path(c.filename).name: c for c in configs}
+    by_host = {interface_name(c): c for c in configs}
+    fixes = suggest_all(report)
+    for number, group in enumerate(report.groups):
+        fix = fixes[number]
+        config = by_host.get(group.cause.host, configs[0])
+        line = config.interface.line if config.interface is not None else None
+        for entry in fix.config if fix else []:
+            match = _CONFIG_LINE.match(entry)
+            if match and match["file"] in by_name:
+                config, line = by_name[match["file"]], int(match["line"])
+                break
+        count = len(group.pairs)
+        first = group.pairs[0]
+        example = f"{first.source.label} → {first.target.label}"
+        more = f" and {count - 1} more pair{'s' if count > 2 else ''}" if count > 1 else ""
+        text = f"{example}{more} cannot ping: {cause_text(group.cause, group.leg)}"
+        where = "; proven on the model, see `wgpy net check`" if fix else ""
+        # an answer resting on an assumption (forwarding off where no file says) or on a
+        # fact the model could not read is a warning: the host may well be set up otherwise
+        assumption = group.cause.assumption
+        severity = WARNING if assumption or all(p.unknown for p in group.pairs) else ERROR
+        if assumption:
+            text += f" (assumed: {assumption.removeprefix('assumed: ')})"
+        out.findings.append(
+            Finding(
+                config.filename,
+                line,
+                severity,
+                "unreachable",
+                text,
+                (fix.summary + where) if fix else "see `wgpy net trace` for the hops",
+            )
+        )
 
 
 def exit_status(findings: list[Finding]) -> int:

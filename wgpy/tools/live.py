@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from ipaddress import ip_interface, ip_network
+from typing import Any
 
-from wgpy.config import Config, parse_config
+from wgpy.config import Config, load, parse_config
 from wgpy.io.uapi_client import interface_get, wgpy_stats
 from wgpy.tools.show import InterfaceView, kernel_info, key_from_hex, parse_get, parse_stats
 
@@ -82,3 +84,23 @@ def config_of_pairs(ifname: str, pairs: list[tuple[str, str]]) -> Config:
             allowed.append(value)
     flush_allowed()
     return parse_config("\n".join(lines) + "\n", f"{ifname} (live interface)")
+
+
+def map_target(target: str) -> tuple[Config, Any]:
+    """A config file, or a live interface as its config plus its addresses and routes (when it
+    is in this network namespace). Raises ConfigError or OSError."""
+    from wgpy.tools.aipmap import Live
+    from wgpy.tools.routes import interface_addresses, interface_exists, routes_into
+
+    if is_config_path(target):
+        return load(target), None
+    config = config_of_interface(target)
+    if not interface_exists(target):
+        return config, Live(
+            [], [], "routes and Address unknown: the interface is not in this netns"
+        )
+    addresses = []
+    for address, length in interface_addresses(target):
+        parsed = ip_interface(f"{address}/{length}")
+        addresses.append((parsed.ip, parsed.network))
+    return config, Live(addresses, [ip_network(r) for r in routes_into(target)])

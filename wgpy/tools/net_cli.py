@@ -1,9 +1,10 @@
 """``wgpy net check`` and ``wgpy net trace``: the network model asked from the command line.
 
 Inputs are ``wgpy collect`` snapshots (``.json``) and wg-quick files, in any mix; reading
-them is this module's only I/O. Exit status: 0 every pair reachable (check) or the packet and
-its reply delivered (trace); 1 some pair not (check) or the packet lost (trace); 2 an input
-could not be read — then nothing is printed on stdout and nothing is written.
+them is this module's only I/O. Exit status (the README's table): 0 every pair reachable (check),
+the packet and its reply delivered (trace), drawn (map); 1 some pair not, the packet lost, the
+picture not written; 2 an input could not be read — then nothing is printed on stdout and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 from wgpy.config import ConfigError, load
 from wgpy.net.build import BuildError, build_network
 from wgpy.net.check import Endpoint, PairResult, Report, check, endpoints, ping
-from wgpy.net.fixes import Fix, suggest
+from wgpy.net.fixes import Fix, suggest_all
 from wgpy.net.model import Host, IPAddress, Network
 from wgpy.net.snapshot import SnapshotError, host_from_snapshot
-from wgpy.net.trace import Cause, CauseKind, Index, Trace, Verdict
+from wgpy.net.trace import Cause, Index, Trace, Verdict
 from wgpy.net.wgquick import host_from_config
+from wgpy.tools.net_text import cause_text
 
 __all__ = ["add_parser", "load_network"]
 
@@ -72,33 +74,6 @@ def _load_host(path: str) -> Host:
 # --------------------------------------------------------------------------- words
 
 
-def cause_text(cause: Cause, leg: str) -> str:
-    """One sentence: where the packet dies and why."""
-    where = f"on {cause.host}"
-    iface = f" ({cause.interface})" if cause.interface else ""
-    text = {
-        CauseKind.NO_ROUTE: f"{where}: no route to the destination",
-        CauseKind.ROUTE_UNREACHABLE: f"{where}: an unreachable or blackhole route",
-        CauseKind.NOT_INTO_TUNNEL: f"{where}: the route leads out of {cause.interface}, "
-        f"not into the tunnel ({cause.detail})",
-        CauseKind.NO_PEER: f"{where}{iface}: no peer's AllowedIPs hold the destination "
-        "(Required key not available)",
-        CauseKind.UNKNOWN_PEER: f"{where}{iface}: the peer {cause.peer} is in no input",
-        CauseKind.NO_HANDSHAKE: f"{where}{iface}: no peer has the sender's key "
-        f"{cause.peer}, so no handshake completes",
-        CauseKind.DISALLOWED_SOURCE: f"{where}{iface}: the source is not in the AllowedIPs "
-        f"of the peer that sent it (held by {cause.detail}): dropped",
-        CauseKind.FORWARDING_OFF: f"{where}: IP forwarding is off",
-        CauseKind.FORWARD_DROPPED: f"{where}: the FORWARD chain drops {cause.in_interface} → "
-        f"{cause.interface} ({cause.detail})",
-        CauseKind.UNKNOWN_RULE: f"{where}: unknown, because the firewall rule "
-        f"{cause.detail!r} may match",
-        CauseKind.INTERFACE_DOWN: f"{where}: {cause.interface} is down",
-        CauseKind.LOOP: f"{where}: a routing loop",
-    }[cause.kind]
-    return f"the {leg} dies {text}"
-
-
 def _pair_text(result: PairResult) -> str:
     return f"{result.source.label} → {result.target.label}"
 
@@ -133,11 +108,16 @@ def render_check(report: Report, fixes: dict[int, Fix | None], width: int) -> st
             lines.append(f"    … and {count - EXAMPLES} more")
         if group.cause.assumption:
             assumptions.add(group.cause.assumption)
-            lines.extend(_wrap(f"(rests on an assumption: {group.cause.assumption})", "  ", width))
+            assumption = group.cause.assumption.removeprefix("assumed: ")
+            lines.extend(_wrap(f"(rests on an assumption: {assumption})", "  ", width))
         fix = fixes.get(number)
         if fix is None:
             if number in fixes:
                 lines.append("  no single change found that fixes it without breaking a pair")
+            continue
+        if _repeats(fixes, number, fix):
+            text = f"fix: the same change as above ({fix.summary}) fixes these too"
+            lines.extend(_wrap(text, "  ", width))
             continue
         lines.append(
             f"  fix (checked on the model: {fix.fixes} of these pairs then reachable, none broken):"
@@ -154,6 +134,15 @@ def render_check(report: Report, fixes: dict[int, Fix | None], width: int) -> st
         for item in unknown:
             lines.extend(_wrap(item, "  ", width))
     return "\n".join(lines) + "\n"
+
+
+def _repeats(fixes: dict[int, Fix | None], number: int, fix: Fix) -> bool:
+    """Whether an earlier group's fix is the same change."""
+    for earlier in range(number):
+        other = fixes.get(earlier)
+        if other is not None and other.changes == fix.changes:
+            return True
+    return False
 
 
 def _cause_json(cause: Cause) -> dict[str, Any]:
@@ -231,16 +220,23 @@ def check_json(report: Report, fixes: dict[int, Fix | None]) -> dict[str, Any]:
     }
 
 
-def _trace_lines(title: str, result: Trace) -> list[str]:
+def _trace_lines(title: str, result: Trace, columns: int) -> list[str]:
+    """One line per step (host, what, detail), the detail wrapped under itself."""
     lines = [title]
     width = max((len(s.host) for s in result.steps), default=4)
+    indent = " " * (2 + width + 2 + 13)
     for step in result.steps:
-        lines.append(f"  {step.host:<{width}}  {step.what:<12} {step.detail}")
+        head = f"  {step.host:<{width}}  {step.what:<12} "
+        wrapped = textwrap.wrap(
+            step.detail, width=max(20, columns - len(indent)), break_on_hyphens=False
+        ) or [""]
+        lines.append(head + wrapped[0])
+        lines.extend(indent + rest for rest in wrapped[1:])
     if result.verdict is Verdict.DELIVERED:
         lines.append(f"  DELIVERED to {result.delivered_to}")
     elif result.cause is not None:
         state = "UNKNOWN" if result.verdict is Verdict.UNKNOWN else "DROPPED"
-        lines.append(f"  {state}: {cause_text(result.cause, 'packet')}")
+        lines.extend(_wrap(f"{state}: {cause_text(result.cause, 'packet')}", "  ", columns))
     return lines
 
 
@@ -272,10 +268,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wgpy net check: {error}\n")
         return 2
     report = check(network)
-    fixes: dict[int, Fix | None] = {}
-    if not args.no_fixes:
-        for number, group in enumerate(report.groups):
-            fixes[number] = suggest(report, group)
+    fixes: dict[int, Fix | None] = {} if args.no_fixes else suggest_all(report)
     if args.json:
         sys.stdout.write(json.dumps(check_json(report, fixes), indent=2) + "\n")
     else:
@@ -341,8 +334,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
+        columns = _width()
         lines = _trace_lines(
-            f"request {source.address} → {target.address} from {source.start}", result.request
+            f"request {source.address} → {target.address} from {source.start}",
+            result.request,
+            columns,
         )
         if result.reply is not None:
             lines.append("")
@@ -350,6 +346,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 _trace_lines(
                     f"reply {result.reply.src} → {result.reply.dst} from {target.start}",
                     result.reply,
+                    columns,
                 )
             )
         sys.stdout.write("\n".join(lines) + "\n")
@@ -365,6 +362,32 @@ def _target(found: list[Endpoint], text: str) -> Endpoint:
         if endpoint.address == wanted:
             return endpoint
     raise InputError(f"{text} is no host's address or LAN representative in the inputs")
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from wgpy.tools.netmap import render_html, render_svg
+
+    try:
+        network = load_network(args.inputs)
+    except InputError as error:
+        sys.stderr.write(f"wgpy net map: {error}\n")
+        return 2
+    report = check(network)
+    kind = args.format or ("html" if (args.output or "").endswith((".html", ".htm")) else "svg")
+    text = render_html(report) if kind == "html" else render_svg(report)
+    if not args.output or args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.output)
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        sys.stderr.write(f"wgpy net map: {args.output}: {error.strerror or error}\n")
+        return 1
+    return 0
 
 
 def add_parser(sub: Any) -> None:
@@ -392,3 +415,12 @@ def add_parser(sub: Any) -> None:
     trace_parser.add_argument("words", nargs="+", metavar="INPUT... from HOST[:ADDR] to ADDR")
     trace_parser.add_argument("--json", action="store_true", help="the hops as JSON")
     trace_parser.set_defaults(func=cmd_trace)
+    map_parser = commands.add_parser(
+        "map", help="the hosts as a graph and every pair's reachability, as SVG or HTML"
+    )
+    map_parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    map_parser.add_argument("-o", "--output", help="write to this file (default: stdout)")
+    map_parser.add_argument(
+        "--format", choices=("svg", "html"), help="default: from -o's suffix, else svg"
+    )
+    map_parser.set_defaults(func=cmd_map)

@@ -1,24 +1,22 @@
 """Command lines of the tools that show an interface to look at: ``wgpy top``, ``wgpy map``,
 ``wgpy web``.
 
-Exit statuses: 0 done, 1 the interface could not be read (or went away), 2 bad usage or a file
-that could not be read or parsed (``FILE:LINE: message``, never a traceback).
+Exit statuses (:mod:`wgpy.exit_status`): 0 done; 1 failed after reading the input (the
+interface went away during top, an output file or a listening port that cannot be had); 2 an
+interface or file that could not be read or parsed (``FILE:LINE: message``, never a traceback),
+or bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from ipaddress import ip_interface, ip_network
 from typing import Any
 
 from wgpy.config import Config, ConfigError, load
-from wgpy.tools.live import config_of_interface, is_config_path
-
-
-def _error(text: str, status: int = 2) -> int:
-    sys.stderr.write(f"wgpy: {text}\n")
-    return status
+from wgpy.exit_status import Exit, Failed, Unreadable, failed, unreadable_interface
+from wgpy.exit_status import unreadable as _error
+from wgpy.tools.live import map_target
 
 
 def _names(path: str | None) -> dict[str, str]:
@@ -40,28 +38,8 @@ def cmd_top(args: argparse.Namespace) -> int:
             return 0
         read()  # fail before taking the screen over
     except OSError as error:
-        return _error(f"Unable to access interface {args.interface}: {error.strerror or error}", 1)
+        return unreadable_interface(args.interface, error)
     return top.run_top(read, args.interval, sys.stdout, names)
-
-
-def load_target(target: str) -> tuple[Config, Any]:
-    """A config file, or a live interface as its config plus its addresses and routes (when it
-    is in this network namespace). Raises ConfigError or OSError."""
-    from wgpy.tools.aipmap import Live
-    from wgpy.tools.routes import interface_addresses, interface_exists, routes_into
-
-    if is_config_path(target):
-        return load(target), None
-    config = config_of_interface(target)
-    if not interface_exists(target):
-        return config, Live(
-            [], [], "routes and Address unknown: the interface is not in this netns"
-        )
-    addresses = []
-    for address, length in interface_addresses(target):
-        parsed = ip_interface(f"{address}/{length}")
-        addresses.append((parsed.ip, parsed.network))
-    return config, Live(addresses, [ip_network(r) for r in routes_into(target)])
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -75,11 +53,11 @@ def cmd_map(args: argparse.Namespace) -> int:
         return _error(str(error))
     for target in args.targets:
         try:
-            config, live = load_target(target)
+            config, live = map_target(target)
         except ConfigError as error:
             return _error(str(error))
         except OSError as error:
-            return _error(f"Unable to access interface {target}: {error.strerror or error}", 1)
+            return unreadable_interface(target, error)
         configs.append(config)
         extras.append(live)
     try:
@@ -95,8 +73,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(text)
     except OSError as error:
-        return _error(f"{args.output}: {error.strerror or error}")
-    return 0
+        return failed(f"{args.output}: {error.strerror or error}")
+    return Exit.OK
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -106,9 +84,13 @@ def cmd_web(args: argparse.Namespace) -> int:
         return _error(f"web needs aiohttp ({error}): pip install 'wgpy[web]'")
 
     try:
-        return serve(args.target, args.listen, token=args.token, names_file=args.names)
-    except (WebError, ConfigError) as error:
+        return serve(
+            args.target, args.listen, token=args.token, names_file=args.names, net=args.net
+        )
+    except (WebError, ConfigError, Unreadable) as error:
         return _error(str(error))
+    except Failed as error:
+        return failed(str(error))
 
 
 def add_parsers(sub: Any) -> None:
@@ -164,4 +146,11 @@ def add_parsers(sub: Any) -> None:
     )
     web.add_argument("--token", help="required on every request; needed for a non-loopback HOST")
     web.add_argument("--names", metavar="CONF", help="peer names from a config's # Name = lines")
+    web.add_argument(
+        "--net",
+        nargs="+",
+        metavar="INPUT",
+        default=[],
+        help="also show the network these wg-quick files or snapshots make (wgpy net map)",
+    )
     web.set_defaults(func=cmd_web)

@@ -18,7 +18,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from wgpy.events import DROP_REASON_HELP
+from wgpy.events import DROP_REASON_HELP, explaining_address
 
 
 @dataclass
@@ -63,6 +63,12 @@ class InterfaceView:
     destinations: dict[DropKey, list[AddressCount]] = field(default_factory=dict)
     #: A kernel interface: its link counters, and what a `wgpy watch` knows (None: userspace).
     kernel: dict[str, Any] | None = None
+
+
+def short_key(key: str) -> str:
+    """A peer's label when it has no name: the first ten characters of its base64 public
+    key and an ellipsis, as ``wgpy top``, ``map`` and ``web`` show it."""
+    return key[:10] + "…"
 
 
 def key_from_hex(hex_key: str) -> str:
@@ -224,6 +230,13 @@ def _print_kernel(view: InterfaceView, console: Console) -> None:
         )
     for entry in view.kernel.get("unrecognised", []):
         console.print(f"  {entry['count']} × unrecognised: {entry['text']}", markup=False)
+    traced = view.kernel.get("traced")
+    if traced:
+        console.print(f"  drops neither logged nor counted, {traced['scope']}:", markup=False)
+        for entry in traced["drops"]:
+            source = entry["source"]
+            count = "" if source.startswith("not visible") else f"{entry['count']} × "
+            console.print(f"    {count}{entry['reason']} ({source})", markup=False)
 
 
 def _sorted_drops(view: InterfaceView) -> list[tuple[DropKey, int]]:
@@ -250,6 +263,8 @@ def _details(view: InterfaceView, key: DropKey) -> list[tuple[str, list[str]]]:
         ("from", [_counted(e) for e in view.sources.get(key, [])]),
         ("to", [_counted(e) for e in view.destinations.get(key, [])]),
     ]
+    if explaining_address(key[1]) == "destination":
+        found.reverse()  # what explains the reason first (no_peer: where the packets went)
     if key[1] == "disallowed_source":
         found.append(("sources held by", _owner_items(view, key[0])))
     return [(label, items) for label, items in found if items]
@@ -344,6 +359,7 @@ def kernel_info(state: dict[str, Any] | None, counters: dict[str, int]) -> dict[
         info["debug_callsites_on"] = state.get("debug_callsites_on")
         info["unattributed"] = state.get("unattributed", [])
         info["unrecognised"] = state.get("unrecognised", [])
+        info["traced"] = state.get("traced")
     return info
 
 

@@ -27,7 +27,9 @@ from typing import TextIO
 
 from rich.cells import cell_len, set_cell_size
 
-from wgpy.tools.show import DropKey, InterfaceView, PeerView
+from wgpy.events import explaining_address
+from wgpy.exit_status import Exit
+from wgpy.tools.show import DropKey, InterfaceView, PeerView, short_key
 
 __all__ = ["Reading", "rates", "render_frame", "run_top"]
 
@@ -90,7 +92,7 @@ def _cell(text: str, width: int, right: bool = False) -> str:
 
 def _peer_label(key: str, names: dict[str, str]) -> str:
     name = names.get(key)
-    return f"{name} {key[:6]}…" if name else key[:10] + "…"
+    return f"{name} {key[:6]}…" if name else short_key(key)
 
 
 def rates(
@@ -119,9 +121,14 @@ def rates(
 
 def _addresses(view: InterfaceView, key: DropKey, room: int) -> str:
     """The addresses dropped most under ``key`` in at most ``room`` cells: as many as fit,
-    sources first, the number left out as ``+N``."""
-    items = [("from", e) for e in view.sources.get(key, [])[:3]]
-    items += [("to", e) for e in view.destinations.get(key, [])[:3]]
+    the side that explains the reason first (no_peer: destinations; disallowed_source:
+    sources; :func:`wgpy.events.explaining_address`), the number left out as ``+N``."""
+    sources = [("from", e) for e in view.sources.get(key, [])[:3]]
+    destinations = [("to", e) for e in view.destinations.get(key, [])[:3]]
+    if explaining_address(key[1]) == "destination":
+        items = destinations + sources
+    else:
+        items = sources + destinations
     text = ""
     label = ""
     for index, (direction, entry) in enumerate(items):
@@ -166,8 +173,10 @@ def render_frame(
     width: int = 80,
     height: int = 24,
     names: dict[str, str] | None = None,
+    footer: str | None = "q: quit",
 ) -> str:
-    """One screen of ``wgpy top``: at most ``height`` lines of at most ``width`` cells."""
+    """One screen of ``wgpy top``: at most ``height`` lines of at most ``width`` cells, the
+    last one ``footer`` (the key hint of the live view; None for ``--once``)."""
     width = max(width, 79)
     height = max(height, 12)
     names = names or {}
@@ -249,8 +258,11 @@ def render_frame(
         if len(drop_keys) > drop_rows:
             lines.append(_fit(f"  … {len(drop_keys) - drop_rows} more (wgpy show)", width))
     lines.extend(_fit(note, width) for note in notes)
-    lines = lines[: height - 1]
-    lines.append(_fit("q: quit", width))
+    if footer is not None:
+        lines = lines[: height - 1]
+        lines.append(_fit(footer, width))
+    else:
+        lines = lines[:height]
     return "\n".join(lines) + "\n"
 
 
@@ -285,12 +297,15 @@ def reader(ifname: str) -> Read:
 
 def once(read: Read, interval: float, out: TextIO, names: dict[str, str]) -> None:
     """Two readings ``interval`` apart, one frame of the terminal's size (80×24 when not a
-    terminal)."""
+    terminal), without the key hint: nothing waits for a key."""
     first = read()
     time.sleep(interval)
     second = read()
     size = shutil.get_terminal_size((80, 24))
-    out.write(render_frame(first, second, width=size.columns, height=size.lines, names=names))
+    frame = render_frame(
+        first, second, width=size.columns, height=size.lines, names=names, footer=None
+    )
+    out.write(frame)
 
 
 @contextlib.contextmanager
@@ -341,8 +356,8 @@ def run_top(read: Read, interval: float, out: TextIO, names: dict[str, str]) -> 
         pass
     if gone is not None:
         sys.stderr.write(f"wgpy: top: the interface went away: {gone}\n")
-        return 1
-    return 0
+        return Exit.FAILED
+    return Exit.OK
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -8,6 +8,11 @@ peer through the endpoints the kernel reports over netlink, and keeps the counts
 show IF`` finds them: a state file per interface and network namespace, in the same shape
 as wgpyd's ``wgpy-stats`` answer, plus the interface counters, which are exact where the
 attributed counts are lower bounds (the kernel drops messages beyond its rate limit).
+
+Four drops leave neither a line nor a counter (too short, unknown index, failed decryption,
+expired session); with ``--trace-drops`` the watch counts them through kprobe events
+(``wgpy.kerneltrace``, ``wgpy.io.tracefs``) for the whole module, and says for each reason
+where its count comes from or why it has none.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from typing import Any, Final, TextIO
 
 from wgpy.allowedips import AllowedIPs
 from wgpy.events import Direction, DropReason, InnerInfo, PacketDropped
+from wgpy.exit_status import Exit
 from wgpy.kernelmsg import KernelMessage, classify, parse_kmsg_record
+from wgpy.kerneltrace import TRACED_REASONS, TraceDropCounter, parse_trace_line
 from wgpy.tally import AddressTally
 from wgpy.tools.show import key_from_hex, parse_get
 
@@ -320,6 +327,78 @@ class Unthrottle:
             return True
 
 
+# ----------------------------------------------------------------- kprobes: silent drops
+
+NOT_VISIBLE: Final = "not visible"
+TRACED_SCOPE: Final = "every WireGuard interface of this kernel, in every network namespace"
+
+
+class TracedDrops:
+    """The drops the module neither logs nor counts, from kprobe events (``--trace-drops``),
+    with the source of each reason's count or why it has none."""
+
+    def __init__(self) -> None:
+        self.counter = TraceDropCounter()
+        self.session: Any = None
+        self.sources: dict[DropReason, str] = {
+            reason: f"{NOT_VISIBLE}: the kernel neither logs nor counts it; "
+            "`wgpy watch --trace-drops` counts it through kprobe events"
+            for reason in TRACED_REASONS
+        }
+
+    def start(self, options: WatchOptions) -> None:
+        if not options.trace_drops:
+            return
+        from wgpy.io.tracefs import KprobeSession, TraceUnavailable
+
+        session = KprobeSession()
+        try:
+            plan = session.start()
+        except TraceUnavailable as error:
+            for reason in TRACED_REASONS:
+                self.sources[reason] = f"{NOT_VISIBLE}: {error}"
+            options.say(f"wgpy watch: no kprobe events, silent drops not counted: {error}")
+            return
+        self.session = session
+        self.sources.update(plan.sources)
+        options.say(
+            f"wgpy watch: {len(plan.probes)} kprobe events in {session.instance} "
+            f"(counting {TRACED_SCOPE}):"
+        )
+        for reason in TRACED_REASONS:
+            options.say(f"  {reason.value}: {self.sources[reason]}")
+
+    def read(self) -> list[PacketDropped]:
+        if self.session is None:
+            return []
+        events = []
+        for line in self.session.read_lines():
+            parsed = parse_trace_line(line)
+            reason = self.counter.feed(parsed) if parsed is not None else None
+            if reason is not None:
+                detail = f"kernel-wide, {self.sources[reason]}"
+                events.append(PacketDropped(reason, Direction.INCOMING, None, detail=detail))
+        return events
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "scope": TRACED_SCOPE,
+            "drops": [
+                {
+                    "reason": reason.value,
+                    "count": self.counter.counts[reason],
+                    "source": self.sources[reason],
+                }
+                for reason in TRACED_REASONS
+            ],
+        }
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
 # -------------------------------------------------------------------------------- the loop
 
 
@@ -330,6 +409,8 @@ class WatchOptions:
     unthrottle: bool = False
     json_log: TextIO | None = None
     metrics: str | None = None
+    #: Count the module's silent drops through kprobe events (restored on exit).
+    trace_drops: bool = False
     #: Stop after this many seconds (tests); None runs until a signal.
     duration: float | None = None
     say: Callable[[str], object] = field(default=lambda text: sys.stderr.write(text + "\n"))
@@ -374,7 +455,7 @@ def run_watch(options: WatchOptions) -> int:
         pairs = kernel_get(ifname)
     except KernelInterfaceError as error:
         options.say(f"wgpy watch: {ifname} is not a kernel WireGuard interface here: {error}")
-        return 2
+        return Exit.UNREADABLE
     debug, unthrottle = DynamicDebug(), Unthrottle()
     stop = False
 
@@ -390,8 +471,10 @@ def run_watch(options: WatchOptions) -> int:
     path = state_path(ifname)
     started = time.time()
     kmsg = -1
+    traced = TracedDrops()
     try:
         kmsg = _open_kmsg()
+        traced.start(options)
         if options.enable_debug:
             sites = debug.enable()
             options.say(f"wgpy watch: dynamic debug on for {sites} wireguard callsites")
@@ -425,10 +508,11 @@ def run_watch(options: WatchOptions) -> int:
                     "debug_callsites_on": debug.enabled_callsites(),
                     "link_counters": counters,
                     "not_drops": tally.not_drops,
+                    "traced": traced.state(),
                 }
                 _write_state(path, state)
                 if collector is not None:
-                    collector.snapshot = _snapshot(ifname, tally, pairs)
+                    collector.snapshot = _snapshot(ifname, tally, pairs, traced)
             with contextlib.suppress(InterruptedError):
                 select.select([kmsg], [], [], 0.2)
             for record in _read_records(kmsg):
@@ -442,7 +526,14 @@ def run_watch(options: WatchOptions) -> int:
                     if line is not None:
                         options.json_log.write(line + "\n")
                         options.json_log.flush()
+            for event in traced.read():
+                if log is not None and options.json_log is not None:
+                    line = log.render(event, time.monotonic(), time.time())
+                    if line is not None:
+                        options.json_log.write(line + "\n")
+                        options.json_log.flush()
     finally:
+        traced.close()
         debug.restore()
         unthrottle.restore()
         if kmsg >= 0:
@@ -451,7 +542,7 @@ def run_watch(options: WatchOptions) -> int:
             path.unlink()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+    return Exit.OK
 
 
 def _start_metrics(options: WatchOptions, ifname: str) -> Any:
@@ -464,7 +555,9 @@ def _start_metrics(options: WatchOptions, ifname: str) -> Any:
     return collector
 
 
-def _snapshot(ifname: str, tally: DropTally, pairs: list[tuple[str, str]]) -> Any:
+def _snapshot(
+    ifname: str, tally: DropTally, pairs: list[tuple[str, str]], traced: TracedDrops
+) -> Any:
     from wgpy.sinks.metrics import PeerSample, Snapshot
 
     view = parse_get(ifname, pairs)
@@ -475,4 +568,9 @@ def _snapshot(ifname: str, tally: DropTally, pairs: list[tuple[str, str]]) -> An
         for p in view.peers
     )
     drops = tuple((peer or "", reason, count) for (peer, reason), count in tally.counts.items())
-    return Snapshot(ifname, peers, drops)
+    module_drops = tuple(
+        (reason.value, traced.sources[reason], traced.counter.counts[reason])
+        for reason in TRACED_REASONS
+        if not traced.sources[reason].startswith(NOT_VISIBLE)
+    )
+    return Snapshot(ifname, peers, drops, module_drops)

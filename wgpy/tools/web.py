@@ -24,14 +24,16 @@ import ipaddress
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from wgpy.config import Config, load
+from wgpy.events import explaining_address
+from wgpy.exit_status import Failed, Unreadable, interface_message
 from wgpy.tools.live import is_config_path
-from wgpy.tools.show import InterfaceView, PeerView
+from wgpy.tools.show import InterfaceView, PeerView, short_key
 from wgpy.tools.top import Reading, rates
 
 __all__ = ["WebError", "make_app", "serve"]
@@ -66,6 +68,8 @@ class Target:
     is_config: bool
     names: dict[str, str]
     before: Reading | None = None
+    #: ``--net`` inputs: the network view (``wgpy net map``) is drawn from them at each request
+    net: list[str] = field(default_factory=list)
 
     def config(self) -> Config:
         return load(self.name)
@@ -93,6 +97,11 @@ def _config_view(config: Config) -> InterfaceView:
     return view
 
 
+def _label(target: Target, key: str) -> str:
+    """A peer's ``# Name``, else its short key (as ``wgpy top`` and the map show it)."""
+    return target.names.get(key) or short_key(key)
+
+
 def state_json(target: Target, now: Reading) -> dict[str, Any]:
     """The page's data: peers with counters and rates, drops with rates and addresses."""
     _span, traffic, drop_rates = rates(target.before, now)
@@ -104,6 +113,7 @@ def state_json(target: Target, now: Reading) -> dict[str, Any]:
             {
                 "public_key": peer.public_key,
                 "name": target.names.get(peer.public_key),
+                "label": _label(target, peer.public_key),
                 "endpoint": peer.endpoint,
                 "allowed_ips": peer.allowed_ips,
                 "latest_handshake_age": None
@@ -125,11 +135,13 @@ def state_json(target: Target, now: Reading) -> dict[str, Any]:
             {
                 "peer": peer_key,
                 "name": target.names.get(peer_key or ""),
+                "label": "(interface)" if peer_key is None else _label(target, peer_key),
                 "reason": reason,
                 "count": count,
                 "rate": drop_rates.get(key),
                 "sources": [vars(e) for e in view.sources.get(key, [])],
                 "destinations": [vars(e) for e in view.destinations.get(key, [])],
+                "explained_by": explaining_address(reason),  # the side the page lists first
             }
         )
     return {
@@ -140,6 +152,7 @@ def state_json(target: Target, now: Reading) -> dict[str, Any]:
         "peers": peers,
         "drops": None if view.drops is None else drops,
         "kernel": view.kernel,
+        "network": bool(target.net),
     }
 
 
@@ -191,9 +204,9 @@ def _route(ifname: str, address: str) -> Any:
 
 def map_svg(target: Target) -> str:
     from wgpy.tools.aipmap import build_sides, render_svg
-    from wgpy.tools.see_cli import load_target
+    from wgpy.tools.live import map_target
 
-    config, live = load_target(target.name)
+    config, live = map_target(target.name)
     return render_svg(build_sides([config], [live], target.names))
 
 
@@ -212,14 +225,19 @@ def _authorised(request: web.Request, token: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+#: the icon, served to any request: a browser asks for /favicon.ico by itself, without the
+#: page's token, and it holds nothing about the interface
+_PUBLIC = ("/favicon.ico", "/favicon.svg")
+
+
 def make_app(target: Target, token: str | None) -> web.Application:
-    from wgpy.tools.web_page import PAGE, SCRIPT
+    from wgpy.tools.web_page import FAVICON, PAGE, SCRIPT
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET"])
-        if not _authorised(request, token):
+        if request.path not in _PUBLIC and not _authorised(request, token):
             raise web.HTTPUnauthorized(text="wgpy web: a valid token is required\n")
         response: web.StreamResponse = await handler(request)
         response.headers["Cache-Control"] = "no-store"
@@ -236,6 +254,9 @@ def make_app(target: Target, token: str | None) -> web.Application:
 
     async def script(_request: web.Request) -> web.Response:
         return web.Response(text=SCRIPT, content_type="application/javascript")
+
+    async def icon(_request: web.Request) -> web.Response:
+        return web.Response(text=FAVICON, content_type="image/svg+xml")
 
     async def state(_request: web.Request) -> web.Response:
         try:
@@ -265,34 +286,66 @@ def make_app(target: Target, token: str | None) -> web.Application:
             return web.Response(text=f"map: {error}\n", status=503)
         return web.Response(text=text, content_type="image/svg+xml")
 
+    async def network(_request: web.Request) -> web.Response:
+        if not target.net:
+            return web.Response(text="wgpy web: started without --net\n", status=404)
+        try:
+            text = await asyncio.to_thread(net_svg, target.net)
+        except ValueError as error:
+            return web.Response(text=f"net: {error}\n", status=503)
+        return web.Response(text=text, content_type="image/svg+xml")
+
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/app.js", script)
+    for path in _PUBLIC:
+        app.router.add_get(path, icon)
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/explain", explain)
     app.router.add_get("/map.svg", svg)
+    app.router.add_get("/net.svg", network)
     return app
 
 
-def make_target(name: str, names_file: str | None) -> Target:
-    """The page's target; raises ConfigError for an unreadable config, WebError for an
+def net_svg(inputs: list[str]) -> str:
+    """The network view of ``wgpy net map`` over the inputs as they are now; ValueError
+    with the one-line reason when an input cannot be read."""
+    from wgpy.net.check import check
+    from wgpy.tools.net_cli import InputError, load_network
+    from wgpy.tools.netmap import render_svg
+
+    try:
+        return render_svg(check(load_network(inputs)))
+    except InputError as error:
+        raise ValueError(str(error)) from None
+
+
+def make_target(name: str, names_file: str | None, net: list[str] | None = None) -> Target:
+    """The page's target; raises ConfigError for an unreadable config, Unreadable for an
     interface that cannot be read."""
     if is_config_path(name):
         config = load(name)
         names = config.peer_names()
         if names_file:
             names |= load(names_file).peer_names()
-        return Target(name, True, names)
+        return Target(name, True, names, net=list(net or []))
     names = load(names_file).peer_names() if names_file else {}
-    target = Target(name, False, names)
+    target = Target(name, False, names, net=list(net or []))
     try:
         target.read()
     except OSError as error:
-        raise WebError(f"Unable to access interface {name}: {error.strerror or error}") from None
+        raise Unreadable(interface_message(name, error)) from None
     return target
 
 
-def serve(name: str, listen: str, *, token: str | None, names_file: str | None) -> int:
+def serve(
+    name: str,
+    listen: str,
+    *,
+    token: str | None,
+    names_file: str | None,
+    net: list[str] | None = None,
+) -> int:
     """Serve until SIGINT or SIGTERM; prints the address (with the port the OS picked for
     port 0) once listening."""
     host, port = parse_listen(listen)
@@ -301,7 +354,12 @@ def serve(name: str, listen: str, *, token: str | None, names_file: str | None) 
             f"refusing to listen on {host}, which is not a loopback address, without --token "
             "(anyone who reaches it could read the interface)"
         )
-    target = make_target(name, names_file)
+    target = make_target(name, names_file, net)
+    if target.net:
+        try:
+            net_svg(target.net)  # an unreadable input fails here, once, not on every request
+        except ValueError as error:
+            raise Unreadable(str(error)) from None
     return asyncio.run(_serve(make_app(target, token), host, port, token is not None))
 
 
@@ -313,7 +371,7 @@ async def _serve(app: web.Application, host: str, port: int, with_token: bool) -
         await site.start()
     except OSError as error:
         await runner.cleanup()
-        raise WebError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise Failed(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     bound = runner.addresses[0][1] if runner.addresses else port  # port 0: the one picked
     shown = f"[{host}]" if ":" in host else host
     note = " (add ?token=YOUR_TOKEN)" if with_token else ""

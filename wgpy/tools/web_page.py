@@ -12,6 +12,7 @@ PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>wgpy web</title>
+<link rel="icon" href="favicon.svg" type="image/svg+xml">
 <style>
 body { font-family: system-ui, sans-serif; margin: 1rem 2rem; color: #222; }
 h1 { font-size: 1.4rem; margin-bottom: 0.2rem; }
@@ -68,9 +69,22 @@ label { display: flex; flex-direction: column; font-size: 0.85rem; }
 
 <h2>AllowedIPs map</h2>
 <p><img id="map" alt="AllowedIPs map"></p>
+<div id="network" hidden>
+<h2>Network (wgpy net map)</h2>
+<p><img id="net" alt="the network: hosts and every pair's reachability"></p>
+</div>
 <script src="app.js"></script>
 </body>
 </html>
+"""
+
+#: the page's icon: a tunnel (two ends joined by a pipe), small enough to read
+FAVICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">
+<rect width="32" height="32" rx="6" fill="#88171a"/>
+<circle cx="8" cy="16" r="5" fill="#fff"/>
+<circle cx="24" cy="16" r="5" fill="#fff"/>
+<rect x="8" y="13" width="16" height="6" fill="#fff"/>
+</svg>
 """
 
 SCRIPT = """'use strict';
@@ -99,15 +113,12 @@ function age(s) {
   if (s < 3600) return Math.floor(s / 60) + ' min ago';
   return Math.floor(s / 3600) + ' h ago';
 }
-function label(name, key) {
-  if (key === null || key === undefined) return '(interface)';
-  return name ? name + ' (' + key.slice(0, 8) + '…)' : key;
-}
 function addresses(entry) {
   const parts = [];
   const fmt = (e) => e.address + ' ×' + e.count;
   if (entry.sources.length) parts.push('from ' + entry.sources.map(fmt).join(', '));
   if (entry.destinations.length) parts.push('to ' + entry.destinations.map(fmt).join(', '));
+  if (entry.explained_by === 'destination') parts.reverse();
   return parts.join('; ');
 }
 function render(state) {
@@ -119,7 +130,7 @@ function render(state) {
   for (const p of state.peers) {
     const row = document.createElement('tr');
     row.className = 'peer';
-    const who = cell(row, p.name || '');
+    const who = cell(row, p.label);
     const key = document.createElement('div');
     key.className = 'key';
     key.textContent = p.public_key;
@@ -152,7 +163,7 @@ function render(state) {
     for (const d of state.drops) {
       const row = document.createElement('tr');
       row.className = 'drop';
-      cell(row, label(d.name, d.peer));
+      cell(row, d.label);
       cell(row, d.reason);
       cell(row, (lower ? '≥' : '') + d.count, 'num');
       cell(row, d.rate === null ? '-' : d.rate.toFixed(1), 'num');
@@ -197,6 +208,21 @@ document.getElementById('explain').addEventListener('submit', async (event) => {
   }
 });
 document.getElementById('map').src = withToken('map.svg');
+let networkShown = false;
+async function showNetwork() {
+  if (networkShown) return;
+  try {
+    const response = await fetch(withToken('api/state'));
+    const state = await response.json();
+    if (!state.network) return;
+    networkShown = true;
+    document.getElementById('net').src = withToken('net.svg');
+    document.getElementById('network').hidden = false;
+  } catch (error) {
+    /* the peers table says what went wrong */
+  }
+}
+showNetwork();
 refresh();
 setInterval(refresh, 2000);
 """
