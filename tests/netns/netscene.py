@@ -20,11 +20,9 @@ scenarios are fresh Linux hosts, where forwarding is off unless a PostUp line tu
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import shlex
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -154,18 +152,6 @@ class Built:
             timeout=60,
         )
         return out
-
-
-@functools.cache
-def collect_available() -> bool:
-    """Whether this wgpy has ``wgpy collect`` (issue 23's snapshot command)."""
-    result = subprocess.run(
-        [str(VENV_BIN / "wgpy"), "collect", "--help"],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    return result.returncode == 0
 
 
 def _lan_address(lan: str, representative: str | None) -> str:
