@@ -1,9 +1,12 @@
 """`wgpy net check` held to real pings: every scenario of tests/net_scenarios.py built in
-namespaces (see netscene.py), every ordered pair the model lists pinged, prediction == reality;
-then the suggested fixes run as their `HOST# command` lines, and the pairs they fix ping.
+namespaces (see netscene.py) and every ordered pair pinged; the model's answer equals the ping
+for every pair it lists, the scenario's expectation for all. Then the suggested fixes run as
+their `HOST# command` lines, and the pairs they fix ping.
 
 The hosts' daemons alternate between wireguard-go and wgpyd (started by the real wg-quick),
-so that every scenario with two or more hosts runs both. The kernel's and wireguard-go's
+so that every scenario with two or more hosts runs both. All pairs are pinged at once, and a
+failed ping is tried again: the network in which every pair has pinged, whose sessions and
+learned endpoints the model's answers assume (docs/network.md). The kernel's and wireguard-go's
 behaviour is the truth: a mismatch is a fault of the model or of the scenario, never of
 this test.
 """
