@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_allowedips import median_time
 from wgpy import crypto
 from wgpy.config import load
-from wgpy.tools.explain import Source, explain_from, explain_to
-from wgpy.tools.lint import lint
+from wgpy.tools.files.explain import Source, explain_from, explain_to
+from wgpy.tools.files.lint import lint
 
 LENGTHS = (20, 22, 26, 32)
 

@@ -28,7 +28,7 @@ from wgpy import crypto
 from wgpy.device import Device
 from wgpy.events import DropReason, PacketDropped
 from wgpy.peer import Endpoint, Peer
-from wgpy.tools.explain import Source, explain_from, explain_to
+from wgpy.tools.files.explain import Source, explain_from, explain_to
 from wgpy.uapi import NullHooks, handle_get, handle_set
 
 PEERS = 4

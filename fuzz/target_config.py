@@ -25,7 +25,7 @@ from wgpy.config import (
     parse_key,
     parse_prefix,
 )
-from wgpy.tools.lint import exit_status, lint, render_text
+from wgpy.tools.files.lint import exit_status, lint, render_text
 
 FILENAME = "fuzz.conf"
 _LOCATION = re.compile(re.escape(FILENAME) + r"(?::([0-9]+))?: .")

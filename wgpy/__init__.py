@@ -10,7 +10,7 @@ from wgpy.config import load as load_config
 from wgpy.device import Device
 from wgpy.events import DropReason, Event, PacketDropped
 from wgpy.keys import decode_key, encode_key, genkey, genpsk, pubkey
-from wgpy.tools.calc import difference as allowed_ips_difference
+from wgpy.tools.files.calc import difference as allowed_ips_difference
 
 __all__ = [
     "AllowedIPs",

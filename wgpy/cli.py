@@ -57,8 +57,8 @@ def _interfaces() -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from wgpy.tools.live import interface_view
-    from wgpy.tools.show import print_view, to_json
+    from wgpy.tools.interface.live import interface_view
+    from wgpy.tools.interface.show import print_view, to_json
 
     names = [args.interface] if args.interface else _interfaces()
     views = []
@@ -84,7 +84,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from wgpy.tools import events
+    from wgpy.tools.interface import events
 
     try:
         sock = events.connect(args.interface, follow=args.follow, as_json=args.json)
@@ -101,7 +101,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from wgpy.sinks.pcapng import PcapngError
-    from wgpy.tools import capture
+    from wgpy.tools.interface import capture
 
     if args.read:
         try:
@@ -131,7 +131,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from wgpy.tools.watch import WatchOptions, run_watch
+    from wgpy.tools.interface.watch import WatchOptions, run_watch
 
     json_log = None
     if args.log_format == "json":
@@ -237,11 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics")
     watch.add_argument("--duration", type=float, help=argparse.SUPPRESS)
     watch.set_defaults(func=cmd_watch)
-    from wgpy.tools.aip_cli import add_parsers  # explain, lint, calc
-    from wgpy.tools.collect_cli import add_parser as add_collect
-    from wgpy.tools.doctor_cli import add_parser as add_doctor
-    from wgpy.tools.net_cli import add_parser as add_net  # net check, net trace
-    from wgpy.tools.see_cli import add_parsers as add_see  # top, map, web
+    from wgpy.tools.files.aip_cli import add_parsers  # explain, lint, calc
+    from wgpy.tools.interface.doctor_cli import add_parser as add_doctor
+    from wgpy.tools.interface.see_cli import add_parsers as add_see  # top, map, web
+    from wgpy.tools.network.collect_cli import add_parser as add_collect
+    from wgpy.tools.network.net_cli import add_parser as add_net  # net check, net trace
 
     add_parsers(sub)
     add_doctor(sub)

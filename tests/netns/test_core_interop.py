@@ -129,7 +129,13 @@ def test_core_responds_to_wireguard_go(netns_factory: Callable[[], Netns]) -> No
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     try:
-        time.sleep(0.7)  # let the core bind its socket
+        # the core must have bound its socket before go's first initiation: a loaded machine
+        # starts Python slower than any fixed wait, and go retries only after 5 s
+        wait_for(
+            lambda: f":{CORE_PORT} " in ns.run("ss", "-Hunl", check=False).stdout,
+            15,
+            what="the core's UDP socket",
+        )
         result = ping(ns, "10.0.0.2", count=3)
         stdout, _ = proc.communicate(timeout=20)
     finally:

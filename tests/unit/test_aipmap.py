@@ -19,8 +19,8 @@ import pytest
 
 from wgpy.cli import main
 from wgpy.config import Config, load, parse_config
-from wgpy.tools.aipmap import SQUARE, build_sides, render_html, render_svg
-from wgpy.tools.hilbert import cell, region
+from wgpy.tools.files.aipmap import SQUARE, build_sides, render_html, render_svg
+from wgpy.tools.files.hilbert import cell, region
 
 GOLDEN = Path(__file__).parent / "golden"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from wgpy.allowedips import Prefix
 from wgpy.cli import main
-from wgpy.tools.calc import difference, parse_prefixes
+from wgpy.tools.files.calc import difference, parse_prefixes
 
 
 def v4(bits: int = 32, base: int = 0, low: int = 0) -> st.SearchStrategy[Prefix]:

@@ -17,7 +17,7 @@ from wgpy.io import collect as collect_module
 from wgpy.io.collect import CollectError, _foreign_chains, _wireguard_json
 from wgpy.net.model import Action
 from wgpy.net.snapshot import host_from_snapshot
-from wgpy.tools import collect_cli
+from wgpy.tools.network import collect_cli
 
 PRIVATE = bytes(range(1, 33))
 PEER_PUBLIC = bytes(range(33, 65))
@@ -159,12 +159,12 @@ def test_a_failed_read_writes_nothing_and_exits_2(
     assert target.read_text() == "kept"
 
 
-def test_an_unwritable_output_exits_2_and_leaves_nothing(
+def test_an_unwritable_output_exits_1_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _fake_collect(monkeypatch, _snapshot())
     target = tmp_path / "missing" / "gw.json"
-    assert main(["collect", "-o", str(target)]) == 2
+    assert main(["collect", "-o", str(target)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"wgpy collect: cannot write {target}: ") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
@@ -174,7 +174,7 @@ def test_an_unwritable_output_exits_2_and_leaves_nothing(
 
     monkeypatch.setattr("os.fsync", broken)
     target = tmp_path / "gw.json"
-    assert main(["collect", "-o", str(target)]) == 2
+    assert main(["collect", "-o", str(target)]) == 1
     assert "No space left on device" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 

@@ -1,4 +1,4 @@
-"""wgpy.tools.doctor: facts in, ranked findings out (no I/O)."""
+"""wgpy.tools.interface.doctor: facts in, ranked findings out (no I/O)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ import pytest
 
 from wgpy import crypto
 from wgpy.config import parse_config
-from wgpy.tools.doctor import Facts, Finding, diagnose, exit_status, from_lint, render_text
-from wgpy.tools.lint import lint
-from wgpy.tools.routes import RouteInfo
-from wgpy.tools.show import AddressCount, InterfaceView, PeerView
+from wgpy.tools.files.lint import lint
+from wgpy.tools.interface.doctor import (
+    Facts,
+    Finding,
+    diagnose,
+    exit_status,
+    from_lint,
+    render_text,
+)
+from wgpy.tools.interface.routes import RouteInfo
+from wgpy.tools.interface.show import AddressCount, InterfaceView, PeerView
 
 NOW = 1_800_000_000
 P1 = "A" * 43 + "="
@@ -36,7 +43,7 @@ def _peer(key: str, *allowed: str, handshake: int = NOW - 30, **kw: object) -> P
 
 
 def _routes(view: InterfaceView, device: str = "wg0") -> dict[str, RouteInfo]:
-    from wgpy.tools.doctor import route_addresses
+    from wgpy.tools.interface.doctor import route_addresses
 
     return {address: RouteInfo(device, "unicast", 254) for address in route_addresses(view)}
 
@@ -408,7 +415,7 @@ def test_keepalive_advice_with_the_peers_own_config(tmp_path: Path) -> None:
     config doctor knows whether the spoke keeps the tunnel alive itself (nothing to do) or
     should (the fix goes in the spoke's file, on the side behind NAT, not on the hub)."""
     from wgpy.config import load
-    from wgpy.tools.doctor import peer_sides
+    from wgpy.tools.interface.doctor import peer_sides
 
     spoke = _public(5)
     view = _view(_peer(spoke, "10.0.0.2/32", endpoint="192.168.1.20:40000"), drops={})

@@ -24,7 +24,7 @@ from wgpy.exit_status import Exit
 #: Every command of `wgpy` (and what a test below covers for it).
 COMMANDS = frozenset(
     {"demo", "genkey", "pubkey", "genpsk", "show", "events", "capture", "watch"}
-    | {"explain", "lint", "calc", "doctor", "top", "map", "web", "net"}
+    | {"explain", "lint", "calc", "doctor", "top", "map", "web", "net", "collect"}
 )
 
 
@@ -166,7 +166,7 @@ def test_usage_errors_exit_2() -> None:
 
 def test_every_command_is_covered_and_in_the_readme_table() -> None:
     covered = {argv.split()[0] for argv in INTERFACE_ARGV} | {"demo", "genkey", "pubkey"}
-    covered |= {"genpsk", "calc", "net"}  # net: tests/unit/test_net_check.py
+    covered |= {"genpsk", "calc", "net", "collect"}  # tests/unit/test_net_check.py, test_collect.py
     assert covered == COMMANDS
     from wgpy.cli import build_parser
 

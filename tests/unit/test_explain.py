@@ -11,8 +11,8 @@ import pytest
 from tests.unit.test_lint import A_PUB, B_PUB, iface
 from wgpy.cli import main
 from wgpy.config import parse_config
-from wgpy.tools.explain import ExplainError, Source, explain_from, explain_to
-from wgpy.tools.routes import RouteInfo
+from wgpy.tools.files.explain import ExplainError, Source, explain_from, explain_to
+from wgpy.tools.interface.routes import RouteInfo
 
 CONF = (
     iface()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fuzz.explain_world import PEERS, ExplainWorld, Op, OpKind, Probe, address_in
 from wgpy.allowedips import AllowedIPs
-from wgpy.tools.explain import Source
+from wgpy.tools.files.explain import Source
 
 EXAMPLES = 2000
 WORLD = ExplainWorld(seed=3)

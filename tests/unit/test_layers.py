@@ -85,11 +85,11 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     rogue.write_text(
         "from wgpy.io import tun\n"
         "def f():\n"
-        "    from wgpy.tools import explain\n"
+        "    from wgpy.tools.files import explain\n"
         "    import wgpy.sinks.metrics\n"
     )
     names = [name for _, name in imported_modules(rogue)]
-    assert names == ["wgpy.io.tun", "wgpy.tools.explain", "wgpy.sinks.metrics"]
+    assert names == ["wgpy.io.tun", "wgpy.tools.files.explain", "wgpy.sinks.metrics"]
     ranks = [LAYERS.index(layer_of(name)) for name in names]
     assert ranks == [2, 3, 1]
     assert layer_of("wgpy.device") == "core" and layer_of("wgpy.daemon") == "faces"
@@ -146,3 +146,19 @@ def test_no_import_circles_among_tools() -> None:
     circles = [c for c in _cycles(graph) if any(m.startswith("wgpy.tools") for m in c)]
     assert circles == []
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_tools_are_grouped_by_what_they_read() -> None:
+    """tools/ holds a folder per input — wg-quick files, a live interface, a network — and,
+    flat, only the helpers they share (issue 23)."""
+    tools = PACKAGE / "tools"
+    assert sorted(p.name for p in tools.iterdir() if p.is_dir() and p.name != "__pycache__") == [
+        "files",
+        "interface",
+        "network",
+    ]
+    assert sorted(p.name for p in tools.glob("*.py")) == [
+        "__init__.py",
+        "reasons_doc.py",
+        "termtext.py",
+    ]

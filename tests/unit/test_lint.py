@@ -11,7 +11,7 @@ import pytest
 from wgpy import crypto
 from wgpy.cli import main
 from wgpy.config import parse_config
-from wgpy.tools.lint import Finding, lint
+from wgpy.tools.files.lint import Finding, lint
 
 
 def keypair(seed: int) -> tuple[str, str]:

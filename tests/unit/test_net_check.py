@@ -14,7 +14,7 @@ from wgpy.cli import main
 from wgpy.net.check import Endpoint, check
 from wgpy.net.fixes import apply, suggest
 from wgpy.net.model import Network
-from wgpy.tools.net_cli import load_network
+from wgpy.tools.network.net_cli import load_network
 
 
 def _name(endpoint: Endpoint) -> str:
@@ -172,8 +172,8 @@ def test_map_is_deterministic_and_colours_each_cause(
     assert main(["net", "map", *paths, "-o", str(out)]) == 0
     assert out.read_bytes() == first
     svg = first.decode()
-    from wgpy.tools.aipmap import PALETTE
-    from wgpy.tools.netmap import REACHABLE
+    from wgpy.tools.files.aipmap import PALETTE
+    from wgpy.tools.network.netmap import REACHABLE
 
     cells = [line for line in svg.splitlines() if line.startswith("<rect") and "→" in line]
     assert len(cells) == 6

@@ -22,8 +22,8 @@ from wgpy.events import (
 )
 from wgpy.sinks import pcapng
 from wgpy.sinks.eventlog import JsonEventLog, LineRateLimiter, event_record
+from wgpy.tools.interface.show import InterfaceView, ago, human_bytes, parse_get, render_text
 from wgpy.tools.reasons_doc import render
-from wgpy.tools.show import InterfaceView, ago, human_bytes, parse_get, render_text
 
 REPO = Path(__file__).resolve().parents[2]
 

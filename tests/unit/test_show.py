@@ -9,7 +9,14 @@ import re
 from rich.console import Console
 
 from wgpy.events import DROP_REASON_HELP, DropReason
-from wgpy.tools.show import InterfaceView, PeerView, parse_stats, print_view, render_text, to_json
+from wgpy.tools.interface.show import (
+    InterfaceView,
+    PeerView,
+    parse_stats,
+    print_view,
+    render_text,
+    to_json,
+)
 
 ALICE = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
 BOB = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="

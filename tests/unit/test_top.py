@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.cells import cell_len
 
-from wgpy.tools.show import AddressCount, InterfaceView, PeerView
-from wgpy.tools.top import Reading, render_frame
+from wgpy.tools.interface.show import AddressCount, InterfaceView, PeerView
+from wgpy.tools.interface.top import Reading, render_frame
 
 GOLDEN = Path(__file__).parent / "golden"
 ALICE = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
@@ -126,7 +126,7 @@ def test_once_prints_no_key_hint() -> None:
     """``--once`` prints one frame and leaves: there is nothing to quit, so no "q: quit"."""
     import io
 
-    from wgpy.tools.top import once
+    from wgpy.tools.interface.top import once
 
     first, second = readings()
     pending = [first, second]

@@ -1,11 +1,12 @@
-"""The pure part of `wgpy watch`: peer attribution and counting (wgpy.tools.watch.DropTally)."""
+"""The pure part of `wgpy watch`: peer attribution and counting
+(wgpy.tools.interface.watch.DropTally)."""
 
 from __future__ import annotations
 
 import base64
 
 from wgpy.kernelmsg import classify
-from wgpy.tools.watch import DropTally, PeerDirectory
+from wgpy.tools.interface.watch import DropTally, PeerDirectory
 
 A = base64.b64encode(bytes([1]) * 32).decode()
 B = base64.b64encode(bytes([2]) * 32).decode()
@@ -97,7 +98,7 @@ def test_interface_level_drops_and_not_drops() -> None:
 
 
 def test_traced_drops_say_not_visible_without_trace_drops() -> None:
-    from wgpy.tools.watch import TracedDrops, WatchOptions
+    from wgpy.tools.interface.watch import TracedDrops, WatchOptions
 
     said: list[str] = []
     traced = TracedDrops()
@@ -117,7 +118,7 @@ def test_traced_drops_say_not_visible_without_trace_drops() -> None:
 
 def test_traced_drops_turn_trace_lines_into_events() -> None:
     from wgpy.kerneltrace import SOURCES
-    from wgpy.tools.watch import TracedDrops
+    from wgpy.tools.interface.watch import TracedDrops
 
     class Session:
         def read_lines(self) -> list[str]:

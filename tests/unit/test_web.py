@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from wgpy.cli import main
 from wgpy.config import load
-from wgpy.tools.explain import Source, explain_from, explain_to
-from wgpy.tools.web import WebError, make_app, make_target, serve
+from wgpy.tools.files.explain import Source, explain_from, explain_to
+from wgpy.tools.interface.web import WebError, make_app, make_target, serve
 
 GOLDEN = Path(__file__).parent / "golden"
 PSK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -132,7 +132,7 @@ def test_non_loopback_listener_needs_a_token(hub: Path, capsys: pytest.CaptureFi
 def test_peers_without_a_name_are_labelled_by_their_short_key(tmp_path: Path) -> None:
     """Without ``# Name`` comments (a live interface without --names), every peer is labelled
     by the short key ``wgpy top`` shows, in the state and in the map's legend."""
-    from wgpy.tools.show import short_key
+    from wgpy.tools.interface.show import short_key
 
     text = (GOLDEN / "map-hub.conf").read_text()
     bare = tmp_path / "bare.conf"

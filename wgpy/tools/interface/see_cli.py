@@ -16,7 +16,7 @@ from typing import Any
 from wgpy.config import Config, ConfigError, load
 from wgpy.exit_status import Exit, Failed, Unreadable, failed, unreadable_interface
 from wgpy.exit_status import unreadable as _error
-from wgpy.tools.live import map_target
+from wgpy.tools.interface.live import map_target
 
 
 def _names(path: str | None) -> dict[str, str]:
@@ -25,7 +25,7 @@ def _names(path: str | None) -> dict[str, str]:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from wgpy.tools import top
+    from wgpy.tools.interface import top
 
     try:
         names = _names(args.names)
@@ -43,7 +43,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from wgpy.tools.aipmap import build_sides, render_html, render_svg
+    from wgpy.tools.files.aipmap import build_sides, render_html, render_svg
 
     configs: list[Config] = []
     extras: list[Any] = []
@@ -79,7 +79,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     try:
-        from wgpy.tools.web import WebError, serve
+        from wgpy.tools.interface.web import WebError, serve
     except ImportError as error:
         return _error(f"web needs aiohttp ({error}): pip install 'wgpy[web]'")
 

@@ -2,7 +2,7 @@
 
 Per peer its endpoint, handshake age and receive/transmit rates; below, the drops per peer and
 reason per second with the addresses dropped most. Rates are differences of two readings of
-:func:`wgpy.tools.live.interface_view` (wgpyd's counters, or a kernel interface's with a
+:func:`wgpy.tools.interface.live.interface_view` (wgpyd's counters, or a kernel interface's with a
 running ``wgpy watch``), so a frame needs two readings; ``--once`` takes them ``--interval``
 apart and prints one frame.
 
@@ -29,7 +29,7 @@ from rich.cells import cell_len, set_cell_size
 
 from wgpy.events import explaining_address
 from wgpy.exit_status import Exit
-from wgpy.tools.show import DropKey, InterfaceView, PeerView, short_key
+from wgpy.tools.interface.show import DropKey, InterfaceView, PeerView, short_key
 
 __all__ = ["Reading", "rates", "render_frame", "run_top"]
 
@@ -286,7 +286,7 @@ Read = Callable[[], Reading]
 
 def reader(ifname: str) -> Read:
     """A function that reads ``ifname`` now (raises OSError when it is gone)."""
-    from wgpy.tools.live import interface_view
+    from wgpy.tools.interface.live import interface_view
 
     def read() -> Reading:
         view, _pairs = interface_view(ifname)

@@ -1,8 +1,9 @@
 """``wgpy collect [-o FILE] [--host NAME]``: this host's snapshot for ``wgpy net check``.
 
 The snapshot goes to stdout, or to FILE written atomically (a temporary file beside it, then
-a rename): FILE is either the whole snapshot or untouched. Exit status: 0 written; 2 something
-the snapshot must hold could not be read, or FILE could not be written (one line on stderr).
+a rename): FILE is either the whole snapshot or untouched. Exit status (the README's table): 0
+written; 1 FILE could not be written; 2 something the snapshot must hold could not be read
+(one line on stderr either way, and FILE untouched).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from wgpy.exit_status import Exit
 from wgpy.io.collect import CollectError, collect
 
 __all__ = ["add_parser", "write_atomically"]
@@ -43,17 +45,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
         snapshot = collect(args.host)
     except CollectError as error:
         sys.stderr.write(f"wgpy collect: {error}\n")
-        return 2
+        return Exit.UNREADABLE
     text = json.dumps(snapshot, indent=2) + "\n"
     if args.output in (None, "-"):
         sys.stdout.write(text)
-        return 0
+        return Exit.OK
     try:
         write_atomically(Path(args.output), text)
     except OSError as error:
         sys.stderr.write(f"wgpy collect: cannot write {args.output}: {error.strerror or error}\n")
-        return 2
-    return 0
+        return Exit.FAILED
+    return Exit.OK
 
 
 def add_parser(sub: Any) -> None:

@@ -20,8 +20,8 @@ from xml.sax.saxutils import escape
 
 from wgpy.net.check import Endpoint, Report
 from wgpy.net.model import Network
-from wgpy.tools.aipmap import PALETTE
-from wgpy.tools.net_text import cause_text
+from wgpy.tools.files.aipmap import PALETTE
+from wgpy.tools.network.net_text import cause_text
 
 __all__ = ["MATRIX_MAX", "render_html", "render_svg"]
 

@@ -1,11 +1,11 @@
 """``wgpy web IF|CONF``: a small read-only page served locally.
 
 The peer table with live counters and rates, the drops with their addresses, the AllowedIPs
-map (:mod:`wgpy.tools.aipmap`) and an explain form answered by :mod:`wgpy.tools.explain`, the
-engine of ``wgpy explain``. Served by aiohttp: asyncio like the daemon, one dependency (its
-own server, no separate ASGI server), well kept, and its ``web.Application`` parses HTTP so
-wgpy never does. The page is one static HTML file and one script (:mod:`wgpy.tools.web_page`),
-no build step.
+map (:mod:`wgpy.tools.files.aipmap`) and an explain form answered by
+:mod:`wgpy.tools.files.explain`, the engine of ``wgpy explain``. Served by aiohttp: asyncio
+like the daemon, one dependency (its own server, no separate ASGI server), well kept, and
+its ``web.Application`` parses HTTP so wgpy never does. The page is one static HTML file and
+one script (:mod:`wgpy.tools.interface.web_page`), no build step.
 
 Safety: loopback by default; any other address only with ``--token``, which every request
 must then carry (``Authorization: Bearer TOKEN`` or ``?token=TOKEN``, compared in constant
@@ -32,9 +32,9 @@ from aiohttp import web
 from wgpy.config import Config, load
 from wgpy.events import explaining_address
 from wgpy.exit_status import Failed, Unreadable, interface_message
-from wgpy.tools.live import is_config_path
-from wgpy.tools.show import InterfaceView, PeerView, short_key
-from wgpy.tools.top import Reading, rates
+from wgpy.tools.interface.live import is_config_path
+from wgpy.tools.interface.show import InterfaceView, PeerView, short_key
+from wgpy.tools.interface.top import Reading, rates
 
 __all__ = ["WebError", "make_app", "serve"]
 
@@ -77,7 +77,7 @@ class Target:
     def read(self) -> Reading:
         if self.is_config:
             return Reading(_config_view(self.config()), time.monotonic(), time.time())
-        from wgpy.tools.live import interface_view
+        from wgpy.tools.interface.live import interface_view
 
         view, _pairs = interface_view(self.name)
         return Reading(view, time.monotonic(), time.time())
@@ -158,7 +158,7 @@ def state_json(target: Target, now: Reading) -> dict[str, Any]:
 
 def explain_json(target: Target, query: dict[str, str]) -> dict[str, Any]:
     """The answer of ``wgpy explain`` to the form's question (raises ExplainError)."""
-    from wgpy.tools.explain import ExplainError, Source, explain_from, explain_to, render_text
+    from wgpy.tools.files.explain import ExplainError, Source, explain_from, explain_to, render_text
 
     direction = query.get("direction", "to")
     address = query.get("address", "").strip()
@@ -193,7 +193,7 @@ def explain_json(target: Target, query: dict[str, str]) -> dict[str, Any]:
 
 def _route(ifname: str, address: str) -> Any:
     """The OS route lookup when the interface is in this namespace (as ``wgpy explain``)."""
-    from wgpy.tools.routes import interface_exists, route_get
+    from wgpy.tools.interface.routes import interface_exists, route_get
 
     try:
         ipaddress.ip_address(address)
@@ -203,8 +203,8 @@ def _route(ifname: str, address: str) -> Any:
 
 
 def map_svg(target: Target) -> str:
-    from wgpy.tools.aipmap import build_sides, render_svg
-    from wgpy.tools.live import map_target
+    from wgpy.tools.files.aipmap import build_sides, render_svg
+    from wgpy.tools.interface.live import map_target
 
     config, live = map_target(target.name)
     return render_svg(build_sides([config], [live], target.names))
@@ -231,7 +231,7 @@ _PUBLIC = ("/favicon.ico", "/favicon.svg")
 
 
 def make_app(target: Target, token: str | None) -> web.Application:
-    from wgpy.tools.web_page import FAVICON, PAGE, SCRIPT
+    from wgpy.tools.interface.web_page import FAVICON, PAGE, SCRIPT
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -269,7 +269,7 @@ def make_app(target: Target, token: str | None) -> web.Application:
 
     async def explain(request: web.Request) -> web.Response:
         from wgpy.config import ConfigError
-        from wgpy.tools.explain import ExplainError
+        from wgpy.tools.files.explain import ExplainError
 
         try:
             result = await asyncio.to_thread(explain_json, target, dict(request.query))
@@ -311,8 +311,8 @@ def net_svg(inputs: list[str]) -> str:
     """The network view of ``wgpy net map`` over the inputs as they are now; ValueError
     with the one-line reason when an input cannot be read."""
     from wgpy.net.check import check
-    from wgpy.tools.net_cli import InputError, load_network
-    from wgpy.tools.netmap import render_svg
+    from wgpy.tools.network.net_cli import InputError, load_network
+    from wgpy.tools.network.netmap import render_svg
 
     try:
         return render_svg(check(load_network(inputs)))

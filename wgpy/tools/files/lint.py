@@ -41,7 +41,7 @@ from wgpy.config import (
     parse_prefix,
     unknown_key_message,
 )
-from wgpy.tools.calc import difference
+from wgpy.tools.files.calc import difference
 
 __all__ = ["Finding", "lint", "render_text"]
 
@@ -508,7 +508,7 @@ def _reachability(configs: list[Config], out: _Linter) -> None:
     from wgpy.net.check import check
     from wgpy.net.fixes import suggest_all
     from wgpy.net.wgquick import host_from_config, interface_name
-    from wgpy.tools.net_text import cause_text
+    from wgpy.tools.network.net_text import cause_text
 
     try:
         network = build_network([host_from_config(config) for config in configs])

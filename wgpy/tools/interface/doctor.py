@@ -1,9 +1,10 @@
 """``wgpy doctor``: why a tunnel does not work, as findings ranked by severity.
 
-Pure: :func:`diagnose` turns gathered facts (an :class:`~wgpy.tools.show.InterfaceView` with
-wgpyd's drop counters, OS route lookups, lint findings) into :class:`Finding` s, each with its
-evidence and the change that fixes it (a ``wg set`` command and the wg-quick line). The
-command line (``wgpy doctor``, in :mod:`wgpy.tools.doctor_cli`) gathers the facts.
+Pure: :func:`diagnose` turns gathered facts (an
+:class:`~wgpy.tools.interface.show.InterfaceView` with wgpyd's drop counters, OS route
+lookups, lint findings) into :class:`Finding` s, each with its evidence and the change that
+fixes it (a ``wg set`` command and the wg-quick line). The command line (``wgpy doctor``, in
+:mod:`wgpy.tools.interface.doctor_cli`) gathers the facts.
 
 Checks, most important first: each peer's handshake (never completed, failing as a preshared
 key mismatch does, stale), the drops by reason with their top addresses, AllowedIPs that
@@ -25,9 +26,9 @@ from wgpy import crypto
 from wgpy.allowedips import AllowedIPs
 from wgpy.config import Config, ConfigError, parse_key
 from wgpy.events import explaining_address
-from wgpy.tools import lint as lint_mod
-from wgpy.tools.routes import RouteInfo
-from wgpy.tools.show import AddressCount, InterfaceView, PeerView, ago
+from wgpy.tools.files import lint as lint_mod
+from wgpy.tools.interface.routes import RouteInfo
+from wgpy.tools.interface.show import AddressCount, InterfaceView, PeerView, ago
 
 __all__ = [
     "Facts",

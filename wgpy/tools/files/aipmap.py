@@ -1,7 +1,7 @@
 """``wgpy map``: a picture of the address space as AllowedIPs divide it, as SVG or HTML.
 
 One panel per config (or live interface); in it one square per address family, laid out
-along a Hilbert curve (:mod:`wgpy.tools.hilbert`) over the smallest prefix that holds
+along a Hilbert curve (:mod:`wgpy.tools.files.hilbert`) over the smallest prefix that holds
 everything drawn. A Hilbert curve rather than a treemap: an address always lands in the same
 place whatever the other prefixes are, every prefix is one connected square or 2:1 rectangle
 whose area is exactly its size, and a more specific prefix lies inside the one it beats, so
@@ -30,10 +30,10 @@ from xml.sax.saxutils import escape
 from wgpy import crypto
 from wgpy.allowedips import Prefix
 from wgpy.config import Config, ConfigError, parse_address, parse_key, parse_prefix
-from wgpy.tools.calc import difference
-from wgpy.tools.hilbert import region
-from wgpy.tools.lint import Finding, lint
-from wgpy.tools.show import short_key
+from wgpy.tools.files.calc import difference
+from wgpy.tools.files.hilbert import region
+from wgpy.tools.files.lint import Finding, lint
+from wgpy.tools.interface.show import short_key
 
 __all__ = ["MapSide", "build_sides", "render_html", "render_svg"]
 

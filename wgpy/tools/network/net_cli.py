@@ -26,7 +26,7 @@ from wgpy.net.model import Host, IPAddress, Network
 from wgpy.net.snapshot import SnapshotError, host_from_snapshot
 from wgpy.net.trace import Cause, Index, Trace, Verdict
 from wgpy.net.wgquick import host_from_config
-from wgpy.tools.net_text import cause_text
+from wgpy.tools.network.net_text import cause_text
 
 __all__ = ["add_parser", "load_network"]
 
@@ -365,7 +365,7 @@ def _target(found: list[Endpoint], text: str) -> Endpoint:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from wgpy.tools.netmap import render_html, render_svg
+    from wgpy.tools.network.netmap import render_html, render_svg
 
     try:
         network = load_network(args.inputs)

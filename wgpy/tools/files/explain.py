@@ -18,7 +18,7 @@ from typing import Any
 
 from wgpy.allowedips import AllowedIPs
 from wgpy.config import Config
-from wgpy.tools.routes import RouteInfo
+from wgpy.tools.interface.routes import RouteInfo
 
 __all__ = ["ExplainError", "Source", "explain_from", "explain_to", "render_text"]
 
@@ -60,7 +60,7 @@ class Source:
     @classmethod
     def from_uapi(cls, ifname: str, pairs: list[tuple[str, str]]) -> Source:
         """From the key=value pairs of a UAPI ``get`` (wgpyd, wireguard-go, ...)."""
-        from wgpy.tools.show import parse_get
+        from wgpy.tools.interface.show import parse_get
 
         view = parse_get(ifname, pairs)
         table: AllowedIPs[str] = AllowedIPs()

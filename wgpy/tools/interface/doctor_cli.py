@@ -1,6 +1,6 @@
 """``wgpy doctor IF [PEER.conf...] [--json] [--watch SECONDS]`` and ``wgpy doctor CONF...``:
 gather the facts (UAPI get, wgpy-stats drops, OS routes, lint; the peers' own configs when
-given) and print :mod:`wgpy.tools.doctor`'s findings.
+given) and print :mod:`wgpy.tools.interface.doctor`'s findings.
 
 Exit 0: nothing above info; 1: problems found; 2: the interface or a file could not be read.
 No private or preshared key is ever printed: the output is checked for them before it is.
@@ -17,7 +17,7 @@ from typing import Any
 from wgpy.config import Config, ConfigError, load
 from wgpy.exit_status import interface_message
 from wgpy.exit_status import unreadable as _error
-from wgpy.tools.doctor import (
+from wgpy.tools.interface.doctor import (
     Facts,
     Finding,
     diagnose,
@@ -26,8 +26,8 @@ from wgpy.tools.doctor import (
     peer_sides,
     render_text,
 )
-from wgpy.tools.live import interface_view
-from wgpy.tools.show import InterfaceView, key_from_hex
+from wgpy.tools.interface.live import interface_view
+from wgpy.tools.interface.show import InterfaceView, key_from_hex
 
 
 def _secrets(pairs: list[tuple[str, str]]) -> set[str]:
@@ -43,8 +43,13 @@ def _routes(
 ) -> tuple[dict[str, Any] | None, dict[str, Any], int | None, list[str] | None]:
     """Routes of the AllowedIPs and no_peer destinations (None: not in this namespace), routes
     of the endpoint hosts, the interface MTU and its addresses (None: unknown)."""
-    from wgpy.tools.doctor import endpoint_addresses, route_addresses
-    from wgpy.tools.routes import interface_addresses, interface_exists, link_mtu, route_get
+    from wgpy.tools.interface.doctor import endpoint_addresses, route_addresses
+    from wgpy.tools.interface.routes import (
+        interface_addresses,
+        interface_exists,
+        link_mtu,
+        route_get,
+    )
 
     try:
         if not interface_exists(view.name):
@@ -61,8 +66,8 @@ def _routes(
 def _interface(
     ifname: str, watch: float, others: list[Config]
 ) -> tuple[list[Finding], set[str]] | int:
-    from wgpy.tools.lint import lint
-    from wgpy.tools.live import config_of_pairs
+    from wgpy.tools.files.lint import lint
+    from wgpy.tools.interface.live import config_of_pairs
 
     try:
         before = None
@@ -96,7 +101,7 @@ def _config_secrets(configs: list[Config]) -> set[str]:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from wgpy.tools.live import is_config_path
+    from wgpy.tools.interface.live import is_config_path
 
     targets: list[str] = args.targets
     secrets: set[str] = set()
@@ -105,7 +110,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             configs = [load(path) for path in targets]
         except ConfigError as error:
             return _error(str(error))
-        from wgpy.tools.lint import lint
+        from wgpy.tools.files.lint import lint
 
         findings = from_lint(lint(configs))
         secrets = _config_secrets(configs)

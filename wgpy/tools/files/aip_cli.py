@@ -19,11 +19,11 @@ from typing import Any
 from wgpy.config import ConfigError, load
 from wgpy.exit_status import Exit, interface_message
 from wgpy.exit_status import unreadable as _error
-from wgpy.tools.live import config_of_interface, is_config_path
+from wgpy.tools.interface.live import config_of_interface, is_config_path
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from wgpy.tools.explain import ExplainError, Source, explain_from, explain_to, render_text
+    from wgpy.tools.files.explain import ExplainError, Source, explain_from, explain_to, render_text
 
     words: list[str] = args.question
     if len(words) == 2 and words[0] == "to":
@@ -66,7 +66,7 @@ def _route(ifname: str, address: str) -> Any:
     """The OS route lookup, or None (with a note on stderr) when it cannot be made here."""
     from ipaddress import ip_address
 
-    from wgpy.tools.routes import interface_exists, route_get
+    from wgpy.tools.interface.routes import interface_exists, route_get
 
     try:
         ip_address(address)
@@ -85,7 +85,7 @@ def _route(ifname: str, address: str) -> Any:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from wgpy.tools.lint import exit_status, lint, render_text
+    from wgpy.tools.files.lint import exit_status, lint, render_text
 
     configs = []
     for path in args.configs:
@@ -107,7 +107,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_calc(args: argparse.Namespace) -> int:
-    from wgpy.tools.calc import difference, parse_prefixes, to_allowed_ips
+    from wgpy.tools.files.calc import difference, parse_prefixes, to_allowed_ips
 
     warnings: list[str] = []
     try:

@@ -12,7 +12,13 @@ from typing import Any
 
 from wgpy.config import Config, load, parse_config
 from wgpy.io.uapi_client import interface_get, wgpy_stats
-from wgpy.tools.show import InterfaceView, kernel_info, key_from_hex, parse_get, parse_stats
+from wgpy.tools.interface.show import (
+    InterfaceView,
+    kernel_info,
+    key_from_hex,
+    parse_get,
+    parse_stats,
+)
 
 
 def is_config_path(target: str) -> bool:
@@ -27,7 +33,7 @@ def interface_view(ifname: str) -> tuple[InterfaceView, list[tuple[str, str]]]:
     view = parse_get(ifname, pairs)
     if is_kernel:
         from wgpy.io.kernel_wg import link_statistics
-        from wgpy.tools.watch import read_state
+        from wgpy.tools.interface.watch import read_state
 
         state = read_state(ifname)
         counters: dict[str, int] = {}
@@ -89,8 +95,8 @@ def config_of_pairs(ifname: str, pairs: list[tuple[str, str]]) -> Config:
 def map_target(target: str) -> tuple[Config, Any]:
     """A config file, or a live interface as its config plus its addresses and routes (when it
     is in this network namespace). Raises ConfigError or OSError."""
-    from wgpy.tools.aipmap import Live
-    from wgpy.tools.routes import interface_addresses, interface_exists, routes_into
+    from wgpy.tools.files.aipmap import Live
+    from wgpy.tools.interface.routes import interface_addresses, interface_exists, routes_into
 
     if is_config_path(target):
         return load(target), None

@@ -37,7 +37,7 @@ from wgpy.exit_status import Exit
 from wgpy.kernelmsg import KernelMessage, classify, parse_kmsg_record
 from wgpy.kerneltrace import TRACED_REASONS, TraceDropCounter, parse_trace_line
 from wgpy.tally import AddressTally
-from wgpy.tools.show import key_from_hex, parse_get
+from wgpy.tools.interface.show import key_from_hex, parse_get
 
 STATE_DIRECTORY: Final = Path("/run/wgpy")
 DEBUGFS: Final = Path("/sys/kernel/debug")
