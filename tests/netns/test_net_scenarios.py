@@ -28,7 +28,7 @@ from tests.netns.harness import Netns
 from wgpy.net.check import Endpoint, Group, Report, check
 from wgpy.net.fixes import Change, Fix, apply, suggest_all
 from wgpy.net.model import Network
-from wgpy.tools.net_cli import load_network
+from wgpy.tools.network.net_cli import load_network
 
 pytestmark = pytest.mark.netns
 
