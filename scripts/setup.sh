@@ -17,7 +17,8 @@ cd -- "$ROOT"
 
 DEB_PACKAGES=(
     wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump tshark ncat procps nftables
-    # `wgpy collect` reads FORWARD and NAT rules as iptables-save prints them (test_collect.py)
+    # `wgpy collect` reads FORWARD and NAT rules as iptables-save prints them (test_collect.py);
+    # the network scenarios' PostUp lines run it (tests/netns/test_net_scenarios.py)
     iptables
     qemu-system-x86
     # `python3 -m venv` needs ensurepip, which Debian ships apart; pytricia (the bench extra, an
