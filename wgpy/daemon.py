@@ -31,6 +31,7 @@ from typing import Final, TextIO
 from wgpy import __version__, batch
 from wgpy.device import Device
 from wgpy.io import startup_errors, tun
+from wgpy.io.pump import worker_count
 from wgpy.uapi import SOCKET_DIRECTORY, socket_path
 
 #: Like Go's listeners (net.core.somaxconn): a burst of `wg` clients must not be refused.
@@ -353,7 +354,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     if foreground:
-        log.info("Starting wgpyd version %s, %s", __version__, batch.ACTIVE)
+        workers = worker_count()
+        log.info(
+            "Starting wgpyd version %s, %s, %d worker thread%s",
+            __version__,
+            batch.ACTIVE,
+            workers,
+            "" if workers == 1 else "s",
+        )
         return serve(ifname, tun_fd, uapi, Readiness())
 
     env = dict(os.environ)

@@ -246,6 +246,24 @@ def test_iperf3_tcp(
         )
 
 
+def test_start_line_names_the_batch_path_and_workers(
+    netns_factory: Callable[[], Netns],
+) -> None:
+    """The daemon says which batch path and how many worker threads it runs: what this run's
+    environment asks for (CI runs the data-path tests once more with WGPY_PURE=1, and this
+    proves that those daemons ran the pure-Python path)."""
+    ns = netns_factory()
+    daemon = start_wg_daemon(ns, unique_ifname("wgs"), WGPYD)
+    pure = os.environ.get("WGPY_PURE") == "1"
+    workers = 0 if pure else int(os.environ.get("WGPY_WORKERS", "0"))
+    path = "pure-Python batch path: WGPY_PURE=1" if pure else "C batch path: wgpy._batch"
+    wanted = f", {path}, "
+    suffix = "thread" if workers == 1 else "threads"
+    wait_for(lambda: "Device started" in daemon.log(), 10, what="the start lines")
+    (line,) = [line for line in daemon.log().splitlines() if "Starting wgpyd version" in line]
+    assert wanted in line and line.endswith(f", {workers} worker {suffix}"), line
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. roaming
 

@@ -3,13 +3,18 @@
 Two identical pairs of Devices (same seeds) get the same inputs: one pair packet by packet, the
 other as batches. Everything observable must come out the same: datagrams (byte for byte),
 delivered packets, events, drop counters, byte counters, timers and keypair state. Each test
-runs on both batch paths (wgpy.batch: the C extension and its pure-Python twin).
+runs on both batch paths (wgpy.batch: the C extension and its pure-Python twin), and once more
+with the batch calls in worker threads (``Device.workers``): the same datagrams, in order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +26,43 @@ from tests.unit.test_device import Node, Pair, make_pair
 from wgpy.device import Device
 from wgpy.device.state import RUN_MAX_BYTES, RUN_MAX_DATAGRAMS
 from wgpy.peer import Peer
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: The C path, and the C path with the batch calls in worker threads.
+WORKER_PATHS = (*PATHS, "c-workers")
+
+
+class Workers(ThreadPoolExecutor):
+    """Two worker threads that count the jobs they ran off the caller's thread."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.ran_elsewhere = 0
+        self._caller = threading.get_ident()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        def run() -> T:
+            if threading.get_ident() != self._caller:
+                self.ran_elsewhere += 1
+            return fn(*args, **kwargs)
+
+        return super().submit(run)
+
+
+@contextlib.contextmanager
+def workers_for(path: str, *devices: Device) -> Iterator[Workers | None]:
+    """``path``'s batch calls; for "c-workers", the C ones in a :class:`Workers` pool that
+    ``devices`` use."""
+    with on_path("c" if path == "c-workers" else path):
+        if path != "c-workers":
+            yield None
+            return
+        with Workers() as pool:
+            for device in devices:
+                device.workers = pool
+            yield pool
 
 
 def _peer_state(peer: Peer) -> tuple[Any, ...]:
@@ -98,22 +140,24 @@ outgoing_ops = st.builds(
 )
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", WORKER_PATHS)
 @settings(max_examples=150)
 @given(
-    batches=st.lists(st.lists(outgoing_ops, max_size=12), min_size=1, max_size=4),
+    batches=st.lists(st.lists(outgoing_ops, max_size=24), min_size=1, max_size=4),
     with_session=st.booleans(),
     route_mtu=st.sampled_from([0, 1280]),
 )
 def test_send_packets_is_send_packet_per_packet(
     path: str, batches: list[list[Outgoing]], with_session: bool, route_mtu: int
 ) -> None:
-    with on_path(path):
-        _send_both_ways(batches, with_session, route_mtu)
-
-
-def _send_both_ways(batches: list[list[Outgoing]], with_session: bool, route_mtu: int) -> None:
     one, many = make_pair(seed=7), make_pair(seed=7)
+    with workers_for(path, many.a.device):
+        _send_both_ways(one, many, batches, with_session, route_mtu)
+
+
+def _send_both_ways(
+    one: Pair, many: Pair, batches: list[list[Outgoing]], with_session: bool, route_mtu: int
+) -> None:
     for pair in (one, many):
         if with_session:
             _session(pair)
@@ -186,18 +230,18 @@ def _from_b(node: Node, now: float, op: Incoming, earlier: list[bytes]) -> list[
     return [d for d, _ in device.datagrams_to_send()]
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", WORKER_PATHS)
 @settings(max_examples=150)
 @given(batches=st.lists(st.lists(incoming_ops, max_size=16), min_size=1, max_size=4))
 def test_receive_datagrams_is_receive_datagram_per_datagram(
     path: str, batches: list[list[Incoming]]
 ) -> None:
-    with on_path(path):
-        _receive_both_ways(batches)
-
-
-def _receive_both_ways(batches: list[list[Incoming]]) -> None:
     one, many = make_pair(seed=11), make_pair(seed=11)
+    with workers_for(path, many.a.device):
+        _receive_both_ways(one, many, batches)
+
+
+def _receive_both_ways(one: Pair, many: Pair, batches: list[list[Incoming]]) -> None:
     for pair in (one, many):
         _session(pair)
     earlier: list[bytes] = []
@@ -212,7 +256,8 @@ def _receive_both_ways(batches: list[list[Incoming]]) -> None:
         earlier += datagrams
         for datagram in datagrams:
             one.a.device.receive_datagram(datagram, one.b.endpoint, now)
-        many.a.device.receive_datagrams(datagrams, many.b.endpoint, now)
+        ahead = many.a.device.open_ahead(datagrams)
+        many.a.device.receive_datagrams(datagrams, many.b.endpoint, now, ahead)
         out_one, out_many = _drain(one.a.device), _drain(many.a.device)
         assert out_one == out_many
         assert _device_state(one.a.device) == _device_state(many.a.device)
@@ -224,7 +269,7 @@ def _receive_both_ways(batches: list[list[Incoming]]) -> None:
         assert _device_state(one.b.device) == _device_state(many.b.device)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", WORKER_PATHS)
 @settings(max_examples=60)
 @given(
     sizes=st.lists(st.integers(0, 1600), min_size=1, max_size=150),
@@ -234,12 +279,12 @@ def test_runs_are_ready_for_one_gso_send(path: str, sizes: list[int], mtu: int) 
     """send_packets queues each run as one buffer that one UDP GSO send can take: equal
     datagrams but the last, at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES, and exactly the
     datagrams the per-packet calls make."""
-    with on_path(path):
-        _runs_for_gso(sizes, mtu)
-
-
-def _runs_for_gso(sizes: list[int], mtu: int) -> None:
     one, many = make_pair(seed=5), make_pair(seed=5)
+    with workers_for(path, many.a.device):
+        _runs_for_gso(one, many, sizes, mtu)
+
+
+def _runs_for_gso(one: Pair, many: Pair, sizes: list[int], mtu: int) -> None:
     packets = [ipv4_udp("10.0.0.1", "10.0.0.2", bytes(size)) for size in sizes]
     for pair in (one, many):
         _session(pair)
@@ -260,3 +305,63 @@ def _runs_for_gso(sizes: list[int], mtu: int) -> None:
     assert flattened == [d for d, _ in one.a.device.datagrams_to_send()]
     if len(set(len(p) for p in packets)) == 1 and len(packets) > 1:
         assert len(runs) < len(packets)  # equal packets do share runs
+
+
+def test_big_runs_are_sealed_in_workers_and_leave_in_order() -> None:
+    """Runs of WORKER_MIN_PACKETS packets or more are sealed off the caller's thread, several
+    at once, and still leave exactly as the per-packet calls send them, in order; smaller ones
+    (a ping) are sealed on the caller's thread."""
+    one, many = make_pair(seed=3), make_pair(seed=3)
+    with workers_for("c-workers", many.a.device) as pool:
+        assert pool is not None
+        for pair in (one, many):
+            _session(pair)
+        # four runs (one per destination in a row): 44, 9, 20 and 3 packets
+        sizes = [1400] * 44 + [300] * 9 + [1400] * 20 + [100] * 3
+        packets = [
+            ipv4_udp("10.0.0.1", "10.0.0.2", bytes([n]) * size)
+            if n < 44 or 53 <= n < 73
+            else ipv6_udp("fd00::1", "fd00::2", bytes([n]) * size)
+            for n, size in enumerate(sizes)
+        ]
+        for packet in packets:
+            one.a.device.send_packet(packet, one.now)
+        many.a.device.send_packets(packets, many.now)
+        assert _drain(one.a.device) == _drain(many.a.device)  # waits for the workers
+        assert pool.ran_elsewhere == 3  # not the run of 3
+        assert _device_state(one.a.device) == _device_state(many.a.device)
+        many.a.device.send_packets([ipv4_udp("10.0.0.1", "10.0.0.2", b"ping")] * 2, many.now)
+        many.a.device.datagrams_to_send()
+        assert pool.ran_elsewhere == 3
+
+
+def test_a_batch_is_opened_ahead_in_a_worker() -> None:
+    """open_ahead opens a GRO batch in a worker; receive_datagrams uses what it opened and
+    decides the rest (replay, delivery) itself: a replayed datagram in the batch is dropped."""
+    one, many = make_pair(seed=13), make_pair(seed=13)
+    with workers_for("c-workers", many.a.device) as pool:
+        assert pool is not None
+        for pair in (one, many):
+            _session(pair)
+        batches = []
+        for pair in (one, many):
+            for number in range(20):
+                pair.b.device.send_packet(b_to_a_packet(number), pair.now)
+            batches.append([d for d, _ in pair.b.device.datagrams_to_send()])
+        assert batches[0] == batches[1]
+        datagrams = batches[0] + [batches[0][5]]  # and a replay
+        for datagram in datagrams:
+            one.a.device.receive_datagram(datagram, one.b.endpoint, one.now)
+        ahead = many.a.device.open_ahead(datagrams)
+        assert ahead is not None
+        many.a.device.receive_datagrams(datagrams, many.b.endpoint, many.now, ahead)
+        assert pool.ran_elsewhere == 1
+        out = _drain(many.a.device)
+        assert out == _drain(one.a.device)
+        assert len(out[2]) == 20
+        assert _device_state(one.a.device) == _device_state(many.a.device)
+        assert many.a.device.open_ahead(datagrams[:3]) is None  # small: not worth a hop
+
+
+def b_to_a_packet(number: int) -> bytes:
+    return ipv4_udp("10.0.0.2", "10.0.0.1", bytes([number]) * 1000)

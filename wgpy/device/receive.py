@@ -17,7 +17,9 @@ from wgpy.device.state import (
     NONCE,
     SEND_KEEPALIVE,
     TYPE_DATA,
+    WORKER_MIN_PACKETS,
     DeviceState,
+    PendingOpen,
 )
 from wgpy.events import (
     Direction,
@@ -70,9 +72,36 @@ class Receiving(DeviceState):
         elif kind == messages.TYPE_COOKIE_REPLY:
             self._receive_cookie_reply(datagram, endpoint, now)
 
-    def receive_datagrams(self, datagrams: Sequence[bytes], endpoint: Endpoint, now: float) -> None:
+    def open_ahead(self, datagrams: Sequence[bytes]) -> PendingOpen | None:
+        """With ``workers``, start opening ``datagrams`` (WORKER_MIN_PACKETS or more) in a
+        worker, on the keypair the first one names, for a later :meth:`receive_datagrams` of
+        the same datagrams: it uses what was opened if it comes to that keypair, and decides
+        everything itself (age, replay, timers, drops, delivery), in order. A guess that
+        turns out wrong (a handshake came in between) costs only the worker's time."""
+        workers = self.workers
+        if workers is None or len(datagrams) < WORKER_MIN_PACKETS:
+            return None
+        first = datagrams[0]
+        if len(first) < 32 or first[0] != TYPE_DATA:
+            return None
+        receiver = int.from_bytes(first[4:8], "little")
+        keypair = self._keypair_index.get(receiver)
+        if keypair is None:
+            return None
+        future = workers.submit(
+            batch.open_batch, keypair.receive_key, datagrams, receiver, _LAST_COUNTER
+        )
+        return PendingOpen(future, keypair)
+
+    def receive_datagrams(
+        self,
+        datagrams: Sequence[bytes],
+        endpoint: Endpoint,
+        now: float,
+        ahead: PendingOpen | None = None,
+    ) -> None:
         """:meth:`receive_datagram` for each of ``datagrams`` (all from ``endpoint``), in
-        order, with the same outcome.
+        order, with the same outcome. ``ahead``: what :meth:`open_ahead` started for them.
 
         After a data message took the full path, the data messages that follow it on the same
         keypair (a UDP GRO read brings dozens) take a short one: what the full path did for
@@ -98,6 +127,10 @@ class Receiving(DeviceState):
         for position, datagram in enumerate(datagrams):
             if keypair is not None and peer is not None:
                 at = position - opened_at
+                if ahead is not None and keypair is ahead.keypair and keypair is not opened_by:
+                    counters, opened = ahead.future.result()  # opened from the first one on
+                    opened_by, opened_at, at = keypair, 0, position
+                    ahead = None
                 if keypair is not opened_by or at >= len(opened):
                     counters, opened = batch.open_batch(
                         keypair.receive_key, datagrams[position:], receiver, _LAST_COUNTER

@@ -16,7 +16,9 @@ from wgpy.device.state import (
     NEW_HANDSHAKE,
     NONCE,
     TYPE_DATA,
+    WORKER_MIN_PACKETS,
     DeviceState,
+    PendingRun,
 )
 from wgpy.events import (
     Direction,
@@ -170,7 +172,11 @@ class Sending(DeviceState):
         of equal sizes (the last may be shorter; at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES),
         each header packed and each packet padded and encrypted in place: one allocation per
         run instead of three per datagram, and a run the adapter sends whole (UDP GSO). The
-        counters were checked by the caller (:func:`_can_send`)."""
+        counters were checked by the caller (:func:`_can_send`).
+
+        With ``workers``, a run of WORKER_MIN_PACKETS or more is sealed in a worker: its
+        counters are taken here, in order, and a :class:`PendingRun` holds its place in the
+        output queues (wireguard-go's encryption queue and sequential sender)."""
         tap = self.tap
         if tap is not None:
             for packet in packets:
@@ -180,6 +186,23 @@ class Sending(DeviceState):
         route_mtu = self.route_mtu if self.route_mtus else None
         if route_mtu is not None:
             limits = [(route_mtu(p) or mtu) if len(p) & 15 else mtu for p in packets]
+        workers = self.workers
+        if workers is not None and len(packets) >= WORKER_MIN_PACKETS:
+            future = workers.submit(
+                batch.seal_run,
+                keypair.send_key,
+                keypair.remote_index,
+                keypair.send_counter,
+                packets,
+                mtu,
+                limits,
+            )
+            keypair.send_counter += len(packets)
+            pending = PendingRun(future, peer, endpoint)
+            self._datagrams.append(pending)
+            self._runs_queued += 1
+            self._unfragmentable.append(pending)
+            return
         runs, singles, sent = batch.seal_run(
             keypair.send_key, keypair.remote_index, keypair.send_counter, packets, mtu, limits
         )

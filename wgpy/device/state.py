@@ -8,10 +8,12 @@ import collections
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Final
 
 from wgpy import messages, noise
 from wgpy.allowedips import AllowedIPs
+from wgpy.batch import OpenedBatch, SealedRun
 from wgpy.cookie import CookieChecker
 from wgpy.events import (
     Direction,
@@ -61,6 +63,35 @@ TYPE_DATA: Final = messages.TYPE_DATA
 
 #: A queued output (see :meth:`DeviceState.datagram_runs_to_send`).
 QueuedDatagrams = tuple[bytes | bytearray, Endpoint, int]
+
+#: With ``workers`` set, a run of at least this many packets is sealed (and a batch of at
+#: least this many datagrams opened) in a worker thread; smaller ones stay on the calling
+#: thread, which a thread hop would only slow down (ping).
+WORKER_MIN_PACKETS: Final = 8
+
+
+class PendingRun:
+    """A run being sealed in a worker (:attr:`DeviceState.workers`): it holds its place in
+    the output queues, and its datagrams take that place when it is resolved, in order."""
+
+    __slots__ = ("endpoint", "future", "peer", "resolved")
+
+    def __init__(self, future: Future[SealedRun], peer: Peer, endpoint: Endpoint) -> None:
+        self.future = future
+        self.peer = peer
+        self.endpoint = endpoint
+        self.resolved: tuple[list[QueuedDatagrams], list[tuple[bytes, Endpoint]]] | None = None
+
+
+class PendingOpen:
+    """A batch of datagrams being opened in a worker ahead of the ordered consumer
+    (:meth:`Receiving.open_ahead`): on ``keypair``, from the first datagram on."""
+
+    __slots__ = ("future", "keypair")
+
+    def __init__(self, future: Future[OpenedBatch], keypair: Keypair) -> None:
+        self.future = future
+        self.keypair = keypair
 
 
 def datagrams_of(queued: Iterable[QueuedDatagrams]) -> list[tuple[bytes, Endpoint]]:
@@ -135,9 +166,14 @@ class DeviceState:
         )
         self._handshake_index: dict[int, Peer] = {}
         self._keypair_index: dict[int, Keypair] = {}
-        self._datagrams: list[QueuedDatagrams] = []
+        #: Worker threads for the per-byte work of big batches (None: all on the caller's
+        #: thread). Nonces, counters and every decision stay with the caller; the workers
+        #: only run the GIL-free batch calls of wgpy.batch. Set by an adapter.
+        self.workers: Executor | None = None
+        self._datagrams: list[QueuedDatagrams | PendingRun] = []
+        self._runs_queued = 0  # PendingRuns in _datagrams
         self._packets: list[bytes] = []
-        self._unfragmentable: list[tuple[bytes, Endpoint]] = []
+        self._unfragmentable: list[tuple[bytes, Endpoint] | PendingRun] = []
         #: Set by an adapter that sends ICMP errors from the interface's own network stack
         #: (as the kernel module does): packets no peer has are then handed out by
         #: ``unreachable_packets()`` instead of an ICMP error written to the TUN.
@@ -167,9 +203,39 @@ class DeviceState:
         messages to one peer still as the one buffer they were encrypted into: ``(data,
         endpoint, size)``, ``size`` 0 for one datagram, else the size of each datagram in
         ``data`` (the last may be shorter; at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES): what
-        one UDP GSO send takes."""
-        out, self._datagrams = self._datagrams, []
+        one UDP GSO send takes. Runs sealed in workers are waited for, in order."""
+        pending = self._runs_queued
+        queued = self.queued_output()
+        if not pending:
+            return queued  # type: ignore[return-value]  # no PendingRun among them
+        out: list[QueuedDatagrams] = []
+        for item in queued:
+            if isinstance(item, PendingRun):
+                out += self.resolve_run(item)
+            else:
+                out.append(item)
         return out
+
+    def queued_output(self) -> list[QueuedDatagrams | PendingRun]:
+        """What :meth:`datagram_runs_to_send` returns, without waiting for the runs still
+        being sealed: an adapter sends what is ready and :meth:`resolve_run` each pending one
+        when its turn comes, so that a peer's datagrams leave in order."""
+        out, self._datagrams = self._datagrams, []
+        self._runs_queued = 0
+        return out
+
+    def resolve_run(self, pending: PendingRun) -> list[QueuedDatagrams]:
+        """The datagrams of a run sealed in a worker (waiting for it if need be); the bytes
+        are counted to its peer now, once."""
+        if pending.resolved is None:
+            runs, singles, sent = pending.future.result()
+            pending.peer.tx_bytes += sent
+            endpoint = pending.endpoint
+            pending.resolved = (
+                [(data, endpoint, size) for data, size in runs],
+                [(datagram, endpoint) for datagram in singles],
+            )
+        return pending.resolved[0]
 
     def datagrams_not_to_fragment(self) -> list[tuple[bytes, Endpoint]]:
         """Data datagrams that carry another WireGuard message (a tunnel inside a tunnel), to
@@ -180,7 +246,15 @@ class DeviceState:
         packets, each looping on. Refusing to fragment ends the loop when the packet outgrows
         the MTU, about where the kernel module's own loop dies. Other datagrams may be
         fragmented (IPv4 without DF), as the kernel's are."""
-        out, self._unfragmentable = self._unfragmentable, []
+        queued, self._unfragmentable = self._unfragmentable, []
+        out: list[tuple[bytes, Endpoint]] = []
+        for item in queued:
+            if isinstance(item, PendingRun):
+                self.resolve_run(item)
+                assert item.resolved is not None
+                out += item.resolved[1]
+            else:
+                out.append(item)
         return out
 
     def unreachable_packets(self) -> list[bytes]:

@@ -8,6 +8,11 @@ Device's outputs drained: datagrams sent (UDP GSO runs while the path takes them
 inside the tunnel never fragmented, replies from the local address the peer last reached, as
 the kernel does), then inner packets to ``deliver``, then events to ``dispatch``, then the
 timer moved to the Device's next deadline.
+
+With worker threads (``WGPY_WORKERS``, see :func:`worker_count`), the GIL-free batch calls of
+big batches run on the other cores: a GRO batch is opened while the one read before it is
+consumed (replay, timers, drops and delivery, in order, here), and a run being sealed holds
+its place in the output, which leaves in order (what is ready is sent while the rest seals).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
+from wgpy import batch
 from wgpy.device import Device
-from wgpy.device.state import QueuedDatagrams, datagrams_of
+from wgpy.device.state import PendingOpen, PendingRun, QueuedDatagrams, datagrams_of
 from wgpy.events import Event
 from wgpy.io import rtnl, udp
 from wgpy.io.timer import DeviceTimer
@@ -34,6 +41,25 @@ log = logging.getLogger("wgpy")
 
 #: What the Device queued (Device.datagram_runs_to_send).
 Queued = list[QueuedDatagrams]
+#: Worker threads when ``WGPY_WORKERS`` is not set (see :func:`worker_count`).
+DEFAULT_WORKERS: Final = 0
+
+
+def worker_count() -> int:
+    """Worker threads for the batch calls: ``WGPY_WORKERS`` (a number, or ``auto``: one per
+    core), else DEFAULT_WORKERS; none on the pure-Python path, whose calls hold the GIL."""
+    if not batch.ACCELERATED:
+        return 0
+    choice = os.environ.get("WGPY_WORKERS")
+    if choice is None:
+        return DEFAULT_WORKERS
+    if choice == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        return max(0, int(choice))
+    except ValueError:
+        log.warning("WGPY_WORKERS=%r is not a number or auto: no worker threads", choice)
+        return 0
 
 
 class DatagramPump:
@@ -76,6 +102,11 @@ class DatagramPump:
         self._source_ifindex: dict[tuple[str, int], int] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timer = DeviceTimer(device, self.on_timer)
+        workers = worker_count()
+        self._workers: ThreadPoolExecutor | None = None
+        if workers:
+            self._workers = ThreadPoolExecutor(workers, thread_name_prefix="wgpy-batch")
+            device.workers = self._workers
 
     # -------------------------------------------------------------- sockets
 
@@ -140,6 +171,10 @@ class DatagramPump:
     def stop(self) -> None:
         self.close()
         self._timer.cancel()
+        if self._workers is not None:
+            self.device.workers = None
+            self._workers.shutdown(wait=True)
+            self._workers = None
 
     def set_fwmark(self, mark: int) -> None:
         udp.set_fwmark(self.sockets(), mark)
@@ -152,8 +187,11 @@ class DatagramPump:
         gro = self._gro
         receiver = self._receiver
         receive = receiver.receive
-        sources = self.sources
-        source_ifindex = self._source_ifindex
+        consume = self._consume
+        open_ahead = device.open_ahead if device.workers is not None else None
+        # a batch being opened in a worker, consumed after the next read
+        waiting: tuple[list[bytes], tuple[str, int], udp.Cmsg | None, int, PendingOpen] | None
+        waiting = None
         for _ in range(READ_BATCH):
             try:
                 datagrams, endpoint, source = receive(sock, gro)
@@ -162,25 +200,47 @@ class DatagramPump:
             except OSError as error:  # e.g. ICMP port unreachable reported on the socket
                 log.debug("UDP receive error: %s", error)
                 break
-            authenticated = device.authenticated_received
-            device.receive_datagrams(datagrams, endpoint, now)
-            if (
-                source is not None
-                and device.authenticated_received != authenticated
-                and (
-                    sources.get(endpoint) != source
-                    or source_ifindex.get(endpoint) != receiver.ifindex
-                )
-            ):
-                # learned from authenticated datagrams only, as wireguard-go does; replies
-                # to them (handshake responses) go out at the flush below, from this source
-                sources[endpoint] = source
-                source_ifindex[endpoint] = receiver.ifindex
-                if len(sources) > 2 * len(device.peers) + 64:
-                    self._prune_sources()
+            ahead = None if open_ahead is None else open_ahead(datagrams)
+            if waiting is not None:
+                consume(*waiting, now)
+                waiting = None
+            if ahead is None:
+                consume(datagrams, endpoint, source, receiver.ifindex, None, now)
+            else:
+                waiting = (datagrams, endpoint, source, receiver.ifindex, ahead)
+        if waiting is not None:
+            consume(*waiting, now)
         self.flush()
         if self._after_read is not None:
             self._after_read()
+
+    def _consume(
+        self,
+        datagrams: list[bytes],
+        endpoint: tuple[str, int],
+        source: udp.Cmsg | None,
+        ifindex: int,
+        ahead: PendingOpen | None,
+        now: float,
+    ) -> None:
+        """One read's datagrams to the Device, in order (``ahead``: opened in a worker)."""
+        device = self.device
+        authenticated = device.authenticated_received
+        device.receive_datagrams(datagrams, endpoint, now, ahead)
+        if (
+            source is not None
+            and device.authenticated_received != authenticated
+            and (
+                self.sources.get(endpoint) != source
+                or self._source_ifindex.get(endpoint) != ifindex
+            )
+        ):
+            # learned from authenticated datagrams only, as wireguard-go does; replies
+            # to them (handshake responses) go out at the flush below, from this source
+            self.sources[endpoint] = source
+            self._source_ifindex[endpoint] = ifindex
+            if len(self.sources) > 2 * len(device.peers) + 64:
+                self._prune_sources()
 
     def on_timer(self) -> None:
         self.device.handle_timer(time.monotonic())
@@ -218,9 +278,12 @@ class DatagramPump:
     def flush(self) -> None:
         """Drain the Device: datagrams out, packets to ``deliver``, events to ``dispatch``."""
         device = self.device
-        queued = device.datagram_runs_to_send()
-        if queued:
-            self._send(queued)
+        if device.workers is None:
+            queued = device.datagram_runs_to_send()
+            if queued:
+                self._send(queued)
+        else:
+            self._send_in_order(device.queued_output())
         unfragmentable = device.datagrams_not_to_fragment()
         if unfragmentable:
             self._send_unfragmented([(d, e, 0) for d, e in unfragmentable])
@@ -259,6 +322,21 @@ class DatagramPump:
                 mapped_endpoint = (f"::ffff:{endpoint[0]}", endpoint[1]) if mapped else None
             group.append(item if mapped_endpoint is None else (item[0], mapped_endpoint, item[2]))
         return list(groups.values())
+
+    def _send_in_order(self, queued: list[QueuedDatagrams | PendingRun]) -> None:
+        """Send what is ready up to each run still being sealed, then wait for that one: the
+        datagrams leave in the order the Device queued them."""
+        ready: Queued = []
+        for item in queued:
+            if isinstance(item, PendingRun):
+                if ready and not item.future.done():
+                    self._send(ready)
+                    ready = []
+                ready += self.device.resolve_run(item)
+            else:
+                ready.append(item)
+        if ready:
+            self._send(ready)
 
     def _send(self, queued: Queued) -> None:
         device = self.device

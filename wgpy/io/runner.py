@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TextIO
 
 from wgpy.device import Device
+from wgpy.device.state import WORKER_MIN_PACKETS
 from wgpy.events import (
     Direction,
     DropReason,
@@ -283,7 +284,11 @@ class DeviceRunner:
         # datagrams leave at the end of a batch, and 128 super-packets are 8 MiB
         batch: list[bytes] = []
         refused = 0
-        while len(batch) + refused < _READ_BATCH:
+        # with worker threads, a super-packet's segments go to the Device at once: the worker
+        # seals them while this thread reads and cuts the next one
+        at_once = WORKER_MIN_PACKETS if device.workers is not None else _MAX_PACKET
+        taken = 0
+        while taken + len(batch) + refused < _READ_BATCH:
             try:
                 # into a preallocated buffer: os.read would allocate 64 KiB per packet
                 size = os.readv(self.tun_fd, buffers)
@@ -302,10 +307,20 @@ class DeviceRunner:
             try:
                 if size == _MAX_FRAME:
                     raise OffloadError(f"a read of more than {_MAX_FRAME - 1} bytes")
-                batch += split(view[:size])
+                segments = split(view[:size])
             except OffloadError as error:
                 device.report_bad_offload(bytes(view[VNET_HDR_LEN:size]), str(error))
                 refused += 1
+                continue
+            if len(segments) < at_once:
+                batch += segments
+                continue
+            if batch:
+                device.send_packets(batch, now)
+                taken += len(batch)
+                batch = []
+            device.send_packets(segments, now)
+            taken += len(segments)
         # one call for the batch: runs to one peer are routed and encrypted together
         device.send_packets(batch, now)
         self.flush()
