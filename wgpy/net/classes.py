@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import TypeVar
 
 from wgpy.net import intervals as iv
 from wgpy.net.intervals import Ranges
-from wgpy.net.model import Action, Host, IPAddress, IPNetwork, RouteKind
+from wgpy.net.model import Action, Host, IPAddress, IPNetwork, Route, RouteKind
 from wgpy.net.trace import (
     _NO_FORWARDING,
     MAX_HOPS,
@@ -45,6 +47,7 @@ from wgpy.net.trace import (
     _postrouting,
     _short,
     _Wg,
+    ordered_routes,
 )
 
 __all__ = ["DELIVERED", "PER_PAIR", "Block", "Endpoints", "Flow", "run"]
@@ -79,13 +82,21 @@ class Endpoints:
         for n, host in enumerate(hosts):
             self.members.setdefault(host, []).append(n)
         self.all: Ranges = ((0, len(addresses)),) if addresses else ()
+        self._spans: dict[int, tuple[IPNetwork, tuple[int, int]]] = {}
 
     def span(self, prefix: IPNetwork) -> tuple[int, int]:
+        """The numbers of the endpoints in ``prefix`` (of this version): ``range(lo, hi)``.
+        Remembered per prefix object (a mesh's hosts share theirs)."""
+        found = self._spans.get(id(prefix))
+        if found is not None and found[0] is prefix:
+            return found[1]
         first = int(prefix.network_address)
-        return (
+        made = (
             bisect_left(self.values, first),
             bisect_right(self.values, first + prefix.num_addresses - 1),
         )
+        self._spans[id(prefix)] = (prefix, made)  # holding the prefix keeps its id unique
+        return made
 
     def host_of(self, ranges: Ranges) -> str | None:
         """The one host all of ``ranges`` belongs to (looked at only for small sets)."""
@@ -127,10 +138,19 @@ class Endpoints:
 
 @dataclass
 class _View:
-    """One host's atoms over the endpoints: where destinations and sources are cut."""
+    """One host's atoms over the endpoints: where destinations and sources are cut, and what
+    the host's tables say per destination atom (each filled on first use)."""
 
     dst: list[int]
     src: list[int]
+    #: a bound of ``dst`` → the number of the atom it starts
+    at: dict[int, int]
+    #: per routing table: the longest match (route, prefix length) per destination atom
+    lpm: dict[str, list[tuple[Route, int] | None]] = field(default_factory=dict)
+    #: per source atom: the route the host's rules pick per destination atom
+    routes: dict[int, list[Route | None]] = field(default_factory=dict)
+    #: per WireGuard interface: the peer whose AllowedIPs win each destination atom
+    peers: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,93 +161,17 @@ class _Owners:
     owners: list[str | None]
 
 
-# Decisions, as tuples for speed: (kind, ...).
+# Decisions, as tuples for speed: (kind, ...). Equal decisions are equal tuples (a _Wg
+# compares by identity), so atoms decided alike are found by a dict of decisions.
 _DELIVER = 0
 _DROP = 1
 _NEXT = 2
 _NAT = 3
 Decision = tuple[int, object, object]
+_DELIVERED_HERE: Decision = (_DELIVER, None, None)
+_NAT_HERE: Decision = (_NAT, None, None)
 
-
-def decide(
-    index: Index, host: Host, in_iface: str | None, src: IPAddress, dst: IPAddress, state: str
-) -> Decision:
-    """One host's step for one packet, as :func:`wgpy.net.trace.trace` takes it (without
-    the loop check, which the caller makes): deliver, drop with (verdict, cause), hand on to
-    (the next interface, the sending key), or NAT (the caller traces those pairs one by one).
-    """
-    here = host.name
-    if index.local.get(dst) == here:
-        return (_DELIVER, None, None)
-    version = dst.version
-    if in_iface is not None:
-        enabled, origin = host.forwarding.get(version, _NO_FORWARDING)
-        if not enabled:
-            cause = Cause(
-                CauseKind.FORWARDING_OFF,
-                here,
-                in_iface,
-                detail=str(origin),
-                assumption=str(origin) if origin.assumed else None,
-            )
-            return (_DROP, Verdict.DROPPED, cause)
-    route = index.route(host, src, dst)
-    if route is None:
-        return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_ROUTE, here))
-    if route.kind is not RouteKind.UNICAST or route.dev is None:
-        cause = Cause(CauseKind.ROUTE_UNREACHABLE, here, detail=route.kind.value)
-        return (_DROP, Verdict.DROPPED, cause)
-    out = route.dev
-    if in_iface is not None:
-        verdict = _forward_chain(
-            host.firewall.get(version), version, in_iface, out, src, dst, state
-        )
-        if verdict is not None:
-            action, text, origin = verdict
-            if action is Action.UNKNOWN:
-                cause = Cause(CauseKind.UNKNOWN_RULE, here, out, detail=text)
-                return (_DROP, Verdict.UNKNOWN, cause)
-            if action in (Action.DROP, Action.REJECT):
-                cause = Cause(
-                    CauseKind.FORWARD_DROPPED,
-                    here,
-                    out,
-                    detail=text,
-                    in_interface=in_iface,
-                    assumption=str(origin) if origin.assumed else None,
-                )
-                return (_DROP, Verdict.DROPPED, cause)
-    nat = _postrouting(host, version, in_iface, out, src, dst, state)
-    if nat is not None and nat != src:
-        return (_NAT, None, None)
-    wg = index.wg.get((here, out))
-    if wg is None:
-        interface = host.interface(out)
-        lan_to = index.lans.get(dst)
-        if lan_to is not None and lan_to.host == here and lan_to.interface == out:
-            return (_DELIVER, None, None)
-        cause = Cause(
-            CauseKind.NOT_INTO_TUNNEL,
-            here,
-            out,
-            detail=f"{route.prefix} dev {out} ({route.origin})"
-            + ("" if interface is not None else ", an interface the model does not know"),
-        )
-        return (_DROP, Verdict.DROPPED, cause)
-    if not wg.interface.up:
-        return (_DROP, Verdict.DROPPED, Cause(CauseKind.INTERFACE_DOWN, here, out))
-    peer_key = wg.table.lookup(dst)  # the owner of the longest match, as trace's match
-    if peer_key is None:
-        return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_PEER, here, out))
-    nxt = index.by_key.get(peer_key)
-    if nxt is None:
-        cause = Cause(CauseKind.UNKNOWN_PEER, here, out, peer=peer_key)
-        return (_DROP, Verdict.UNKNOWN, cause)
-    sender_key = wg.interface.public_key
-    if sender_key is None or sender_key not in nxt.keys:
-        cause = Cause(CauseKind.NO_HANDSHAKE, nxt.host.name, nxt.interface.name, peer=sender_key)
-        return (_DROP, Verdict.DROPPED, cause)
-    return (_NEXT, nxt, sender_key)
+_V = TypeVar("_V")
 
 
 class Flow:
@@ -240,17 +184,26 @@ class Flow:
         self.version = version
         self.state = state
         self.views: dict[str, _View] = {}
-        self.owners: dict[int, _Owners] = {}  # by id of the index's _Wg
-        self.decisions: dict[tuple[str, str | None, int, int], Decision] = {}
+        self.owners: dict[_Wg, _Owners] = {}
+        #: per (host, interface arrived on, source atom): the decision per destination atom
+        self.decisions: dict[tuple[str, str | None, int], list[Decision | None]] = {}
         self.blocks: list[Block] = []
+        #: per endpoint number: the host it is an address of (the trace's ``index.local``)
+        self.local = [index.local.get(a) for a in ends.addresses]
+        self.lan_points: dict[str, list[int]] = {}
+        for address, lan in index.lans.items():
+            number = ends.number.get(address)
+            if number is not None:
+                self.lan_points.setdefault(lan.host, []).append(number)
 
     # ------------------------------------------------------------------ atoms
 
     def _bounds(self, prefixes: Iterable[IPNetwork], points: Iterable[int]) -> list[int]:
         cuts = {0, len(self.ends.addresses)}
         span = self.ends.span
-        for prefix in set(prefixes):
-            if prefix.version == self.version:
+        version = self.version
+        for prefix in prefixes:
+            if prefix.version == version:
                 lo, hi = span(prefix)
                 cuts.add(lo)
                 cuts.add(hi)
@@ -259,12 +212,32 @@ class Flow:
             cuts.add(n + 1)
         return sorted(cuts)
 
+    def _paint(
+        self, at: dict[int, int], size: int, entries: Iterable[tuple[IPNetwork, _V]]
+    ) -> list[_V | None]:
+        """Per atom, the value of the longest prefix that holds it (of equal prefixes, the
+        last given): shorter prefixes painted first, longer ones over them. Every prefix
+        of this version must be among the atoms' cuts."""
+        out: list[_V | None] = [None] * size
+        version = self.version
+        keyed = [(p.prefixlen, p, v) for p, v in entries if p.version == version]
+        keyed.sort(key=itemgetter(0))  # stable: equal prefixes stay in the order given
+        span = self.ends.span
+        for _, prefix, value in keyed:
+            lo, hi = span(prefix)
+            if lo < hi:
+                first, last = at[lo], at[hi]
+                out[first:last] = [value] * (last - first)
+        return out
+
     def view(self, host: Host) -> _View:
         found = self.views.get(host.name)
         if found is not None:
             return found
         dst: list[IPNetwork] = [r.prefix for r in host.routes]
         src: list[IPNetwork] = []
+        src_points: list[int] = []
+        number = self.ends.number
         for rule in host.rules:
             if rule.destination is not None:
                 dst.append(rule.destination)
@@ -276,34 +249,196 @@ class Flow:
                     dst.append(filter_rule.destination)
                 if filter_rule.source is not None:
                     src.append(filter_rule.source)
+                if filter_rule.to_source is not None and filter_rule.to_source in number:
+                    src_points.append(number[filter_rule.to_source])
         for interface in host.wireguard():
             for peer in interface.peers:
                 dst.extend(peer.allowed_ips)
-        number = self.ends.number
+        # own addresses: local delivery (destinations); a source NAT's new source is one,
+        # and a packet that already has it is not changed (sources)
         points = [number[a] for a in host.addresses() if a in number]
-        points.extend(
-            number[a] for a, lan in self.index.lans.items() if lan.host == host.name and a in number
-        )
-        made = _View(self._bounds(dst, points), self._bounds(src, ()))
+        if any(firewall.postrouting for firewall in host.firewall.values()):
+            src_points.extend(points)
+        points.extend(self.lan_points.get(host.name, ()))
+        bounds = self._bounds(dst, points)
+        made = _View(bounds, self._bounds(src, src_points), {b: k for k, b in enumerate(bounds)})
         self.views[host.name] = made
         return made
 
+    def _lpm(self, host: Host, view: _View, table: str) -> list[tuple[Route, int] | None] | None:
+        """The routing table's longest match per destination atom (None: no such table)."""
+        found = view.lpm.get(table)
+        if found is None:
+            routes = ordered_routes(host.routes).get(table)
+            if routes is None:
+                return None
+            found = self._paint(
+                view.at, len(view.dst) - 1, ((r.prefix, (r, r.prefix.prefixlen)) for r in routes)
+            )
+            view.lpm[table] = found
+        return found
+
+    def _routes(self, host: Host, view: _View, src_atom: int, src: IPAddress) -> list[Route | None]:
+        """Per destination atom, the route :meth:`wgpy.net.trace.Index.route` picks for a
+        packet from ``src`` (any source of ``src_atom``): the rules in order, each looking up
+        its table for the atoms no earlier rule settled."""
+        found = view.routes.get(src_atom)
+        if found is not None:
+            return found
+        size = len(view.dst) - 1
+        out: list[Route | None] = [None] * size
+        settled = bytearray(size)
+        for rule in self.index.rules[host.name]:
+            if rule.fwmark is not None and not rule.invert:
+                continue  # our packets carry no mark
+            if rule.source is not None and (
+                rule.source.version != src.version or src not in rule.source
+            ):
+                continue
+            first, last = 0, size
+            if rule.destination is not None:
+                if rule.destination.version != self.version:
+                    continue
+                lo, hi = self.ends.span(rule.destination)
+                first, last = view.at[lo], view.at[hi]
+            lpm = self._lpm(host, view, rule.table)
+            if lpm is None:
+                continue
+            suppress = rule.suppress_prefixlength
+            for atom in range(first, last):
+                if settled[atom]:
+                    continue
+                match = lpm[atom]
+                if match is None or (suppress is not None and match[1] <= suppress):
+                    continue
+                out[atom] = match[0]
+                settled[atom] = 1
+        view.routes[src_atom] = out
+        return out
+
+    def _peers(self, view: _View, wg: _Wg) -> list[str | None]:
+        """Per destination atom of the host, the peer of ``wg`` that the longest AllowedIPs
+        match picks (the table's own rule: of equal prefixes, the last peer's)."""
+        found = view.peers.get(wg.interface.name)
+        if found is None:
+            found = self._paint(
+                view.at,
+                len(view.dst) - 1,
+                ((p, peer.public_key) for peer in wg.interface.peers for p in peer.allowed_ips),
+            )
+            view.peers[wg.interface.name] = found
+        return found
+
     def owner_map(self, wg: _Wg) -> _Owners:
-        found = self.owners.get(id(wg))
+        found = self.owners.get(wg)
         if found is not None:
             return found
         prefixes = [p for peer in wg.interface.peers for p in peer.allowed_ips]
         bounds = self._bounds(prefixes, ())
-        owners: list[str | None] = []
-        addresses = self.ends.addresses
-        for k in range(len(bounds) - 1):
-            if bounds[k] == bounds[k + 1]:
-                owners.append(None)
-                continue
-            owners.append(wg.table.lookup(addresses[bounds[k]]))
+        at = {b: k for k, b in enumerate(bounds)}
+        owners = self._paint(
+            at,
+            len(bounds) - 1,
+            ((p, peer.public_key) for peer in wg.interface.peers for p in peer.allowed_ips),
+        )
         made = _Owners(bounds, owners)
-        self.owners[id(wg)] = made
+        self.owners[wg] = made
         return made
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(
+        self,
+        host: Host,
+        view: _View,
+        in_iface: str | None,
+        src_atom: int,
+        src: IPAddress,
+        atom: int,
+    ) -> Decision:
+        """One host's step for the packets from ``src_atom`` (``src`` one of them) to the
+        destination atom ``atom``, as :func:`wgpy.net.trace.trace` takes it (without the loop
+        check, which the caller makes): deliver, drop with (verdict, cause), hand on to (the
+        next interface, the sending key), or NAT (the caller traces those pairs one by one).
+        Decided on the atom's first endpoint; the route and peer come from the host's
+        tables per atom (:meth:`_routes`, :meth:`_peers`)."""
+        here = host.name
+        n = view.dst[atom]
+        if self.local[n] == here:
+            return _DELIVERED_HERE
+        dst = self.ends.addresses[n]
+        version = self.version
+        index = self.index
+        if in_iface is not None:
+            enabled, origin = host.forwarding.get(version, _NO_FORWARDING)
+            if not enabled:
+                cause = Cause(
+                    CauseKind.FORWARDING_OFF,
+                    here,
+                    in_iface,
+                    detail=str(origin),
+                    assumption=str(origin) if origin.assumed else None,
+                )
+                return (_DROP, Verdict.DROPPED, cause)
+        route = self._routes(host, view, src_atom, src)[atom]
+        if route is None:
+            return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_ROUTE, here))
+        if route.kind is not RouteKind.UNICAST or route.dev is None:
+            cause = Cause(CauseKind.ROUTE_UNREACHABLE, here, detail=route.kind.value)
+            return (_DROP, Verdict.DROPPED, cause)
+        out = route.dev
+        if in_iface is not None:
+            verdict = _forward_chain(
+                host.firewall.get(version), version, in_iface, out, src, dst, self.state
+            )
+            if verdict is not None:
+                action, text, origin = verdict
+                if action is Action.UNKNOWN:
+                    cause = Cause(CauseKind.UNKNOWN_RULE, here, out, detail=text)
+                    return (_DROP, Verdict.UNKNOWN, cause)
+                if action in (Action.DROP, Action.REJECT):
+                    cause = Cause(
+                        CauseKind.FORWARD_DROPPED,
+                        here,
+                        out,
+                        detail=text,
+                        in_interface=in_iface,
+                        assumption=str(origin) if origin.assumed else None,
+                    )
+                    return (_DROP, Verdict.DROPPED, cause)
+        nat = _postrouting(host, version, in_iface, out, src, dst, self.state)
+        if nat is not None and nat != src:
+            return _NAT_HERE
+        wg = index.wg.get((here, out))
+        if wg is None:
+            interface = host.interface(out)
+            lan_to = index.lans.get(dst)
+            if lan_to is not None and lan_to.host == here and lan_to.interface == out:
+                return _DELIVERED_HERE
+            cause = Cause(
+                CauseKind.NOT_INTO_TUNNEL,
+                here,
+                out,
+                detail=f"{route.prefix} dev {out} ({route.origin})"
+                + ("" if interface is not None else ", an interface the model does not know"),
+            )
+            return (_DROP, Verdict.DROPPED, cause)
+        if not wg.interface.up:
+            return (_DROP, Verdict.DROPPED, Cause(CauseKind.INTERFACE_DOWN, here, out))
+        peer_key = self._peers(view, wg)[atom]  # the owner of the longest match, as trace's
+        if peer_key is None:
+            return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_PEER, here, out))
+        nxt = index.by_key.get(peer_key)
+        if nxt is None:
+            cause = Cause(CauseKind.UNKNOWN_PEER, here, out, peer=peer_key)
+            return (_DROP, Verdict.UNKNOWN, cause)
+        sender_key = wg.interface.public_key
+        if sender_key is None or sender_key not in nxt.keys:
+            cause = Cause(
+                CauseKind.NO_HANDSHAKE, nxt.host.name, nxt.interface.name, peer=sender_key
+            )
+            return (_DROP, Verdict.DROPPED, cause)
+        return (_NEXT, nxt, sender_key)
 
     # ------------------------------------------------------------------ the walk
 
@@ -383,32 +518,31 @@ class Flow:
         first: bool,
     ) -> None:
         name, in_iface = where
-        index = self.index
-        host = index.hosts[name]
+        host = self.index.hosts[name]
         view = self.view(host)
         addresses = self.ends.addresses
         blocks = self.blocks
-        decisions = self.decisions
+        size = len(view.dst) - 1
         for src_atom, src_part in iv.split(sources, view.src):
-            src = addresses[src_part[0][0]]
-            # atoms decided alike travel on together: (kind, next interface or cause) → parts
-            alike: dict[tuple[object, ...], tuple[Decision, list[tuple[int, int]]]] = {}
+            key = (name, in_iface, src_atom)
+            known = self.decisions.get(key)
+            if known is None:
+                known = self.decisions[key] = [None] * size
+            src = addresses[view.src[src_atom]]
+            # atoms decided alike travel on together: decision → their parts
+            alike: dict[Decision, list[tuple[int, int]]] = {}
             for dst_atom, dst_part in iv.split(targets, view.dst):
-                key = (name, in_iface, src_atom, dst_atom)
-                decision = decisions.get(key)
+                decision = known[dst_atom]
                 if decision is None:
-                    dst = addresses[dst_part[0][0]]
-                    decision = decide(index, host, in_iface, src, dst, self.state)
-                    decisions[key] = decision
-                kind = decision[0]
-                same = (kind, id(decision[1]), decision[2]) if kind == _NEXT else decision
-                entry = alike.get(same)
-                if entry is None:
-                    alike[same] = (decision, list(dst_part))
+                    decision = self.decide(host, view, in_iface, src_atom, src, dst_atom)
+                    known[dst_atom] = decision
+                parts = alike.get(decision)
+                if parts is None:
+                    alike[decision] = list(dst_part)
                 else:
-                    entry[1].extend(dst_part)
-            for decision, parts in alike.values():
-                dst_part = iv.union_all(parts)
+                    parts.extend(dst_part)
+            for decision, parts in alike.items():
+                dst_part = (parts[0],) if len(parts) == 1 else iv.union_all(parts)
                 kind = decision[0]
                 if kind == _NEXT:
                     self._hand_on(decision, src_part, dst_part, after, first)
@@ -431,16 +565,28 @@ class Flow:
         sender = decision[2]
         assert isinstance(nxt, _Wg) and isinstance(sender, str)
         owners = self.owner_map(nxt)
-        for atom, part in iv.split(sources, owners.bounds):
+        bounds = owners.bounds
+        pieces: list[tuple[int, Ranges]]
+        if len(sources) == 1:  # often one range in one atom: no cutting
+            atom = bisect_right(bounds, sources[0][0]) - 1
+            if sources[0][1] <= bounds[atom + 1]:
+                pieces = [(atom, sources)]
+            else:
+                pieces = iv.split(sources, bounds)
+        else:
+            pieces = iv.split(sources, bounds)
+        for atom, part in pieces:
             owner = owners.owners[atom]
             if owner == sender:
                 if first and len(targets) > 1:
                     part, targets_here = self.ends.widen(part, targets)
                 else:
                     targets_here = targets
-                after.setdefault((nxt.host.name, nxt.interface.name), []).append(
-                    (part, targets_here)
-                )
+                arrivals = after.get(nxt.where)
+                if arrivals is None:
+                    after[nxt.where] = [(part, targets_here)]
+                else:
+                    arrivals.append((part, targets_here))
                 continue
             holder = "no peer" if owner is None else f"peer {_short(owner)}"
             cause = Cause(
