@@ -30,8 +30,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import TypeVar
+from itertools import chain
+from typing import TypeVar, cast
 
 from wgpy.net import intervals as iv
 from wgpy.net.intervals import Ranges
@@ -82,20 +82,29 @@ class Endpoints:
         for n, host in enumerate(hosts):
             self.members.setdefault(host, []).append(n)
         self.all: Ranges = ((0, len(addresses)),) if addresses else ()
-        self._spans: dict[int, tuple[IPNetwork, tuple[int, int]]] = {}
+        self.version = addresses[0].version if addresses else 0
+        #: id of a prefix → (the prefix, :meth:`cut` of it)
+        self.known: dict[int, tuple[IPNetwork, tuple[int, int, int] | None]] = {}
 
     def span(self, prefix: IPNetwork) -> tuple[int, int]:
-        """The numbers of the endpoints in ``prefix`` (of this version): ``range(lo, hi)``.
-        Remembered per prefix object (a mesh's hosts share theirs)."""
-        found = self._spans.get(id(prefix))
-        if found is not None and found[0] is prefix:
-            return found[1]
+        """The numbers of the endpoints in ``prefix`` (of this version): ``range(lo, hi)``."""
         first = int(prefix.network_address)
-        made = (
+        return (
             bisect_left(self.values, first),
             bisect_right(self.values, first + prefix.num_addresses - 1),
         )
-        self._spans[id(prefix)] = (prefix, made)  # holding the prefix keeps its id unique
+
+    def cut(self, prefix: IPNetwork) -> tuple[int, int, int] | None:
+        """(lo, hi, prefix length) of ``prefix`` (its endpoints are ``range(lo, hi)``), or
+        None for a prefix of the other IP version. Remembered per prefix object: a mesh's
+        hosts share theirs, and every host's tables are cut by them several times."""
+        found = self.known.get(id(prefix))
+        if found is not None and found[0] is prefix:
+            return found[1]
+        made: tuple[int, int, int] | None = None
+        if prefix.version == self.version:
+            made = (*self.span(prefix), prefix.prefixlen)
+        self.known[id(prefix)] = (prefix, made)  # holding the prefix keeps its id unique
         return made
 
     def host_of(self, ranges: Ranges) -> str | None:
@@ -145,6 +154,8 @@ class _View:
     src: list[int]
     #: a bound of ``dst`` → the number of the atom it starts
     at: dict[int, int]
+    #: the host's routes per table, the winner of a prefix last (:func:`ordered_routes`)
+    tables: dict[str, list[Route]]
     #: per routing table: the longest match (route, prefix length) per destination atom
     lpm: dict[str, list[tuple[Route, int] | None]] = field(default_factory=dict)
     #: per source atom: the route the host's rules pick per destination atom
@@ -174,6 +185,10 @@ _NAT_HERE: Decision = (_NAT, None, None)
 _V = TypeVar("_V")
 
 
+def _by_length(entry: tuple[tuple[int, int, int], object]) -> int:
+    return entry[0][2]
+
+
 class Flow:
     """The packets of one IP version in one conntrack state ("NEW" for requests,
     "ESTABLISHED" for replies), pushed through the network as regions."""
@@ -200,13 +215,14 @@ class Flow:
 
     def _bounds(self, prefixes: Iterable[IPNetwork], points: Iterable[int]) -> list[int]:
         cuts = {0, len(self.ends.addresses)}
-        span = self.ends.span
-        version = self.version
+        cut = self.ends.cut
+        known = self.ends.known.get
         for prefix in prefixes:
-            if prefix.version == version:
-                lo, hi = span(prefix)
-                cuts.add(lo)
-                cuts.add(hi)
+            entry = known(id(prefix))
+            found = entry[1] if entry is not None and entry[0] is prefix else cut(prefix)
+            if found is not None:
+                cuts.add(found[0])
+                cuts.add(found[1])
         for n in points:
             cuts.add(n)
             cuts.add(n + 1)
@@ -219,14 +235,20 @@ class Flow:
         last given): shorter prefixes painted first, longer ones over them. Every prefix
         of this version must be among the atoms' cuts."""
         out: list[_V | None] = [None] * size
-        version = self.version
-        keyed = [(p.prefixlen, p, v) for p, v in entries if p.version == version]
-        keyed.sort(key=itemgetter(0))  # stable: equal prefixes stay in the order given
-        span = self.ends.span
-        for _, prefix, value in keyed:
-            lo, hi = span(prefix)
-            if lo < hi:
-                first, last = at[lo], at[hi]
+        cut = self.ends.cut
+        known = self.ends.known.get
+        keyed = []
+        for prefix, value in entries:
+            entry = known(id(prefix))
+            found = entry[1] if entry is not None and entry[0] is prefix else cut(prefix)
+            if found is not None and found[0] < found[1]:
+                keyed.append((found, value))
+        keyed.sort(key=_by_length)  # stable: equal prefixes stay in the order given
+        for (lo, hi, _), value in keyed:
+            first, last = at[lo], at[hi]
+            if last - first == 1:
+                out[first] = value
+            else:
                 out[first:last] = [value] * (last - first)
         return out
 
@@ -261,7 +283,12 @@ class Flow:
             src_points.extend(points)
         points.extend(self.lan_points.get(host.name, ()))
         bounds = self._bounds(dst, points)
-        made = _View(bounds, self._bounds(src, src_points), {b: k for k, b in enumerate(bounds)})
+        made = _View(
+            bounds,
+            self._bounds(src, src_points),
+            {b: k for k, b in enumerate(bounds)},
+            ordered_routes(host.routes),
+        )
         self.views[host.name] = made
         return made
 
@@ -269,7 +296,7 @@ class Flow:
         """The routing table's longest match per destination atom (None: no such table)."""
         found = view.lpm.get(table)
         if found is None:
-            routes = ordered_routes(host.routes).get(table)
+            routes = view.tables.get(table)
             if routes is None:
                 return None
             found = self._paint(
@@ -299,8 +326,10 @@ class Flow:
             if rule.destination is not None:
                 if rule.destination.version != self.version:
                     continue
-                lo, hi = self.ends.span(rule.destination)
-                first, last = view.at[lo], view.at[hi]
+                found_cut = self.ends.cut(rule.destination)
+                if found_cut is None:
+                    continue
+                first, last = view.at[found_cut[0]], view.at[found_cut[1]]
             lpm = self._lpm(host, view, rule.table)
             if lpm is None:
                 continue
@@ -330,18 +359,23 @@ class Flow:
         return found
 
     def owner_map(self, wg: _Wg) -> _Owners:
+        """The interface's source check: the owner per run of its host's destination atoms
+        (the atoms cut at every AllowedIPs prefix of the host), runs of one owner joined."""
         found = self.owners.get(wg)
         if found is not None:
             return found
-        prefixes = [p for peer in wg.interface.peers for p in peer.allowed_ips]
-        bounds = self._bounds(prefixes, ())
-        at = {b: k for k, b in enumerate(bounds)}
-        owners = self._paint(
-            at,
-            len(bounds) - 1,
-            ((p, peer.public_key) for peer in wg.interface.peers for p in peer.allowed_ips),
-        )
-        made = _Owners(bounds, owners)
+        view = self.view(wg.host)
+        peers = self._peers(view, wg)
+        bounds = [0]
+        owners: list[str | None] = []
+        for atom, owner in enumerate(peers):
+            if owners and owners[-1] == owner:
+                continue
+            if atom:
+                bounds.append(view.dst[atom])
+            owners.append(owner)
+        bounds.append(view.dst[-1])
+        made = _Owners(bounds, owners or [None])
         self.owners[wg] = made
         return made
 
@@ -352,23 +386,30 @@ class Flow:
         host: Host,
         view: _View,
         in_iface: str | None,
-        src_atom: int,
+        routes: list[Route | None],
         src: IPAddress,
-        atom: int,
-    ) -> Decision:
-        """One host's step for the packets from ``src_atom`` (``src`` one of them) to the
-        destination atom ``atom``, as :func:`wgpy.net.trace.trace` takes it (without the loop
-        check, which the caller makes): deliver, drop with (verdict, cause), hand on to (the
-        next interface, the sending key), or NAT (the caller traces those pairs one by one).
-        Decided on the atom's first endpoint; the route and peer come from the host's
+        atoms: Iterable[int],
+        known: list[Decision | None],
+    ) -> None:
+        """One host's step, into ``known[atom]`` for each of ``atoms``, for the packets from
+        a source atom (``src`` one of them, ``routes`` the routes :meth:`_routes` found for
+        it) to the destination atom, as :func:`wgpy.net.trace.trace` takes it (without the
+        loop check, which the caller makes): deliver, drop with (verdict, cause), hand on to
+        (the next interface, the sending key), or NAT (the caller traces those pairs one by
+        one). Decided on the atom's first endpoint; the route and peer come from the host's
         tables per atom (:meth:`_routes`, :meth:`_peers`)."""
         here = host.name
-        n = view.dst[atom]
-        if self.local[n] == here:
-            return _DELIVERED_HERE
-        dst = self.ends.addresses[n]
-        version = self.version
         index = self.index
+        version = self.version
+        state = self.state
+        local = self.local
+        addresses = self.ends.addresses
+        starts = view.dst
+        by_key = index.by_key
+        firewall = host.firewall.get(version)
+        # without nat rules (or for a reply), _postrouting finds nothing
+        nat_rules = state == "NEW" and firewall is not None and bool(firewall.postrouting)
+        not_forwarded: Decision | None = None
         if in_iface is not None:
             enabled, origin = host.forwarding.get(version, _NO_FORWARDING)
             if not enabled:
@@ -379,56 +420,94 @@ class Flow:
                     detail=str(origin),
                     assumption=str(origin) if origin.assumed else None,
                 )
-                return (_DROP, Verdict.DROPPED, cause)
-        route = self._routes(host, view, src_atom, src)[atom]
-        if route is None:
-            return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_ROUTE, here))
-        if route.kind is not RouteKind.UNICAST or route.dev is None:
-            cause = Cause(CauseKind.ROUTE_UNREACHABLE, here, detail=route.kind.value)
-            return (_DROP, Verdict.DROPPED, cause)
-        out = route.dev
-        if in_iface is not None:
-            verdict = _forward_chain(
-                host.firewall.get(version), version, in_iface, out, src, dst, self.state
-            )
-            if verdict is not None:
-                action, text, origin = verdict
-                if action is Action.UNKNOWN:
-                    cause = Cause(CauseKind.UNKNOWN_RULE, here, out, detail=text)
-                    return (_DROP, Verdict.UNKNOWN, cause)
-                if action in (Action.DROP, Action.REJECT):
-                    cause = Cause(
-                        CauseKind.FORWARD_DROPPED,
-                        here,
-                        out,
-                        detail=text,
-                        in_interface=in_iface,
-                        assumption=str(origin) if origin.assumed else None,
-                    )
-                    return (_DROP, Verdict.DROPPED, cause)
-        nat = _postrouting(host, version, in_iface, out, src, dst, self.state)
-        if nat is not None and nat != src:
-            return _NAT_HERE
-        wg = index.wg.get((here, out))
-        if wg is None:
-            interface = host.interface(out)
-            lan_to = index.lans.get(dst)
-            if lan_to is not None and lan_to.host == here and lan_to.interface == out:
-                return _DELIVERED_HERE
-            cause = Cause(
-                CauseKind.NOT_INTO_TUNNEL,
-                here,
-                out,
-                detail=f"{route.prefix} dev {out} ({route.origin})"
-                + ("" if interface is not None else ", an interface the model does not know"),
-            )
-            return (_DROP, Verdict.DROPPED, cause)
-        if not wg.interface.up:
-            return (_DROP, Verdict.DROPPED, Cause(CauseKind.INTERFACE_DOWN, here, out))
-        peer_key = self._peers(view, wg)[atom]  # the owner of the longest match, as trace's
+                not_forwarded = (_DROP, Verdict.DROPPED, cause)
+        no_route: Decision = (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_ROUTE, here))
+        # per outgoing interface: its _Wg (None: not WireGuard) and its peer per atom (None:
+        # down); per peer key: the decision to hand on to it
+        outs: dict[str, tuple[_Wg | None, list[str | None] | None]] = {}
+        nexts: dict[tuple[str, str | None], Decision] = {}
+        for atom in atoms:
+            n = starts[atom]
+            if local[n] == here:
+                known[atom] = _DELIVERED_HERE
+                continue
+            if not_forwarded is not None:
+                known[atom] = not_forwarded
+                continue
+            route = routes[atom]
+            if route is None:
+                known[atom] = no_route
+                continue
+            out = route.dev
+            if route.kind is not RouteKind.UNICAST or out is None:
+                cause = Cause(CauseKind.ROUTE_UNREACHABLE, here, detail=route.kind.value)
+                known[atom] = (_DROP, Verdict.DROPPED, cause)
+                continue
+            dst = addresses[n]
+            if in_iface is not None:
+                verdict = _forward_chain(firewall, version, in_iface, out, src, dst, state)
+                if verdict is not None:
+                    action, text, origin = verdict
+                    if action is Action.UNKNOWN:
+                        cause = Cause(CauseKind.UNKNOWN_RULE, here, out, detail=text)
+                        known[atom] = (_DROP, Verdict.UNKNOWN, cause)
+                        continue
+                    if action in (Action.DROP, Action.REJECT):
+                        cause = Cause(
+                            CauseKind.FORWARD_DROPPED,
+                            here,
+                            out,
+                            detail=text,
+                            in_interface=in_iface,
+                            assumption=str(origin) if origin.assumed else None,
+                        )
+                        known[atom] = (_DROP, Verdict.DROPPED, cause)
+                        continue
+            if nat_rules:
+                nat = _postrouting(host, version, in_iface, out, src, dst, state)
+                if nat is not None and nat != src:
+                    known[atom] = _NAT_HERE
+                    continue
+            entry = outs.get(out)
+            if entry is None:
+                found = index.wg.get((here, out))
+                entry = outs[out] = (
+                    found,
+                    self._peers(view, found) if found is not None and found.interface.up else None,
+                )
+            wg, peers = entry
+            if wg is None:
+                interface = host.interface(out)
+                lan_to = index.lans.get(dst)
+                if lan_to is not None and lan_to.host == here and lan_to.interface == out:
+                    known[atom] = _DELIVERED_HERE
+                    continue
+                cause = Cause(
+                    CauseKind.NOT_INTO_TUNNEL,
+                    here,
+                    out,
+                    detail=f"{route.prefix} dev {out} ({route.origin})"
+                    + ("" if interface is not None else ", an interface the model does not know"),
+                )
+                known[atom] = (_DROP, Verdict.DROPPED, cause)
+                continue
+            if peers is None:
+                known[atom] = (_DROP, Verdict.DROPPED, Cause(CauseKind.INTERFACE_DOWN, here, out))
+                continue
+            peer_key = peers[atom]  # the owner of the longest match, as trace's
+            decision = nexts.get((out, peer_key))
+            if decision is None:
+                decision = self._into(wg, out, peer_key, by_key)
+                nexts[(out, peer_key)] = decision
+            known[atom] = decision
+
+    @staticmethod
+    def _into(wg: _Wg, out: str, peer_key: str | None, by_key: dict[str, _Wg]) -> Decision:
+        """Into ``wg`` (named ``out``) for ``peer_key``: hand on, or why not."""
+        here = wg.host.name
         if peer_key is None:
             return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_PEER, here, out))
-        nxt = index.by_key.get(peer_key)
+        nxt = by_key.get(peer_key)
         if nxt is None:
             cause = Cause(CauseKind.UNKNOWN_PEER, here, out, peer=peer_key)
             return (_DROP, Verdict.UNKNOWN, cause)
@@ -529,22 +608,39 @@ class Flow:
             if known is None:
                 known = self.decisions[key] = [None] * size
             src = addresses[view.src[src_atom]]
+            routes = self._routes(host, view, src_atom, src)
+            pieces = iv.split(targets, view.dst)
+            missing = [atom for atom, _ in pieces if known[atom] is None]
+            if missing:
+                self.decide(host, view, in_iface, routes, src, missing, known)
             # atoms decided alike travel on together: decision → their parts
-            alike: dict[Decision, list[tuple[int, int]]] = {}
-            for dst_atom, dst_part in iv.split(targets, view.dst):
+            alike: dict[Decision, list[Ranges]] = {}
+            for dst_atom, dst_part in pieces:
                 decision = known[dst_atom]
-                if decision is None:
-                    decision = self.decide(host, view, in_iface, src_atom, src, dst_atom)
-                    known[dst_atom] = decision
+                assert decision is not None
                 parts = alike.get(decision)
                 if parts is None:
-                    alike[decision] = list(dst_part)
+                    alike[decision] = [dst_part]
                 else:
-                    parts.extend(dst_part)
+                    parts.append(dst_part)
             for decision, parts in alike.items():
-                dst_part = (parts[0],) if len(parts) == 1 else iv.union_all(parts)
+                dst_part = parts[0] if len(parts) == 1 else iv.union_all(chain(*parts))
                 kind = decision[0]
                 if kind == _NEXT:
+                    nxt = cast(_Wg, decision[1])
+                    owners = self.owners.get(nxt) or self.owner_map(nxt)
+                    if len(src_part) == 1 and not (first and len(dst_part) > 1):
+                        # the common case: one range of sources, in one atom of the owners
+                        lo, hi = src_part[0]
+                        bounds = owners.bounds
+                        atom = bisect_right(bounds, lo) - 1
+                        if hi <= bounds[atom + 1] and owners.owners[atom] == decision[2]:
+                            arrivals = after.get(nxt.where)
+                            if arrivals is None:
+                                after[nxt.where] = [(src_part, dst_part)]
+                            else:
+                                arrivals.append((src_part, dst_part))
+                            continue
                     self._hand_on(decision, src_part, dst_part, after, first)
                 elif kind == _DELIVER:
                     blocks.append(Block(src_part, dst_part, DELIVERED))
@@ -561,10 +657,9 @@ class Flow:
         after: dict[tuple[str, str | None], list[tuple[Ranges, Ranges]]],
         first: bool,
     ) -> None:
-        nxt = decision[1]
-        sender = decision[2]
-        assert isinstance(nxt, _Wg) and isinstance(sender, str)
-        owners = self.owner_map(nxt)
+        nxt = cast(_Wg, decision[1])
+        sender = cast(str, decision[2])
+        owners = self.owners.get(nxt) or self.owner_map(nxt)
         bounds = owners.bounds
         pieces: list[tuple[int, Ranges]]
         if len(sources) == 1:  # often one range in one atom: no cutting
