@@ -81,6 +81,8 @@ def summary(raw: dict[str, list[dict[str, Any]]]) -> list[str]:
     for name, results in raw.items():
         first = results[0]
         check_s = statistics.median(r["check_s"] for r in results)
+        cpu_s = statistics.median(r["check_cpu_s"] for r in results)
+        runs = ", ".join(f"{r['check_s']:.1f}" for r in results)
         build_s = statistics.median(r["build_s"] for r in results)
         rss = max(r["rss_mib"] for r in results)
         wrong = sum(r["sample_wrong"] for r in results)
@@ -88,7 +90,8 @@ def summary(raw: dict[str, list[dict[str, Any]]]) -> list[str]:
         lines.append(
             f"{name}: {first['hosts']:,} hosts, {first['pairs']:,} pairs, "
             f"{first['reachable']:,} reachable; check {check_s:.2f} s (median of "
-            f"{len(results)}), build {build_s:.2f} s, peak RSS {rss:.0f} MiB; sample "
+            f"{len(results)}: {runs}; CPU {cpu_s:.2f} s), build {build_s:.2f} s, "
+            f"peak RSS {rss:.0f} MiB; sample "
             f"{sampled - wrong}/{sampled} equal to the per-pair trace; groups: "
             + ("; ".join(first["groups"]) or "none")
         )
