@@ -12,7 +12,7 @@ sources), and at the receiving interface by the AllowedIPs that decide its sourc
 A *region* is a rectangle S × D of sources and destinations (:mod:`wgpy.net.intervals`) at a
 host, arriving on an interface after some hops. A host splits it by its atoms and decides
 each piece once, on one representative pair, with the same steps as
-:func:`wgpy.net.trace.trace` (:func:`decide`): deliver, drop with a cause, or hand it to the
+:func:`wgpy.net.trace.trace` (:meth:`Flow.decide`): deliver, drop with a cause, or hand it to the
 next host, whose source check splits it again. Regions that meet at the same host, interface
 and hop merge, so a hub's 10,000 spokes' packets are one region at the hub.
 
