@@ -226,3 +226,41 @@ def test_a_fix_copies_only_the_hosts_it_changes(tmp_path: Path) -> None:
         assert (before is after) == (before.name != "a")
     assert check(network).reachable == 4  # the original is untouched
     assert check(changed).reachable == 6
+
+
+def test_a_masquerading_gateways_own_address_decides_only_for_itself() -> None:
+    """A gateway masquerades what it forwards into the tunnel, and its peer allows only the
+    gateway's /32: its LAN reaches the peer only because of the NAT. The gateway's own
+    address (first in address order) is not NATed (it already is the new source), so it
+    must not stand for the LAN's source when the grouped check decides the LAN's packets."""
+    gateway = Host("g", ORIGIN)
+    wg_g = Interface("wg0", [ip_interface("10.0.0.1/24")], ORIGIN, wireguard=True)
+    wg_g.public_key = "g-key".ljust(44, "=")
+    wg_g.peers.append(WgPeer("h-key".ljust(44, "="), [ip_network("10.0.0.2/32")], ORIGIN))
+    lan = Interface("lan0", [ip_interface("192.168.1.254/24")], ORIGIN)
+    gateway.interfaces += [wg_g, lan]
+    gateway.routes += [
+        Route(ip_network("10.0.0.0/24"), "wg0", ORIGIN),
+        Route(ip_network("192.168.1.0/24"), "lan0", ORIGIN),
+    ]
+    gateway.forwarding[4] = (True, ORIGIN)
+    gateway.firewall[4] = Firewall(
+        Action.ACCEPT,
+        ORIGIN,
+        postrouting=[FilterRule(Action.MASQUERADE, ORIGIN, "nat", out_iface="wg0")],
+    )
+    gateway.lans.append(
+        Lan("g", ip_network("192.168.1.0/24"), ip_address("192.168.1.1"), "lan0", ORIGIN)
+    )
+    peer = Host("h", ORIGIN)
+    wg_h = Interface("wg0", [ip_interface("10.0.0.2/24")], ORIGIN, wireguard=True)
+    wg_h.public_key = "h-key".ljust(44, "=")
+    wg_h.peers.append(WgPeer("g-key".ljust(44, "="), [ip_network("10.0.0.1/32")], ORIGIN))
+    peer.interfaces.append(wg_h)
+    peer.routes.append(Route(ip_network("10.0.0.0/24"), "wg0", ORIGIN))
+    network = Network([gateway, peer])
+    report = check(network)
+    found = {(e.host, e.lan is not None): e for e in endpoints(network)}
+    lan_to_peer = report.outcome(found[("g", True)], found[("h", False)])
+    assert lan_to_peer == Outcome.of(ping(Index(network), found[("g", True)], found[("h", False)]))
+    assert lan_to_peer.reachable

@@ -12,7 +12,7 @@ sources), and at the receiving interface by the AllowedIPs that decide its sourc
 A *region* is a rectangle S × D of sources and destinations (:mod:`wgpy.net.intervals`) at a
 host, arriving on an interface after some hops. A host splits it by its atoms and decides
 each piece once, on one representative pair, with the same steps as
-:func:`wgpy.net.trace.trace` (:func:`decide`): deliver, drop with a cause, or hand it to the
+:func:`wgpy.net.trace.trace` (:meth:`Flow.decide`): deliver, drop with a cause, or hand it to the
 next host, whose source check splits it again. Regions that meet at the same host, interface
 and hop merge, so a hub's 10,000 spokes' packets are one region at the hub.
 
@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import TypeVar, cast
 
 from wgpy.net import intervals as iv
 from wgpy.net.intervals import Ranges
-from wgpy.net.model import Action, Host, IPAddress, IPNetwork, RouteKind
+from wgpy.net.model import Action, Host, IPAddress, IPNetwork, Route, RouteKind
 from wgpy.net.trace import (
     _NO_FORWARDING,
     MAX_HOPS,
@@ -45,6 +47,7 @@ from wgpy.net.trace import (
     _postrouting,
     _short,
     _Wg,
+    ordered_routes,
 )
 
 __all__ = ["DELIVERED", "PER_PAIR", "Block", "Endpoints", "Flow", "run"]
@@ -79,13 +82,30 @@ class Endpoints:
         for n, host in enumerate(hosts):
             self.members.setdefault(host, []).append(n)
         self.all: Ranges = ((0, len(addresses)),) if addresses else ()
+        self.version = addresses[0].version if addresses else 0
+        #: id of a prefix → (the prefix, :meth:`cut` of it)
+        self.known: dict[int, tuple[IPNetwork, tuple[int, int, int] | None]] = {}
 
     def span(self, prefix: IPNetwork) -> tuple[int, int]:
+        """The numbers of the endpoints in ``prefix`` (of this version): ``range(lo, hi)``."""
         first = int(prefix.network_address)
         return (
             bisect_left(self.values, first),
             bisect_right(self.values, first + prefix.num_addresses - 1),
         )
+
+    def cut(self, prefix: IPNetwork) -> tuple[int, int, int] | None:
+        """(lo, hi, prefix length) of ``prefix`` (its endpoints are ``range(lo, hi)``), or
+        None for a prefix of the other IP version. Remembered per prefix object: a mesh's
+        hosts share theirs, and every host's tables are cut by them several times."""
+        found = self.known.get(id(prefix))
+        if found is not None and found[0] is prefix:
+            return found[1]
+        made: tuple[int, int, int] | None = None
+        if prefix.version == self.version:
+            made = (*self.span(prefix), prefix.prefixlen)
+        self.known[id(prefix)] = (prefix, made)  # holding the prefix keeps its id unique
+        return made
 
     def host_of(self, ranges: Ranges) -> str | None:
         """The one host all of ``ranges`` belongs to (looked at only for small sets)."""
@@ -127,10 +147,21 @@ class Endpoints:
 
 @dataclass
 class _View:
-    """One host's atoms over the endpoints: where destinations and sources are cut."""
+    """One host's atoms over the endpoints: where destinations and sources are cut, and what
+    the host's tables say per destination atom (each filled on first use)."""
 
     dst: list[int]
     src: list[int]
+    #: a bound of ``dst`` → the number of the atom it starts
+    at: dict[int, int]
+    #: the host's routes per table, the winner of a prefix last (:func:`ordered_routes`)
+    tables: dict[str, list[Route]]
+    #: per routing table: the longest match (route, prefix length) per destination atom
+    lpm: dict[str, list[tuple[Route, int] | None]] = field(default_factory=dict)
+    #: per source atom: the route the host's rules pick per destination atom
+    routes: dict[int, list[Route | None]] = field(default_factory=dict)
+    #: per WireGuard interface: the peer whose AllowedIPs win each destination atom
+    peers: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,93 +172,21 @@ class _Owners:
     owners: list[str | None]
 
 
-# Decisions, as tuples for speed: (kind, ...).
+# Decisions, as tuples for speed: (kind, ...). Equal decisions are equal tuples (a _Wg
+# compares by identity), so atoms decided alike are found by a dict of decisions.
 _DELIVER = 0
 _DROP = 1
 _NEXT = 2
 _NAT = 3
 Decision = tuple[int, object, object]
+_DELIVERED_HERE: Decision = (_DELIVER, None, None)
+_NAT_HERE: Decision = (_NAT, None, None)
+
+_V = TypeVar("_V")
 
 
-def decide(
-    index: Index, host: Host, in_iface: str | None, src: IPAddress, dst: IPAddress, state: str
-) -> Decision:
-    """One host's step for one packet, as :func:`wgpy.net.trace.trace` takes it (without
-    the loop check, which the caller makes): deliver, drop with (verdict, cause), hand on to
-    (the next interface, the sending key), or NAT (the caller traces those pairs one by one).
-    """
-    here = host.name
-    if index.local.get(dst) == here:
-        return (_DELIVER, None, None)
-    version = dst.version
-    if in_iface is not None:
-        enabled, origin = host.forwarding.get(version, _NO_FORWARDING)
-        if not enabled:
-            cause = Cause(
-                CauseKind.FORWARDING_OFF,
-                here,
-                in_iface,
-                detail=str(origin),
-                assumption=str(origin) if origin.assumed else None,
-            )
-            return (_DROP, Verdict.DROPPED, cause)
-    route = index.route(host, src, dst)
-    if route is None:
-        return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_ROUTE, here))
-    if route.kind is not RouteKind.UNICAST or route.dev is None:
-        cause = Cause(CauseKind.ROUTE_UNREACHABLE, here, detail=route.kind.value)
-        return (_DROP, Verdict.DROPPED, cause)
-    out = route.dev
-    if in_iface is not None:
-        verdict = _forward_chain(
-            host.firewall.get(version), version, in_iface, out, src, dst, state
-        )
-        if verdict is not None:
-            action, text, origin = verdict
-            if action is Action.UNKNOWN:
-                cause = Cause(CauseKind.UNKNOWN_RULE, here, out, detail=text)
-                return (_DROP, Verdict.UNKNOWN, cause)
-            if action in (Action.DROP, Action.REJECT):
-                cause = Cause(
-                    CauseKind.FORWARD_DROPPED,
-                    here,
-                    out,
-                    detail=text,
-                    in_interface=in_iface,
-                    assumption=str(origin) if origin.assumed else None,
-                )
-                return (_DROP, Verdict.DROPPED, cause)
-    nat = _postrouting(host, version, in_iface, out, src, dst, state)
-    if nat is not None and nat != src:
-        return (_NAT, None, None)
-    wg = index.wg.get((here, out))
-    if wg is None:
-        interface = host.interface(out)
-        lan_to = index.lans.get(dst)
-        if lan_to is not None and lan_to.host == here and lan_to.interface == out:
-            return (_DELIVER, None, None)
-        cause = Cause(
-            CauseKind.NOT_INTO_TUNNEL,
-            here,
-            out,
-            detail=f"{route.prefix} dev {out} ({route.origin})"
-            + ("" if interface is not None else ", an interface the model does not know"),
-        )
-        return (_DROP, Verdict.DROPPED, cause)
-    if not wg.interface.up:
-        return (_DROP, Verdict.DROPPED, Cause(CauseKind.INTERFACE_DOWN, here, out))
-    peer_key = wg.table.lookup(dst)  # the owner of the longest match, as trace's match
-    if peer_key is None:
-        return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_PEER, here, out))
-    nxt = index.by_key.get(peer_key)
-    if nxt is None:
-        cause = Cause(CauseKind.UNKNOWN_PEER, here, out, peer=peer_key)
-        return (_DROP, Verdict.UNKNOWN, cause)
-    sender_key = wg.interface.public_key
-    if sender_key is None or sender_key not in nxt.keys:
-        cause = Cause(CauseKind.NO_HANDSHAKE, nxt.host.name, nxt.interface.name, peer=sender_key)
-        return (_DROP, Verdict.DROPPED, cause)
-    return (_NEXT, nxt, sender_key)
+def _by_length(entry: tuple[tuple[int, int, int], object]) -> int:
+    return entry[0][2]
 
 
 class Flow:
@@ -240,24 +199,58 @@ class Flow:
         self.version = version
         self.state = state
         self.views: dict[str, _View] = {}
-        self.owners: dict[int, _Owners] = {}  # by id of the index's _Wg
-        self.decisions: dict[tuple[str, str | None, int, int], Decision] = {}
+        self.owners: dict[_Wg, _Owners] = {}
+        #: per (host, interface arrived on, source atom): the decision per destination atom
+        self.decisions: dict[tuple[str, str | None, int], list[Decision | None]] = {}
         self.blocks: list[Block] = []
+        #: per endpoint number: the host it is an address of (the trace's ``index.local``)
+        self.local = [index.local.get(a) for a in ends.addresses]
+        self.lan_points: dict[str, list[int]] = {}
+        for address, lan in index.lans.items():
+            number = ends.number.get(address)
+            if number is not None:
+                self.lan_points.setdefault(lan.host, []).append(number)
 
     # ------------------------------------------------------------------ atoms
 
     def _bounds(self, prefixes: Iterable[IPNetwork], points: Iterable[int]) -> list[int]:
         cuts = {0, len(self.ends.addresses)}
-        span = self.ends.span
-        for prefix in set(prefixes):
-            if prefix.version == self.version:
-                lo, hi = span(prefix)
-                cuts.add(lo)
-                cuts.add(hi)
+        cut = self.ends.cut
+        known = self.ends.known.get
+        for prefix in prefixes:
+            entry = known(id(prefix))
+            found = entry[1] if entry is not None and entry[0] is prefix else cut(prefix)
+            if found is not None:
+                cuts.add(found[0])
+                cuts.add(found[1])
         for n in points:
             cuts.add(n)
             cuts.add(n + 1)
         return sorted(cuts)
+
+    def _paint(
+        self, at: dict[int, int], size: int, entries: Iterable[tuple[IPNetwork, _V]]
+    ) -> list[_V | None]:
+        """Per atom, the value of the longest prefix that holds it (of equal prefixes, the
+        last given): shorter prefixes painted first, longer ones over them. Every prefix
+        of this version must be among the atoms' cuts."""
+        out: list[_V | None] = [None] * size
+        cut = self.ends.cut
+        known = self.ends.known.get
+        keyed = []
+        for prefix, value in entries:
+            entry = known(id(prefix))
+            found = entry[1] if entry is not None and entry[0] is prefix else cut(prefix)
+            if found is not None and found[0] < found[1]:
+                keyed.append((found, value))
+        keyed.sort(key=_by_length)  # stable: equal prefixes stay in the order given
+        for (lo, hi, _), value in keyed:
+            first, last = at[lo], at[hi]
+            if last - first == 1:
+                out[first] = value
+            else:
+                out[first:last] = [value] * (last - first)
+        return out
 
     def view(self, host: Host) -> _View:
         found = self.views.get(host.name)
@@ -265,6 +258,8 @@ class Flow:
             return found
         dst: list[IPNetwork] = [r.prefix for r in host.routes]
         src: list[IPNetwork] = []
+        src_points: list[int] = []
+        number = self.ends.number
         for rule in host.rules:
             if rule.destination is not None:
                 dst.append(rule.destination)
@@ -276,34 +271,253 @@ class Flow:
                     dst.append(filter_rule.destination)
                 if filter_rule.source is not None:
                     src.append(filter_rule.source)
+                if filter_rule.to_source is not None and filter_rule.to_source in number:
+                    src_points.append(number[filter_rule.to_source])
         for interface in host.wireguard():
             for peer in interface.peers:
                 dst.extend(peer.allowed_ips)
-        number = self.ends.number
+        # own addresses: local delivery (destinations); a source NAT's new source is one,
+        # and a packet that already has it is not changed (sources)
         points = [number[a] for a in host.addresses() if a in number]
-        points.extend(
-            number[a] for a, lan in self.index.lans.items() if lan.host == host.name and a in number
+        if any(firewall.postrouting for firewall in host.firewall.values()):
+            src_points.extend(points)
+        points.extend(self.lan_points.get(host.name, ()))
+        bounds = self._bounds(dst, points)
+        made = _View(
+            bounds,
+            self._bounds(src, src_points),
+            {b: k for k, b in enumerate(bounds)},
+            ordered_routes(host.routes),
         )
-        made = _View(self._bounds(dst, points), self._bounds(src, ()))
         self.views[host.name] = made
         return made
 
-    def owner_map(self, wg: _Wg) -> _Owners:
-        found = self.owners.get(id(wg))
+    def _lpm(self, host: Host, view: _View, table: str) -> list[tuple[Route, int] | None] | None:
+        """The routing table's longest match per destination atom (None: no such table)."""
+        found = view.lpm.get(table)
+        if found is None:
+            routes = view.tables.get(table)
+            if routes is None:
+                return None
+            found = self._paint(
+                view.at, len(view.dst) - 1, ((r.prefix, (r, r.prefix.prefixlen)) for r in routes)
+            )
+            view.lpm[table] = found
+        return found
+
+    def _routes(self, host: Host, view: _View, src_atom: int, src: IPAddress) -> list[Route | None]:
+        """Per destination atom, the route :meth:`wgpy.net.trace.Index.route` picks for a
+        packet from ``src`` (any source of ``src_atom``): the rules in order, each looking up
+        its table for the atoms no earlier rule settled."""
+        found = view.routes.get(src_atom)
         if found is not None:
             return found
-        prefixes = [p for peer in wg.interface.peers for p in peer.allowed_ips]
-        bounds = self._bounds(prefixes, ())
-        owners: list[str | None] = []
-        addresses = self.ends.addresses
-        for k in range(len(bounds) - 1):
-            if bounds[k] == bounds[k + 1]:
-                owners.append(None)
+        size = len(view.dst) - 1
+        out: list[Route | None] = [None] * size
+        settled = bytearray(size)
+        for rule in self.index.rules[host.name]:
+            if rule.fwmark is not None and not rule.invert:
+                continue  # our packets carry no mark
+            if rule.source is not None and (
+                rule.source.version != src.version or src not in rule.source
+            ):
                 continue
-            owners.append(wg.table.lookup(addresses[bounds[k]]))
-        made = _Owners(bounds, owners)
-        self.owners[id(wg)] = made
+            first, last = 0, size
+            if rule.destination is not None:
+                if rule.destination.version != self.version:
+                    continue
+                found_cut = self.ends.cut(rule.destination)
+                if found_cut is None:
+                    continue
+                first, last = view.at[found_cut[0]], view.at[found_cut[1]]
+            lpm = self._lpm(host, view, rule.table)
+            if lpm is None:
+                continue
+            suppress = rule.suppress_prefixlength
+            for atom in range(first, last):
+                if settled[atom]:
+                    continue
+                match = lpm[atom]
+                if match is None or (suppress is not None and match[1] <= suppress):
+                    continue
+                out[atom] = match[0]
+                settled[atom] = 1
+        view.routes[src_atom] = out
+        return out
+
+    def _peers(self, view: _View, wg: _Wg) -> list[str | None]:
+        """Per destination atom of the host, the peer of ``wg`` that the longest AllowedIPs
+        match picks (the table's own rule: of equal prefixes, the last peer's)."""
+        found = view.peers.get(wg.interface.name)
+        if found is None:
+            found = self._paint(
+                view.at,
+                len(view.dst) - 1,
+                ((p, peer.public_key) for peer in wg.interface.peers for p in peer.allowed_ips),
+            )
+            view.peers[wg.interface.name] = found
+        return found
+
+    def owner_map(self, wg: _Wg) -> _Owners:
+        """The interface's source check: the owner per run of its host's destination atoms
+        (the atoms cut at every AllowedIPs prefix of the host), runs of one owner joined."""
+        found = self.owners.get(wg)
+        if found is not None:
+            return found
+        view = self.view(wg.host)
+        peers = self._peers(view, wg)
+        bounds = [0]
+        owners: list[str | None] = []
+        for atom, owner in enumerate(peers):
+            if owners and owners[-1] == owner:
+                continue
+            if atom:
+                bounds.append(view.dst[atom])
+            owners.append(owner)
+        bounds.append(view.dst[-1])
+        made = _Owners(bounds, owners or [None])
+        self.owners[wg] = made
         return made
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(
+        self,
+        host: Host,
+        view: _View,
+        in_iface: str | None,
+        routes: list[Route | None],
+        src: IPAddress,
+        atoms: Iterable[int],
+        known: list[Decision | None],
+    ) -> None:
+        """One host's step, into ``known[atom]`` for each of ``atoms``, for the packets from
+        a source atom (``src`` one of them, ``routes`` the routes :meth:`_routes` found for
+        it) to the destination atom, as :func:`wgpy.net.trace.trace` takes it (without the
+        loop check, which the caller makes): deliver, drop with (verdict, cause), hand on to
+        (the next interface, the sending key), or NAT (the caller traces those pairs one by
+        one). Decided on the atom's first endpoint; the route and peer come from the host's
+        tables per atom (:meth:`_routes`, :meth:`_peers`)."""
+        here = host.name
+        index = self.index
+        version = self.version
+        state = self.state
+        local = self.local
+        addresses = self.ends.addresses
+        starts = view.dst
+        by_key = index.by_key
+        firewall = host.firewall.get(version)
+        # without nat rules (or for a reply), _postrouting finds nothing
+        nat_rules = state == "NEW" and firewall is not None and bool(firewall.postrouting)
+        not_forwarded: Decision | None = None
+        if in_iface is not None:
+            enabled, origin = host.forwarding.get(version, _NO_FORWARDING)
+            if not enabled:
+                cause = Cause(
+                    CauseKind.FORWARDING_OFF,
+                    here,
+                    in_iface,
+                    detail=str(origin),
+                    assumption=str(origin) if origin.assumed else None,
+                )
+                not_forwarded = (_DROP, Verdict.DROPPED, cause)
+        no_route: Decision = (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_ROUTE, here))
+        # per outgoing interface: its _Wg (None: not WireGuard) and its peer per atom (None:
+        # down); per peer key: the decision to hand on to it
+        outs: dict[str, tuple[_Wg | None, list[str | None] | None]] = {}
+        nexts: dict[tuple[str, str | None], Decision] = {}
+        for atom in atoms:
+            n = starts[atom]
+            if local[n] == here:
+                known[atom] = _DELIVERED_HERE
+                continue
+            if not_forwarded is not None:
+                known[atom] = not_forwarded
+                continue
+            route = routes[atom]
+            if route is None:
+                known[atom] = no_route
+                continue
+            out = route.dev
+            if route.kind is not RouteKind.UNICAST or out is None:
+                cause = Cause(CauseKind.ROUTE_UNREACHABLE, here, detail=route.kind.value)
+                known[atom] = (_DROP, Verdict.DROPPED, cause)
+                continue
+            dst = addresses[n]
+            if in_iface is not None:
+                verdict = _forward_chain(firewall, version, in_iface, out, src, dst, state)
+                if verdict is not None:
+                    action, text, origin = verdict
+                    if action is Action.UNKNOWN:
+                        cause = Cause(CauseKind.UNKNOWN_RULE, here, out, detail=text)
+                        known[atom] = (_DROP, Verdict.UNKNOWN, cause)
+                        continue
+                    if action in (Action.DROP, Action.REJECT):
+                        cause = Cause(
+                            CauseKind.FORWARD_DROPPED,
+                            here,
+                            out,
+                            detail=text,
+                            in_interface=in_iface,
+                            assumption=str(origin) if origin.assumed else None,
+                        )
+                        known[atom] = (_DROP, Verdict.DROPPED, cause)
+                        continue
+            if nat_rules:
+                nat = _postrouting(host, version, in_iface, out, src, dst, state)
+                if nat is not None and nat != src:
+                    known[atom] = _NAT_HERE
+                    continue
+            entry = outs.get(out)
+            if entry is None:
+                found = index.wg.get((here, out))
+                entry = outs[out] = (
+                    found,
+                    self._peers(view, found) if found is not None and found.interface.up else None,
+                )
+            wg, peers = entry
+            if wg is None:
+                interface = host.interface(out)
+                lan_to = index.lans.get(dst)
+                if lan_to is not None and lan_to.host == here and lan_to.interface == out:
+                    known[atom] = _DELIVERED_HERE
+                    continue
+                cause = Cause(
+                    CauseKind.NOT_INTO_TUNNEL,
+                    here,
+                    out,
+                    detail=f"{route.prefix} dev {out} ({route.origin})"
+                    + ("" if interface is not None else ", an interface the model does not know"),
+                )
+                known[atom] = (_DROP, Verdict.DROPPED, cause)
+                continue
+            if peers is None:
+                known[atom] = (_DROP, Verdict.DROPPED, Cause(CauseKind.INTERFACE_DOWN, here, out))
+                continue
+            peer_key = peers[atom]  # the owner of the longest match, as trace's
+            decision = nexts.get((out, peer_key))
+            if decision is None:
+                decision = self._into(wg, out, peer_key, by_key)
+                nexts[(out, peer_key)] = decision
+            known[atom] = decision
+
+    @staticmethod
+    def _into(wg: _Wg, out: str, peer_key: str | None, by_key: dict[str, _Wg]) -> Decision:
+        """Into ``wg`` (named ``out``) for ``peer_key``: hand on, or why not."""
+        here = wg.host.name
+        if peer_key is None:
+            return (_DROP, Verdict.DROPPED, Cause(CauseKind.NO_PEER, here, out))
+        nxt = by_key.get(peer_key)
+        if nxt is None:
+            cause = Cause(CauseKind.UNKNOWN_PEER, here, out, peer=peer_key)
+            return (_DROP, Verdict.UNKNOWN, cause)
+        sender_key = wg.interface.public_key
+        if sender_key is None or sender_key not in nxt.keys:
+            cause = Cause(
+                CauseKind.NO_HANDSHAKE, nxt.host.name, nxt.interface.name, peer=sender_key
+            )
+            return (_DROP, Verdict.DROPPED, cause)
+        return (_NEXT, nxt, sender_key)
 
     # ------------------------------------------------------------------ the walk
 
@@ -383,34 +597,50 @@ class Flow:
         first: bool,
     ) -> None:
         name, in_iface = where
-        index = self.index
-        host = index.hosts[name]
+        host = self.index.hosts[name]
         view = self.view(host)
         addresses = self.ends.addresses
         blocks = self.blocks
-        decisions = self.decisions
+        size = len(view.dst) - 1
         for src_atom, src_part in iv.split(sources, view.src):
-            src = addresses[src_part[0][0]]
-            # atoms decided alike travel on together: (kind, next interface or cause) → parts
-            alike: dict[tuple[object, ...], tuple[Decision, list[tuple[int, int]]]] = {}
-            for dst_atom, dst_part in iv.split(targets, view.dst):
-                key = (name, in_iface, src_atom, dst_atom)
-                decision = decisions.get(key)
-                if decision is None:
-                    dst = addresses[dst_part[0][0]]
-                    decision = decide(index, host, in_iface, src, dst, self.state)
-                    decisions[key] = decision
-                kind = decision[0]
-                same = (kind, id(decision[1]), decision[2]) if kind == _NEXT else decision
-                entry = alike.get(same)
-                if entry is None:
-                    alike[same] = (decision, list(dst_part))
+            key = (name, in_iface, src_atom)
+            known = self.decisions.get(key)
+            if known is None:
+                known = self.decisions[key] = [None] * size
+            src = addresses[view.src[src_atom]]
+            routes = self._routes(host, view, src_atom, src)
+            pieces = iv.split(targets, view.dst)
+            missing = [atom for atom, _ in pieces if known[atom] is None]
+            if missing:
+                self.decide(host, view, in_iface, routes, src, missing, known)
+            # atoms decided alike travel on together: decision → their parts
+            alike: dict[Decision, list[Ranges]] = {}
+            for dst_atom, dst_part in pieces:
+                decision = known[dst_atom]
+                assert decision is not None
+                parts = alike.get(decision)
+                if parts is None:
+                    alike[decision] = [dst_part]
                 else:
-                    entry[1].extend(dst_part)
-            for decision, parts in alike.values():
-                dst_part = iv.union_all(parts)
+                    parts.append(dst_part)
+            for decision, parts in alike.items():
+                dst_part = parts[0] if len(parts) == 1 else iv.union_all(chain(*parts))
                 kind = decision[0]
                 if kind == _NEXT:
+                    nxt = cast(_Wg, decision[1])
+                    owners = self.owners.get(nxt) or self.owner_map(nxt)
+                    if len(src_part) == 1 and not (first and len(dst_part) > 1):
+                        # the common case: one range of sources, in one atom of the owners
+                        lo, hi = src_part[0]
+                        bounds = owners.bounds
+                        atom = bisect_right(bounds, lo) - 1
+                        if hi <= bounds[atom + 1] and owners.owners[atom] == decision[2]:
+                            arrivals = after.get(nxt.where)
+                            if arrivals is None:
+                                after[nxt.where] = [(src_part, dst_part)]
+                            else:
+                                arrivals.append((src_part, dst_part))
+                            continue
                     self._hand_on(decision, src_part, dst_part, after, first)
                 elif kind == _DELIVER:
                     blocks.append(Block(src_part, dst_part, DELIVERED))
@@ -427,20 +657,31 @@ class Flow:
         after: dict[tuple[str, str | None], list[tuple[Ranges, Ranges]]],
         first: bool,
     ) -> None:
-        nxt = decision[1]
-        sender = decision[2]
-        assert isinstance(nxt, _Wg) and isinstance(sender, str)
-        owners = self.owner_map(nxt)
-        for atom, part in iv.split(sources, owners.bounds):
+        nxt = cast(_Wg, decision[1])
+        sender = cast(str, decision[2])
+        owners = self.owners.get(nxt) or self.owner_map(nxt)
+        bounds = owners.bounds
+        pieces: list[tuple[int, Ranges]]
+        if len(sources) == 1:  # often one range in one atom: no cutting
+            atom = bisect_right(bounds, sources[0][0]) - 1
+            if sources[0][1] <= bounds[atom + 1]:
+                pieces = [(atom, sources)]
+            else:
+                pieces = iv.split(sources, bounds)
+        else:
+            pieces = iv.split(sources, bounds)
+        for atom, part in pieces:
             owner = owners.owners[atom]
             if owner == sender:
                 if first and len(targets) > 1:
                     part, targets_here = self.ends.widen(part, targets)
                 else:
                     targets_here = targets
-                after.setdefault((nxt.host.name, nxt.interface.name), []).append(
-                    (part, targets_here)
-                )
+                arrivals = after.get(nxt.where)
+                if arrivals is None:
+                    after[nxt.where] = [(part, targets_here)]
+                else:
+                    arrivals.append((part, targets_here))
                 continue
             holder = "no peer" if owner is None else f"peer {_short(owner)}"
             cause = Cause(

@@ -96,12 +96,25 @@ def split(ranges: Ranges, bounds: list[int]) -> list[tuple[int, Ranges]]:
     meets, in atom order."""
     if len(bounds) <= 2:
         return [(0, ranges)] if ranges else []
-    parts: dict[int, list[tuple[int, int]]] = {}
+    # ranges are sorted and disjoint: their pieces come in atom order
+    out: list[tuple[int, Ranges]] = []
+    last_atom = -1
+    pending: list[tuple[int, int]] = []
     for lo, hi in ranges:
         atom = bisect_right(bounds, lo) - 1
         while lo < hi:
-            end = min(hi, bounds[atom + 1])
-            parts.setdefault(atom, []).append((lo, end))
+            end = bounds[atom + 1]
+            if end > hi:
+                end = hi
+            if atom != last_atom:
+                if pending:
+                    out.append((last_atom, tuple(pending)))
+                pending = [(lo, end)]
+                last_atom = atom
+            else:
+                pending.append((lo, end))
             lo = end
             atom += 1
-    return [(atom, tuple(part)) for atom, part in sorted(parts.items())]
+    if pending:
+        out.append((last_atom, tuple(pending)))
+    return out

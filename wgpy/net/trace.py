@@ -110,16 +110,49 @@ class Trace:
     last_dst: IPAddress | None = None
 
 
-@dataclass
 class _Wg:
-    host: Host
-    interface: Interface
-    table: AllowedIPs[str]
-    keys: set[str]
+    """One WireGuard interface of the network: its host, its peers' keys and (built on first
+    use) its AllowedIPs table. Compared and hashed by identity."""
+
+    __slots__ = ("_table", "host", "interface", "keys", "where")
+
+    def __init__(self, host: Host, interface: Interface) -> None:
+        self.host = host
+        self.interface = interface
+        self.keys = {p.public_key for p in interface.peers}
+        #: (host name, interface name): where its received packets arrive
+        self.where: tuple[str, str | None] = (host.name, interface.name)
+        self._table: AllowedIPs[str] | None = None
+
+    @property
+    def table(self) -> AllowedIPs[str]:
+        """The interface's AllowedIPs, built as ``wg setconf`` would: each peer's prefixes
+        in order, a later peer taking a prefix an earlier one held."""
+        table = self._table
+        if table is None:
+            table = AllowedIPs()
+            for peer in self.interface.peers:
+                table.insert_many(
+                    ((p.version, int(p.network_address), p.prefixlen) for p in peer.allowed_ips),
+                    peer.public_key,
+                )
+            self._table = table
+        return table
+
+
+def ordered_routes(routes: list[Route]) -> dict[str, list[Route]]:
+    """A host's routes per table, in the order that makes the last route of a prefix the one
+    the kernel uses (the lowest metric; among equal metrics, the last given)."""
+    by_table: dict[str, list[Route]] = {}
+    for route in sorted(routes, key=lambda r: -r.metric):
+        by_table.setdefault(route.table, []).append(route)
+    return by_table
 
 
 class Index:
-    """The lookups of a network: built once, then asked for every packet."""
+    """The lookups of a network: built once, then asked for every packet. A host's routing
+    tables and an interface's AllowedIPs are built on first use (a check of a 1,000-host
+    mesh never needs them; the per-pair trace of a few pairs needs a few)."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
@@ -129,6 +162,7 @@ class Index:
         self.local: dict[IPAddress, str] = {}
         self.lans: dict[IPAddress, Lan] = {}
         self.routes: dict[tuple[str, str], AllowedIPs[Route]] = {}
+        self._routed: set[str] = set()  # hosts whose tables are in self.routes
         self.rules: dict[str, list[Rule]] = {}
         for host in network.hosts:
             for interface in host.interfaces:
@@ -136,29 +170,28 @@ class Index:
                     self.local.setdefault(address.ip, host.name)
                 if not interface.wireguard:
                     continue
-                table: AllowedIPs[str] = AllowedIPs()
-                for peer in interface.peers:
-                    for prefix in peer.allowed_ips:
-                        table.insert(prefix, peer.public_key)
-                wg = _Wg(host, interface, table, {p.public_key for p in interface.peers})
+                wg = _Wg(host, interface)
                 self.wg[(host.name, interface.name)] = wg
                 if interface.public_key is not None:
                     self.by_key.setdefault(interface.public_key, wg)
             for lan in host.lans:
                 self.lans[lan.representative] = lan
-            by_table: dict[str, list[Route]] = {}
-            for route in host.routes:
-                by_table.setdefault(route.table, []).append(route)
-            for name, routes in by_table.items():
-                lpm: AllowedIPs[Route] = AllowedIPs()
-                # the lowest metric wins a prefix: insert it last
-                for route in sorted(routes, key=lambda r: -r.metric):
-                    lpm.insert(route.prefix, route)
-                self.routes[(host.name, name)] = lpm
             self.rules[host.name] = sorted([*host.rules, *_DEFAULT_RULES], key=lambda r: r.priority)
+
+    def _tables(self, host: Host) -> None:
+        """Build the host's routing tables (once)."""
+        if host.name in self._routed:
+            return
+        self._routed.add(host.name)
+        for name, routes in ordered_routes(host.routes).items():
+            lpm: AllowedIPs[Route] = AllowedIPs()
+            for route in routes:  # the route of a prefix inserted last wins it
+                lpm.insert(route.prefix, route)
+            self.routes[(host.name, name)] = lpm
 
     def route(self, host: Host, src: IPAddress, dst: IPAddress) -> Route | None:
         """The route the host's policy routing picks for a packet without fwmark."""
+        self._tables(host)
         for rule in self.rules[host.name]:
             if rule.fwmark is not None and not rule.invert:
                 continue  # our packets carry no mark
