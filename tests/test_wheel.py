@@ -40,12 +40,18 @@ def _run(argv: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complet
     return result
 
 
+#: in the tree but not shipped as they are: the C source is compiled into the wheel's own
+#: extension, and the editable install's built extension is this machine's build artefact
+_NOT_SHIPPED = (".pyc", ".so", ".c")
+
+
 def _package_files() -> set[str]:
-    """Every file of the wgpy package in the tree, as a path in the wheel (no caches)."""
+    """Every file of the wgpy package in the tree, as a path in the wheel (no caches, no
+    build artefacts, no C source)."""
     return {
         path.relative_to(ROOT).as_posix()
         for path in SOURCE.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in _NOT_SHIPPED
     }
 
 
@@ -53,7 +59,7 @@ def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
     # build from a copy, so the tree gets no build/ or *.egg-info
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(SOURCE, src / "wgpy", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp_path / "dist"
@@ -65,6 +71,8 @@ def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
     assert not missing, f"not in {wheel.name}: {sorted(missing)}"
     for subpackage in ("wgpy/io/__init__.py", "wgpy/tools/__init__.py"):
         assert subpackage in names
+    # the C batch accelerator is compiled into the wheel (CI has the compiler and libssl-dev)
+    assert [n for n in names if n.startswith("wgpy/_batch.") and n.endswith(".so")], names
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     )
@@ -86,6 +94,7 @@ def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
 
     version = _run([str(venv / "bin" / "wgpy"), "--version"], tmp_path).stdout
     assert wgpy.__version__ in version, version
+    assert "C batch path: wgpy._batch" in version, version  # the wheel's own extension
     version = _run([str(venv / "bin" / "wgpyd"), "--version"], tmp_path).stdout
     assert version.startswith(f"wgpyd v{wgpy.__version__}"), version
     _run([str(venv / "bin" / "wgpy"), "--help"], tmp_path)
@@ -102,4 +111,5 @@ def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
         "print(len(names))\n"
     )
     count = int(_run([str(python), "-I", "-c", import_all], tmp_path).stdout)
-    assert count == sum(1 for n in _package_files() if n.endswith(".py")) - 1  # wgpy/__init__
+    # every .py module but wgpy/__init__, and the compiled wgpy._batch
+    assert count == sum(1 for n in _package_files() if n.endswith(".py")) - 1 + 1
