@@ -53,6 +53,7 @@ def _host(
     address: IPv4Interface,
     peers: Sequence[tuple[int, Sequence[IPNetwork]]],
     forward: bool,
+    endpoints: bool = True,
 ) -> Host:
     host = Host(name=name, origin=_FILE)
     interface = Interface(
@@ -66,7 +67,9 @@ def _host(
     host.interfaces.append(interface)
     host.routes.append(Route(address.network, name, _CONNECTED))
     for number, prefixes in peers:
-        interface.peers.append(WgPeer(key(number), list(prefixes), _FILE))
+        # an underlay address per host (198.18.0.0/15, the benchmarking range) as Endpoint
+        endpoint = f"198.18.{number >> 8 & 255}.{number & 255}:51820" if endpoints else None
+        interface.peers.append(WgPeer(key(number), list(prefixes), _FILE, endpoint=endpoint))
         host.routes.extend(Route(prefix, name, _ROUTE) for prefix in prefixes)
     host.forwarding[4] = (True, _FORWARD_ON) if forward else (False, _FORWARD_OFF)
     host.forwarding[6] = (False, _FORWARD_OFF)
@@ -93,7 +96,9 @@ def hub(spokes: int, broken: bool = False) -> Network:
     subnet = IPv4Network("10.0.0.0/16")
     hub_only = IPv4Network(base)
     spoke_peers = [(base + 1 + i, [IPv4Network(base + 1 + i)]) for i in range(spokes)]
-    hosts = [_host("hub", IPv4Interface((base, 16)), spoke_peers, forward=True)]
+    # the hub has no Endpoint for its spokes (they roam, keeping their tunnels alive): the
+    # spokes', for the hub, are what lets every session start
+    hosts = [_host("hub", IPv4Interface((base, 16)), spoke_peers, forward=True, endpoints=False)]
     wrong = spokes // 2 if broken else -1
     for i in range(spokes):
         allowed: list[IPNetwork] = [hub_only if i == wrong else subnet]

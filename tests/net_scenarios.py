@@ -231,6 +231,19 @@ def direct_beats_hub() -> Scenario:
     return scenario
 
 
+def no_endpoints() -> Scenario:
+    """Two peers that list each other, neither with an Endpoint for the other: no initiation
+    is ever sent, so nothing crosses, whoever pings first."""
+    return Scenario(
+        "no-endpoints",
+        [
+            HostSpec("x", "10.3.0.1/24", [Peer("y", ["10.3.0.2/32"], endpoint=False)]),
+            HostSpec("y", "10.3.0.2/24", [Peer("x", ["10.3.0.1/32"], endpoint=False)]),
+        ],
+        broken={("x", "y"), ("y", "x")},
+    )
+
+
 ALL = [
     hub_and_spoke_mistake,
     healthy_hub,
@@ -242,4 +255,5 @@ ALL = [
     lambda: site_to_site(lan_allowed=False),
     lambda: site_to_site(masquerade=True),
     direct_beats_hub,
+    no_endpoints,
 ]

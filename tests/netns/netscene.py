@@ -33,6 +33,7 @@ from typing import Final, TypeVar
 
 from tests.net_scenarios import Scenario
 from tests.netns.harness import WG_RUN_DIR, HarnessError, Netns, wait_for, wg_dump
+from wgpy.net.fixes import ENDPOINT_PLACEHOLDER
 
 VENV_BIN: Final = Path(sys.executable).parent
 """The venv's scripts: ``wgpy`` and ``wgpyd`` (wg-quick finds wgpyd on PATH)."""
@@ -141,7 +142,15 @@ class Built:
         """A fix's ``HOST# command`` line, run in that host's namespace."""
         host, sep, line = command.partition("# ")
         assert sep, f"not a HOST# command: {command!r}"
-        self.hosts[self.layout.short(host)].run(*shlex.split(line))
+        argv = shlex.split(line)
+        if ENDPOINT_PLACEHOLDER in argv:
+            # the fix asks for the peer's outer address, which only the user knows: here, the
+            # underlay address of the host whose key follows `peer`
+            keys = {public: name for name, (_, public) in self.layout.scenario.keys().items()}
+            peer = keys[argv[argv.index("peer") + 1]]
+            port = self.layout.scenario.host(peer).listen_port
+            argv[argv.index(ENDPOINT_PLACEHOLDER)] = f"{self.layout.underlay[peer]}:{port}"
+        self.hosts[self.layout.short(host)].run(*argv)
 
     def collect(self, host: str, directory: Path) -> Path:
         """``wgpy collect`` in the host's namespace, under the model's name of the host."""

@@ -228,3 +228,28 @@ def test_a_group_that_dies_downstream_gets_the_fix_of_the_mistake_upstream(
     out = capsys.readouterr().out
     assert "the same change as above" in out
     assert "assumption: assumed" not in out
+
+
+def test_no_session_starts_when_neither_side_has_an_endpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two peers that list each other but neither knows where the other is: no initiation
+    is ever sent (the kernel: "Destination address required"), both directions fail, and the
+    fix gives one side an Endpoint."""
+    scenario = ns.no_endpoints()
+    paths = [str(p) for p in scenario.write(tmp_path)]
+    assert main(["net", "check", *paths, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["reachable"] == 0
+    assert {g["cause"]["kind"] for g in out["groups"]} == {"no_endpoint"}
+    fix = out["groups"][0]["fix"]
+    assert fix["changes"][0]["kind"] == "endpoint" and "endpoint ADDRESS:PORT" in fix["commands"][0]
+    # with one Endpoint (y knows where x is) every pair works, whoever started
+    (tmp_path / "y.conf").write_text(
+        (tmp_path / "y.conf")
+        .read_text()
+        .replace("AllowedIPs = 10.3.0.1/32", "AllowedIPs = 10.3.0.1/32\nEndpoint = 192.0.2.1:51820")
+    )
+    assert main(["net", "check", *paths]) == 0
+    assert main(["net", "trace", *paths, "from", "x", "to", "10.3.0.2"]) == 0
+    capsys.readouterr()

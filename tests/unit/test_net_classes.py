@@ -84,7 +84,9 @@ def networks(draw: st.DrawFn) -> Network:
         )
         others = [j for j in range(count) if j != i]
         for j in draw(st.lists(st.sampled_from(others), unique=True)) if others else []:
-            wg.peers.append(WgPeer(keys[j], _prefixes(draw, version6), ORIGIN))
+            # mostly an Endpoint; sometimes none, so that some pairs can never start a session
+            endpoint = "192.0.2.1:51820" if draw(st.integers(0, 3)) else None
+            wg.peers.append(WgPeer(keys[j], _prefixes(draw, version6), ORIGIN, endpoint=endpoint))
         if draw(st.integers(0, 9)) == 0:
             wg.peers.append(WgPeer("ghost".ljust(44, "="), _prefixes(draw, version6), ORIGIN))
         host.interfaces.append(wg)
@@ -236,7 +238,9 @@ def test_a_masquerading_gateways_own_address_decides_only_for_itself() -> None:
     gateway = Host("g", ORIGIN)
     wg_g = Interface("wg0", [ip_interface("10.0.0.1/24")], ORIGIN, wireguard=True)
     wg_g.public_key = "g-key".ljust(44, "=")
-    wg_g.peers.append(WgPeer("h-key".ljust(44, "="), [ip_network("10.0.0.2/32")], ORIGIN))
+    wg_g.peers.append(
+        WgPeer("h-key".ljust(44, "="), [ip_network("10.0.0.2/32")], ORIGIN, endpoint="h:1")
+    )
     lan = Interface("lan0", [ip_interface("192.168.1.254/24")], ORIGIN)
     gateway.interfaces += [wg_g, lan]
     gateway.routes += [

@@ -48,6 +48,7 @@ from wgpy.net.trace import (
     _short,
     _Wg,
     ordered_routes,
+    session_can_start,
 )
 
 __all__ = ["DELIVERED", "PER_PAIR", "Block", "Endpoints", "Flow", "run"]
@@ -516,6 +517,9 @@ class Flow:
             cause = Cause(
                 CauseKind.NO_HANDSHAKE, nxt.host.name, nxt.interface.name, peer=sender_key
             )
+            return (_DROP, Verdict.DROPPED, cause)
+        if not session_can_start(wg, peer_key, nxt, sender_key):
+            cause = Cause(CauseKind.NO_ENDPOINT, here, out, peer=peer_key)
             return (_DROP, Verdict.DROPPED, cause)
         return (_NEXT, nxt, sender_key)
 

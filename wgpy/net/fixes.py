@@ -52,6 +52,12 @@ class ChangeKind(Enum):
     FORWARDING = "forwarding"
     FORWARD_ACCEPT = "forward_accept"
     PEER = "peer"
+    ENDPOINT = "endpoint"
+
+
+#: what a fix that gives a peer an Endpoint writes for it: the model knows keys and tunnel
+#: addresses, not where a host is reachable from the other
+ENDPOINT_PLACEHOLDER = "ADDRESS:PORT"
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,10 @@ def _apply(host: Host, change: Change) -> None:
             version=change.version,
         )
         firewall.forward.insert(0, rule)
+    elif change.kind is ChangeKind.ENDPOINT and interface is not None:
+        for peer in interface.peers:
+            if peer.public_key == change.peer:
+                peer.endpoint = ENDPOINT_PLACEHOLDER
     elif change.kind is ChangeKind.PEER and interface is not None and change.peer:
         interface.peers.append(WgPeer(change.peer, list(change.prefixes), _FIXED))
         if _routes_follow_allowed_ips(host, interface):
@@ -270,6 +280,8 @@ def _candidates(network: Network, group: Group) -> list[list[Change]]:
                 for v in _versions(dsts)
             ]
         )
+    elif cause.kind is CauseKind.NO_ENDPOINT and interface is not None and cause.peer:
+        out.append([Change(ChangeKind.ENDPOINT, host.name, interface.name, cause.peer)])
     elif cause.kind is CauseKind.NO_HANDSHAKE and interface is not None and cause.peer:
         sender = _key_host(network, cause.peer)
         if sender is not None:
@@ -398,6 +410,19 @@ def describe(network: Network, changes: list[Change]) -> Fix:
             for name in wg_names:
                 rule = rule.replace(f" {name} ", " %i ")
             config.extend(_interface_lines(host, f"PostUp = {tool} {rule}"))
+        elif change.kind is ChangeKind.ENDPOINT and interface is not None:
+            peer = next(p for p in interface.peers if p.public_key == change.peer)
+            remote = _key_host(network, peer.public_key)
+            whose = f"{remote.name}'s" if remote else "the peer's"
+            summary.append(
+                f"on {host.name}: give peer {peer.label} an Endpoint ({whose} outer address and "
+                "ListenPort), or the other side one for this host"
+            )
+            commands.append(
+                f"{host.name}# wg set {interface.name} peer {peer.public_key} endpoint "
+                f"{ENDPOINT_PLACEHOLDER}"
+            )
+            config.append(_config_line(interface, peer, f"Endpoint = {ENDPOINT_PLACEHOLDER}"))
         elif change.kind is ChangeKind.PEER and interface is not None:
             summary.append(f"on {host.name}: add the peer {change.peer} with AllowedIPs {prefixes}")
             commands.append(

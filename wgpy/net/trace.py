@@ -60,6 +60,7 @@ class CauseKind(Enum):
     NO_PEER = "no_peer"  # no AllowedIPs prefix of the interface holds the destination
     UNKNOWN_PEER = "unknown_peer"  # the chosen peer's key is no input's interface
     NO_HANDSHAKE = "no_handshake"  # the next host has no peer with the sender's key
+    NO_ENDPOINT = "no_endpoint"  # neither side has an Endpoint for the other: no handshake starts
     DISALLOWED_SOURCE = "disallowed_source"  # the receiver's AllowedIPs give the source elsewhere
     FORWARDING_OFF = "forwarding_off"  # ip_forward is off on the host that must forward
     FORWARD_DROPPED = "forward_dropped"  # the FORWARD chain drops or rejects it
@@ -114,12 +115,14 @@ class _Wg:
     """One WireGuard interface of the network: its host, its peers' keys and (built on first
     use) its AllowedIPs table. Compared and hashed by identity."""
 
-    __slots__ = ("_table", "host", "interface", "keys", "where")
+    __slots__ = ("_table", "endpoints", "host", "interface", "keys", "where")
 
     def __init__(self, host: Host, interface: Interface) -> None:
         self.host = host
         self.interface = interface
         self.keys = {p.public_key for p in interface.peers}
+        #: the peers it has an Endpoint for (configured, or learned: a snapshot's endpoint)
+        self.endpoints = {p.public_key for p in interface.peers if p.endpoint}
         #: (host name, interface name): where its received packets arrive
         self.where: tuple[str, str | None] = (host.name, interface.name)
         self._table: AllowedIPs[str] | None = None
@@ -138,6 +141,14 @@ class _Wg:
                 )
             self._table = table
         return table
+
+
+def session_can_start(wg: _Wg, peer_key: str, nxt: _Wg, sender_key: str) -> bool:
+    """Whether a session between two interfaces can ever begin: one of them must know where
+    the other is (an Endpoint, configured or learned), or nobody sends the first initiation.
+    (Which side starts matters from a cold start only; the model answers for a network whose
+    pairs have all pinged, see docs/network.md.)"""
+    return peer_key in wg.endpoints or sender_key in nxt.endpoints
 
 
 def ordered_routes(routes: list[Route]) -> dict[str, list[Route]]:
@@ -372,6 +383,17 @@ def trace(
                     nxt.host.name,
                     "handshake",
                     f"{nxt.interface.name} has no peer with {here}'s key",
+                )
+            )
+            return result
+        if not session_can_start(wg, peer_key, nxt, sender_key):
+            result.cause = Cause(CauseKind.NO_ENDPOINT, here, out, peer=peer_key)
+            steps.append(
+                Step(
+                    here,
+                    "handshake",
+                    f"neither {here} nor {nxt.host.name} has an Endpoint for the other: "
+                    "no handshake can start",
                 )
             )
             return result

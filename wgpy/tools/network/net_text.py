@@ -21,6 +21,8 @@ def cause_text(cause: Cause, leg: str) -> str:
         CauseKind.UNKNOWN_PEER: f"{where}{iface}: the peer {cause.peer} is in no input",
         CauseKind.NO_HANDSHAKE: f"{where}{iface}: no peer has the sender's key "
         f"{cause.peer}, so no handshake completes",
+        CauseKind.NO_ENDPOINT: f"{where}{iface}: neither it nor the peer {cause.peer} has an "
+        "Endpoint for the other, so no handshake can ever start",
         CauseKind.DISALLOWED_SOURCE: f"{where}{iface}: "
         + (
             "no peer's AllowedIPs hold the source, so the packet is dropped"
