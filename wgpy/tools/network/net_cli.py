@@ -378,6 +378,7 @@ def _target(found: list[Endpoint], text: str) -> Endpoint:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
+    from wgpy.tools.network.collect_cli import write_atomically
     from wgpy.tools.network.netmap import render_html, render_svg
 
     try:
@@ -391,13 +392,9 @@ def cmd_map(args: argparse.Namespace) -> int:
     if not args.output or args.output == "-":
         sys.stdout.write(text)
         return 0
-    target = Path(args.output)
-    temporary = target.with_name(f".{target.name}.tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(target)
+        write_atomically(Path(args.output), text)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         sys.stderr.write(f"wgpy net map: {args.output}: {error.strerror or error}\n")
         return 1
     return 0
