@@ -38,6 +38,7 @@ from wgpy.net.model import (
     Firewall,
     Host,
     Interface,
+    IPNetwork,
     Kind,
     Origin,
     Route,
@@ -110,18 +111,17 @@ def _host(data: dict[str, Any], filename: str) -> Host:
         dst = item.get("dst", "default")
         via = item.get("via")
         kind = RouteKind(item.get("type", "unicast"))
-        for prefix in _destinations(dst, via, item):
-            host.routes.append(
-                Route(
-                    prefix,
-                    item.get("dev"),
-                    origin,
-                    table=table,
-                    via=ip_address(via) if via else None,
-                    kind=kind,
-                    metric=int(item.get("metric") or 0),
-                )
+        host.routes.append(
+            Route(
+                _destination(dst, via, item),
+                item.get("dev"),
+                origin,
+                table=table,
+                via=ip_address(via) if via else None,
+                kind=kind,
+                metric=int(item.get("metric") or 0),
             )
+        )
     for item in data.get("rules", []):
         host.rules.append(
             Rule(
@@ -145,15 +145,13 @@ def _host(data: dict[str, Any], filename: str) -> Host:
     return host
 
 
-def _destinations(dst: str, via: str | None, item: dict[str, Any]) -> list[Any]:
+def _destination(dst: str, via: str | None, item: dict[str, Any]) -> IPNetwork:
+    """A route's destination; ``default`` is IPv6's when the route says family 6 or goes via
+    an IPv6 gateway, else IPv4's."""
     if dst == "default":
-        family = item.get("family")
-        if family == 6 or (via and ":" in via):
-            return [ip_network("::/0")]
-        if family == 4 or via:
-            return [ip_network("0.0.0.0/0")]
-        return [ip_network("0.0.0.0/0")]
-    return [ip_network(dst, strict=False)]
+        ipv6 = item.get("family") == 6 or (via is not None and ":" in via)
+        return ip_network("::/0" if ipv6 else "0.0.0.0/0")
+    return ip_network(dst, strict=False)
 
 
 def _firewall(host: Host, data: dict[str, Any], origin: Origin) -> None:
