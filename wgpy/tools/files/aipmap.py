@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import textwrap
 from dataclasses import dataclass, field
 from fractions import Fraction
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -35,7 +36,7 @@ from wgpy.tools.files.hilbert import region
 from wgpy.tools.files.lint import Finding, lint
 from wgpy.tools.interface.show import short_key
 
-__all__ = ["MapSide", "build_sides", "render_html", "render_svg"]
+__all__ = ["MapSide", "build_sides", "render_html", "render_svg", "wrap_words"]
 
 #: peer colours, in peer order (colour-blind-friendly, Okabe-Ito and Tol's light set)
 PALETTE = (
@@ -478,7 +479,7 @@ def _legend(side: MapSide, x0: int, y0: int) -> tuple[list[str], int]:
             str(h.prefix) + (" (lost)" if h.lost_to else "") + (" (shadowed)" if h.shadowed else "")
             for h in mine
         ]
-        for line in _wrap(", ".join(words) or "(no AllowedIPs)", 60):
+        for line in wrap_words(", ".join(words) or "(no AllowedIPs)", 60):
             out.append(_text(x0 + 18, y, line, ' font-size="10"'))
             y += 12
         y += 6
@@ -501,9 +502,9 @@ def _legend(side: MapSide, x0: int, y0: int) -> tuple[list[str], int]:
     return out, y
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
+def wrap_words(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces only (a key or a
+    prefix is never cut), for the text of an SVG picture."""
     return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
 
 
@@ -540,7 +541,7 @@ def _panel(side: MapSide, y0: int) -> tuple[list[str], int]:
         colour = ALERT if finding.severity == "error" else "#8a6d00"
         if finding.severity == "info":
             colour = "#555555"
-        for index, line in enumerate(_wrap(str(finding), 150)):
+        for index, line in enumerate(wrap_words(str(finding), 150)):
             out.append(
                 _text(
                     20 if index == 0 else 36,

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 
 from wgpy.net.check import Endpoint, Report
 from wgpy.net.model import Network
-from wgpy.tools.files.aipmap import PALETTE
+from wgpy.tools.files.aipmap import PALETTE, wrap_words
 from wgpy.tools.network.net_text import cause_text
 
 __all__ = ["MATRIX_MAX", "render_html", "render_svg"]
@@ -158,16 +158,7 @@ def _legend(report: Report, x0: int, y0: int, width: int) -> tuple[list[str], in
     for number in range(len(report.groups)):
         colour = PALETTE[number % len(PALETTE)]
         out.append(f'<rect x="{x0}" y="{y}" width="12" height="12" fill="{colour}"/>')
-        words = _cause_line(report, number).split()
-        line = ""
-        lines: list[str] = []
-        for word in words:
-            if len(line) + len(word) + 1 > width // 7:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}".strip()
-        lines.append(line)
+        lines = wrap_words(_cause_line(report, number), width // 7)
         for k, text in enumerate(lines):
             out.append(f'<text x="{x0 + 18}" y="{y + 11 + 15 * k}">{escape(text)}</text>')
         y += 15 * len(lines) + 6
