@@ -9,7 +9,6 @@ and removes its probes and trace instance when it ends.
 
 from __future__ import annotations
 
-import json
 import random
 import shlex
 import struct
@@ -20,6 +19,7 @@ import pytest
 
 from tests.kernel.image import REPO_ROOT
 from tests.kernel.lab import GUEST_IF, GUEST_PORT, GUEST_TUNNEL, GUEST_UNDERLAY, KernelTunnel
+from tests.kernel.test_kernel_watch import _prepare_host_root, _watch_state
 from tests.netns.harness import wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns]
@@ -35,28 +35,6 @@ TRACING_STATE: Final = (
     f"grep -c ' /host{TRACEFS} ' /proc/mounts; cat {TRACEFS}/kprobe_events; "
     f"ls {TRACEFS}/instances"
 )
-
-
-def _prepare_host_root(tunnel: KernelTunnel) -> None:
-    """proc, sys, dev and a writable /run inside the chroot of the host's root (as
-    test_kernel_watch does)."""
-    tunnel.guest.mount_host_root()
-    tunnel.guest.run(
-        "grep -q ' /host/proc ' /proc/mounts || mount -t proc proc /host/proc\n"
-        "grep -q ' /host/sys ' /proc/mounts || mount -t sysfs sys /host/sys\n"
-        "grep -q ' /host/dev ' /proc/mounts || mount --bind /dev /host/dev\n"
-        "grep -q ' /host/run ' /proc/mounts || mount -t tmpfs run /host/run"
-    )
-
-
-def _watch_state(tunnel: KernelTunnel) -> dict[str, Any] | None:
-    result = tunnel.guest.run_in_host_root(
-        f"cat /run/wgpy/watch-*-{GUEST_IF}.json 2>/dev/null", check=False
-    )
-    if result.status != 0 or not result.stdout.strip():
-        return None
-    state: dict[str, Any] = json.loads(result.stdout)
-    return state
 
 
 def _traced(state: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
