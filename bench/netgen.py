@@ -63,6 +63,7 @@ def _host(
         wireguard=True,
         public_key=key(int(address.ip)),
         config_file=f"{name}.conf",
+        allowed_ips_table="main",
     )
     host.interfaces.append(interface)
     host.routes.append(Route(address.network, name, _CONNECTED))

@@ -108,9 +108,7 @@ def _apply(host: Host, change: Change) -> None:
                 peer.allowed_ips.extend(p for p in change.prefixes if p not in peer.allowed_ips)
             else:  # as `wg set`: a prefix given to one peer leaves any other
                 peer.allowed_ips = [p for p in peer.allowed_ips if p not in change.prefixes]
-        if _routes_follow_allowed_ips(host, interface):
-            for prefix in change.prefixes:
-                host.routes.append(Route(prefix, interface.name, _FIXED))
+        _route_allowed_ips(host, interface, change.prefixes)
     elif change.kind is ChangeKind.ROUTE:
         for prefix in change.prefixes:
             host.routes.append(Route(prefix, change.interface, _FIXED))
@@ -135,19 +133,17 @@ def _apply(host: Host, change: Change) -> None:
                 peer.endpoint = ENDPOINT_PLACEHOLDER
     elif change.kind is ChangeKind.PEER and interface is not None and change.peer:
         interface.peers.append(WgPeer(change.peer, list(change.prefixes), _FIXED))
-        if _routes_follow_allowed_ips(host, interface):
-            for prefix in change.prefixes:
-                host.routes.append(Route(prefix, interface.name, _FIXED))
+        _route_allowed_ips(host, interface, change.prefixes)
 
 
-def _routes_follow_allowed_ips(host: Host, interface: Interface) -> bool:
-    """Whether the host's routes come from wg-quick (Table = auto): an AllowedIPs line then
-    brings its route; on a snapshot host ``wg set`` does not, and the route is a change of
-    its own."""
-    return interface.config_file is not None and any(
-        r.origin.kind is Kind.CONFIG and "route added by wg-quick" in r.origin.what
-        for r in host.routes
-    )
+def _route_allowed_ips(host: Host, interface: Interface, prefixes: Iterable[IPNetwork]) -> None:
+    """The routes wg-quick adds for new AllowedIPs prefixes (none on a snapshot host, where
+    ``wg set`` adds no route and the route is a change of its own)."""
+    table = interface.allowed_ips_table
+    if table is not None:
+        host.routes.extend(
+            Route(prefix, interface.name, _FIXED, table=table) for prefix in prefixes
+        )
 
 
 def _accept_rule(change: Change) -> str:

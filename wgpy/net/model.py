@@ -105,6 +105,9 @@ class Interface:
     up: bool = True
     #: the wg-quick file this interface came from, for fixes written as config lines
     config_file: str | None = None
+    #: the table wg-quick routes each AllowedIPs prefix into (``Table``: auto and main give
+    #: "main"); None when AllowedIPs bring no route (``Table = off``, a snapshot: ``wg set``)
+    allowed_ips_table: str | None = None
 
 
 class RouteKind(Enum):

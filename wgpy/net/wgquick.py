@@ -141,6 +141,7 @@ def _wg_quick_routes(host: Host, interface: Interface, table_value: Value | None
     table = (table_value.text if table_value else "auto").strip()
     if table == "off":
         return
+    interface.allowed_ips_table = "main" if table in ("auto", "main") else table
     default_added: set[int] = set()
     for peer in interface.peers:
         for prefix in peer.allowed_ips:
