@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 import sys
 import textwrap
 from ipaddress import ip_address
@@ -28,6 +27,7 @@ from wgpy.net.snapshot import SnapshotError, host_from_snapshot
 from wgpy.net.trace import Cause, Index, Trace, Verdict
 from wgpy.net.wgquick import host_from_config
 from wgpy.tools.network.net_text import cause_text
+from wgpy.tools.termtext import terminal_width
 
 __all__ = ["add_parser", "load_network"]
 
@@ -269,9 +269,8 @@ def _trace_json(result: Trace) -> dict[str, Any]:
 
 
 def _width() -> int:
-    if sys.stdout.isatty():
-        return max(40, min(100, shutil.get_terminal_size().columns))
-    return 80
+    """The terminal's columns (``$COLUMNS`` first), at most 100; 80 when not a terminal."""
+    return terminal_width(sys.stdout, maximum=100)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
