@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from glob import glob
 from typing import Any
 
 from setuptools import Extension, setup
@@ -46,7 +47,8 @@ setup(
     ext_modules=[
         Extension(
             "wgpy._batch",
-            sources=["wgpy/_batch.c"],
+            sources=sorted(glob("wgpy/_batch*.c")),
+            depends=["wgpy/_batch.h"],
             libraries=["crypto"],
             extra_compile_args=os.environ.get("WGPY_CFLAGS", "").split(),
             extra_link_args=os.environ.get("WGPY_LDFLAGS", "").split(),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI checks of the C batch accelerator (wgpy/_batch.c), from the repository root:
+# CI checks of the C batch accelerator (wgpy/_batch*.c and _batch.h), from the repository root:
 #
 #   bash scripts/check_batch_c.sh warnings     compiled with -Wall -Wextra -Werror (Python's
 #                                              own CFLAGS too): any warning fails
@@ -20,8 +20,11 @@ include() { "$PYTHON" -c 'import sysconfig as s; print(s.get_paths()["include"])
 case "$mode" in
 warnings)
     # shellcheck disable=SC2046
-    gcc $(cflags) -fPIC -I"$(include)" -Wall -Wextra -Werror -c wgpy/_batch.c -o /dev/null
-    echo "wgpy/_batch.c: no warnings with -Wall -Wextra -Werror"
+    for source in wgpy/_batch*.c; do
+        # shellcheck disable=SC2046
+        gcc $(cflags) -fPIC -I"$(include)" -Wall -Wextra -Werror -c "$source" -o /dev/null
+    done
+    echo "wgpy/_batch*.c: no warnings with -Wall -Wextra -Werror"
     ;;
 sanitizers)
     work="$(mktemp -d)"
@@ -35,10 +38,14 @@ sanitizers)
     export PYTHONPATH="$work"
     flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g"
     # shellcheck disable=SC2046
-    gcc $(cflags) -fPIC -I"$(include)" $flags -c wgpy/_batch.c -o "$work/_batch.o"
+    for source in wgpy/_batch*.c; do
+        name="$(basename -- "$source" .c)"
+        # shellcheck disable=SC2046
+        gcc $(cflags) -fPIC -I"$(include)" $flags -c "$source" -o "$work/$name.o"
+    done
     suffix="$("$PYTHON" -c 'import sysconfig as s; print(s.get_config_var("EXT_SUFFIX"))')"
     # shellcheck disable=SC2086
-    gcc -shared $flags "$work/_batch.o" -lcrypto -o "$work/wgpy/_batch$suffix"
+    gcc -shared $flags "$work"/_batch*.o -lcrypto -o "$work/wgpy/_batch$suffix"
     cd -- "$work"
     # the sanitizer runtime must be loaded first; Python's own allocator hides overflows of
     # small objects from ASan, so plain malloc; Python's leaks at exit are not ours

@@ -151,7 +151,7 @@ fi
 STAMP=.venv/.wgpy-setup-stamp
 # setup.py and wgpy/_batch.c too: the editable install builds the C batch accelerator, which
 # must be built here (WGPY_REQUIRE_EXTENSION: a failed build fails setup instead of falling back)
-want="$(cat pyproject.toml setup.py wgpy/_batch.c | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml setup.py wgpy/_batch*.c wgpy/_batch.h | sha256sum | cut -d' ' -f1)"
 have="$(cat -- "$STAMP" 2>/dev/null || true)"
 if [[ "$want" != "$have" ]] || ! .venv/bin/python -I -c 'import wgpy' >/dev/null 2>&1 \
     || [[ ! -x .venv/bin/ruff || ! -x .venv/bin/mypy || ! -x .venv/bin/pytest ]]; then
