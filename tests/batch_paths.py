@@ -20,17 +20,24 @@ def c_module() -> object:
     return importlib.import_module("wgpy._batch")
 
 
+def names() -> list[str]:
+    """The calls wgpy.batch switches between the paths: each ``name`` with a ``pure_name``."""
+    return [name[5:] for name in vars(batch) if name.startswith("pure_")]
+
+
 @contextlib.contextmanager
 def on_path(path: str) -> Iterator[None]:
     """wgpy.batch's calls are ``path``'s while inside."""
-    if path == "c":
-        module = c_module()
-        seal, opener = module.seal_run, module.open_batch  # type: ignore[attr-defined]
-    else:
-        seal, opener = batch.pure_seal_run, batch.pure_open_batch
-    saved = batch.seal_run, batch.open_batch
-    batch.seal_run, batch.open_batch = seal, opener
+    module = c_module() if path == "c" else None
+    chosen = {
+        name: getattr(batch, f"pure_{name}") if module is None else getattr(module, name)
+        for name in names()
+    }
+    saved = {name: getattr(batch, name) for name in chosen}
+    for name, call in chosen.items():
+        setattr(batch, name, call)
     try:
         yield
     finally:
-        batch.seal_run, batch.open_batch = saved
+        for name, call in saved.items():
+            setattr(batch, name, call)

@@ -155,4 +155,8 @@ static inline void release_all(Py_buffer *views, Py_ssize_t count)
         PyBuffer_Release(&views[i]);
 }
 
+/* The calls defined outside wgpy/_batch.c, each in its own wgpy/_batch_*.c file. */
+extern const char wgpy_batch_open_run_doc[];
+PyObject *wgpy_batch_open_run(PyObject *module, PyObject *args, PyObject *kwargs);
+
 #endif /* WGPY_BATCH_H */

@@ -2,7 +2,8 @@
 
 from collections.abc import Sequence
 
-from wgpy.batch import Buffer, OpenedBatch, SealedRun
+from wgpy.batch import Buffer, OpenedBatch, OpenedRun, SealedRun
+from wgpy.replay import ReplayWindow
 
 OK: int
 SHORT: int
@@ -24,3 +25,11 @@ def open_batch(
     receiver: int = -1,
     limit: int = 2**64 - 1,
 ) -> OpenedBatch: ...
+def open_run(
+    key: Buffer,
+    datagrams: Sequence[Buffer],
+    start: int,
+    receiver: int,
+    limit: int,
+    window: ReplayWindow,
+) -> OpenedRun: ...

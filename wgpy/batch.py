@@ -1,16 +1,19 @@
 """The per-byte work of data messages over a whole batch: the C accelerator or its twin.
 
-Two calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
+Three calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
 the GIL released over the batch) and a pure-Python twin here (``cryptography``), held byte for
 byte equal by tests/unit/test_batch_twins.py:
 
 - :func:`seal_run`: a run of plaintext packets to one peer sealed into data messages (header,
   counter, padding, AEAD), laid out as UDP GSO runs;
 - :func:`open_batch`: data messages on one keypair opened, each with its counter and its
-  plaintext or why not.
+  plaintext or why not;
+- :func:`open_run`: the common case of a receive batch on one keypair: opened, accepted by the
+  replay window (its rules applied in place) and trimmed, up to the first unusual datagram.
 
 They decide nothing: the caller has chosen the peer, checked that the counters may be used,
-and does the replay check, the timers and every drop after :func:`open_batch`.
+and does the replay check (but :func:`open_run`'s, which only records counters the kernel would
+accept), the timers and every drop.
 
 The C path is used when the extension was built, unless ``WGPY_PURE=1``; :data:`ACTIVE` says
 which (``wgpy --version`` and wgpyd's start line print it).
@@ -28,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from wgpy.messages import padded_length
+from wgpy.replay import ReplayWindow
 
 #: What the calls take as bytes.
 Buffer = bytes | bytearray | memoryview
@@ -38,6 +42,11 @@ SealedRun = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int]
 #: :func:`open_batch`'s result: one counter and one result per datagram opened, a result
 #: being the plaintext or a status (:data:`SHORT`, :data:`BAD_TAG`, :data:`FOREIGN`).
 OpenedBatch = tuple[list[int], list[bytes | int]]
+
+#: :func:`open_run`'s result: the index of the first datagram not taken, the IP packets of
+#: the ones taken (trimmed to their IP length), where their source address changes (the
+#: index in the packets and the source's 4 or 16 bytes), and the bytes of the datagrams taken.
+OpenedRun = tuple[int, list[bytes], list[tuple[int, bytes]], int]
 
 #: Statuses of :func:`open_batch` (OK is never in a result: the plaintext is).
 OK: Final = 0
@@ -182,6 +191,75 @@ def pure_open_batch(
     return counters, results
 
 
+def _ip_shape(packet: bytes) -> tuple[int, bytes] | None:
+    """The IP length and source address of a plaintext that is a well-formed IPv4 or IPv6
+    packet (what the device's delivery accepts before its source check), else None."""
+    size = len(packet)
+    version = packet[0] >> 4 if size else 0
+    if version == 4 and size >= 20:
+        length = (packet[2] << 8) | packet[3]
+        return (length, packet[12:16]) if 20 <= length <= size else None
+    if version == 6 and size >= 40:
+        length = 40 + ((packet[4] << 8) | packet[5])
+        return (length, packet[8:24]) if length <= size else None
+    return None
+
+
+def pure_open_run(
+    key: Buffer,
+    datagrams: Sequence[Buffer],
+    start: int,
+    receiver: int,
+    limit: int,
+    window: ReplayWindow,
+) -> OpenedRun:
+    """The data messages from ``datagrams[start]`` on, each opened, its counter accepted by
+    ``window`` (recorded there) and its plaintext trimmed to its IP length, up to the first
+    that is anything else: shorter than a data message or a keepalive (no plaintext), not a
+    data message for ``receiver`` with a counter below ``limit`` (< 2**64), not authentic
+    under ``key``, not a well-formed IPv4 or IPv6 packet, or refused by ``window``. That one
+    and the window are left as they were for it, for the caller's full path, which says why.
+
+    The caller decides the rest per run of one source: whether the source belongs to the
+    peer (cryptokey routing), the timers, and the drops."""
+    if len(key) != 32:
+        raise ValueError("the key must be 32 bytes")
+    if not 0 <= receiver < 2**32:
+        raise ValueError("the receiver index is a 32-bit number")
+    if not 0 <= start <= len(datagrams):
+        raise IndexError("start is outside the datagrams")
+    decrypt = ChaCha20Poly1305(bytes(key)).decrypt
+    accept = window.accept
+    packets: list[bytes] = []
+    sources: list[tuple[int, bytes]] = []
+    last_source = b""
+    received = 0
+    index = start
+    while index < len(datagrams):
+        datagram = datagrams[index]
+        size = len(datagram)
+        if size <= _OVERHEAD or size - _OVERHEAD > _MAX_PLAINTEXT:
+            break
+        kind, to, counter = _HEADER.unpack_from(datagram)
+        if kind != _TYPE_DATA or to != receiver or counter >= limit:
+            break
+        try:
+            plaintext = decrypt(_NONCE.pack(counter), bytes(datagram[16:]), None)
+        except InvalidTag:
+            break
+        shape = _ip_shape(plaintext)
+        if shape is None or not accept(counter):
+            break
+        length, source = shape
+        if source != last_source:
+            sources.append((len(packets), source))
+            last_source = source
+        packets.append(plaintext if length == len(plaintext) else plaintext[:length])
+        received += size
+        index += 1
+    return index, packets, sources, received
+
+
 def _choose() -> tuple[str, ModuleType | None]:
     if os.environ.get("WGPY_PURE") == "1":
         return "pure-Python batch path: WGPY_PURE=1", None
@@ -200,3 +278,4 @@ ACCELERATED: Final = _module is not None
 
 seal_run = pure_seal_run if _module is None else _module.seal_run
 open_batch = pure_open_batch if _module is None else _module.open_batch
+open_run = pure_open_run if _module is None else _module.open_run

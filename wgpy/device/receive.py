@@ -106,6 +106,86 @@ class Receiving(DeviceState):
         After a data message took the full path, the data messages that follow it on the same
         keypair (a UDP GRO read brings dozens) take a short one: what the full path did for
         the first (endpoint, keypair confirmation, timers of authenticated traffic, age) holds
+        for them at the same ``now``. One :func:`wgpy.batch.open_run` opens them, checks them
+        against the replay window and trims them, up to the first unusual one; the source
+        check is made once per run of one source address, and the keepalive timer once per
+        run. The unusual datagram takes the full path, which says why."""
+        if ahead is not None or self.tap is not None:
+            self._receive_datagrams_singly(datagrams, endpoint, now, ahead)
+            return
+        count = len(datagrams)
+        position = 0
+        keypair: Keypair | None = None
+        receiver = 0
+        peer: Peer | None = None
+        while position < count:
+            if keypair is not None and peer is not None:
+                position = self._receive_run(
+                    keypair, receiver, peer, datagrams, position, endpoint, now
+                )
+                if position == count:
+                    return
+            datagram = datagrams[position]
+            authenticated = self.authenticated_received
+            self.receive_datagram(datagram, endpoint, now)
+            if self.authenticated_received != authenticated:
+                keypair, receiver, peer = self._fast_receiver(datagram, endpoint, now)
+            else:
+                keypair, receiver, peer = None, 0, None
+            position += 1
+
+    def _receive_run(
+        self,
+        keypair: Keypair,
+        receiver: int,
+        peer: Peer,
+        datagrams: Sequence[bytes],
+        start: int,
+        endpoint: Endpoint,
+        now: float,
+    ) -> int:
+        """The short path of :meth:`receive_datagrams` from ``datagrams[start]``: the index
+        of the first datagram it did not take."""
+        end, packets, sources, received = batch.open_run(
+            keypair.receive_key, datagrams, start, receiver, _LAST_COUNTER, keypair.replay
+        )
+        if not packets:
+            return end
+        taken = len(packets)
+        self.authenticated_received += taken
+        peer.rx_bytes += received
+        if peer.deadlines[SEND_KEEPALIVE] is None:
+            self.timers.arm(peer, SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
+            if taken > 1:
+                peer.need_another_keepalive = True
+        else:
+            peer.need_another_keepalive = True
+        lookup_v4 = self.allowed_ips.lookup_v4
+        lookup_v6 = self.allowed_ips.lookup_v6
+        for run, (first, source) in enumerate(sources):
+            number = int.from_bytes(source, "big")
+            owner = lookup_v4(number) if len(source) == 4 else lookup_v6(number)
+            last = sources[run + 1][0] if run + 1 < len(sources) else taken
+            if owner is peer:
+                self._packets.extend(packets if last - first == taken else packets[first:last])
+            else:  # the full delivery path drops and counts them
+                for packet in packets[first:last]:
+                    self._deliver(peer, packet, endpoint)
+        return end
+
+    def _receive_datagrams_singly(
+        self,
+        datagrams: Sequence[bytes],
+        endpoint: Endpoint,
+        now: float,
+        ahead: PendingOpen | None = None,
+    ) -> None:
+        """:meth:`receive_datagrams` with a tap or worker threads: each datagram of a run
+        is opened in the batch but checked and delivered here, one by one.
+
+        After a data message took the full path, the data messages that follow it on the same
+        keypair (a UDP GRO read brings dozens) take a short one: what the full path did for
+        the first (endpoint, keypair confirmation, timers of authenticated traffic, age) holds
         for them at the same ``now``, so each is only decrypted, checked against replay and
         the keepalive timer, and delivered. Anything unusual takes the full path again."""
         keypair: Keypair | None = None
