@@ -317,6 +317,8 @@ static PyMethodDef methods[] = {
      seal_run_doc},
     {"open_batch", (PyCFunction)(void (*)(void))open_batch, METH_VARARGS | METH_KEYWORDS,
      open_batch_doc},
+    {"seal_super", (PyCFunction)(void (*)(void))wgpy_batch_seal_super,
+     METH_VARARGS | METH_KEYWORDS, wgpy_batch_seal_super_doc},
     {NULL, NULL, 0, NULL},
 };
 

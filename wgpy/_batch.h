@@ -155,4 +155,8 @@ static inline void release_all(Py_buffer *views, Py_ssize_t count)
         PyBuffer_Release(&views[i]);
 }
 
+/* wgpy/_batch_cut.c */
+PyObject *wgpy_batch_seal_super(PyObject *module, PyObject *args, PyObject *kwargs);
+extern const char wgpy_batch_seal_super_doc[];
+
 #endif /* WGPY_BATCH_H */

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from wgpy.batch import Buffer, OpenedBatch, SealedRun
+from wgpy.batch import Buffer, OpenedBatch, SealedRun, SealedSuper
 
 OK: int
 SHORT: int
@@ -24,3 +24,6 @@ def open_batch(
     receiver: int = -1,
     limit: int = 2**64 - 1,
 ) -> OpenedBatch: ...
+def seal_super(
+    key: Buffer, receiver: int, counter: int, frame: Buffer, mtu: int, limit: int
+) -> SealedSuper | None: ...

@@ -1,13 +1,16 @@
 """The per-byte work of data messages over a whole batch: the C accelerator or its twin.
 
-Two calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
+Three calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
 the GIL released over the batch) and a pure-Python twin here (``cryptography``), held byte for
 byte equal by tests/unit/test_batch_twins.py:
 
 - :func:`seal_run`: a run of plaintext packets to one peer sealed into data messages (header,
   counter, padding, AEAD), laid out as UDP GSO runs;
 - :func:`open_batch`: data messages on one keypair opened, each with its counter and its
-  plaintext or why not.
+  plaintext or why not;
+- :func:`seal_super`: a TCP super-packet from the TUN cut into its segments
+  (:func:`wgpy.offload.split`) and sealed as :func:`seal_run` would (C: straight into the run
+  buffers, no object per segment; twin tests in tests/unit/test_cutseal_twins.py).
 
 They decide nothing: the caller has chosen the peer, checked that the counters may be used,
 and does the replay check, the timers and every drop after :func:`open_batch`.
@@ -28,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from wgpy.messages import padded_length
+from wgpy.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, OffloadError, split
 
 #: What the calls take as bytes.
 Buffer = bytes | bytearray | memoryview
@@ -38,6 +42,8 @@ SealedRun = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int]
 #: :func:`open_batch`'s result: one counter and one result per datagram opened, a result
 #: being the plaintext or a status (:data:`SHORT`, :data:`BAD_TAG`, :data:`FOREIGN`).
 OpenedBatch = tuple[list[int], list[bytes | int]]
+#: :func:`seal_super`'s result: :data:`SealedRun` and the number of segments sealed.
+SealedSuper = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int, int]
 
 #: Statuses of :func:`open_batch` (OK is never in a result: the plaintext is).
 OK: Final = 0
@@ -182,6 +188,38 @@ def pure_open_batch(
     return counters, results
 
 
+def pure_seal_super(
+    key: Buffer, receiver: int, counter: int, frame: Buffer, mtu: int, limit: int
+) -> SealedSuper | None:
+    """A TCP TSO super-packet read from the TUN (``frame``: virtio-net header, one IP and TCP
+    header, the payload) cut and sealed: :func:`pure_seal_run` of its segments
+    (:func:`wgpy.offload.split`), counters from ``counter``, and how many there are.
+
+    None, with nothing done, when ``frame`` is not one this call takes: a gso_type other than
+    TCPV4 or TCPV6 (with or without the ECN bit), anything :func:`~wgpy.offload.split` refuses
+    (OffloadError), a payload of one segment or none, or counters past ``limit``
+    (``counter + segments > limit``). Bad arguments raise as :func:`pure_seal_run` does:
+    ValueError for the key or the receiver, OverflowError for a counter or limit that is not a
+    64-bit unsigned number."""
+    if len(key) != 32:
+        raise ValueError("the key must be 32 bytes")
+    if not 0 <= receiver < 2**32:
+        raise ValueError("the receiver index is a 32-bit number")
+    if not 0 <= counter <= _LAST or not 0 <= limit <= _LAST:
+        raise OverflowError("a counter is a 64-bit unsigned number")
+    if len(frame) < VNET_HDR_LEN or frame[1] & ~GSO_ECN not in (GSO_TCPV4, GSO_TCPV6):
+        return None
+    try:
+        segments = split(frame)
+    except OffloadError:
+        return None
+    count = len(segments)
+    if count < 2 or counter + count > limit:
+        return None
+    runs, singles, sent = pure_seal_run(key, receiver, counter, segments, mtu)
+    return runs, singles, sent, count
+
+
 def _choose() -> tuple[str, ModuleType | None]:
     if os.environ.get("WGPY_PURE") == "1":
         return "pure-Python batch path: WGPY_PURE=1", None
@@ -200,3 +238,4 @@ ACCELERATED: Final = _module is not None
 
 seal_run = pure_seal_run if _module is None else _module.seal_run
 open_batch = pure_open_batch if _module is None else _module.open_batch
+seal_super = pure_seal_super if _module is None else _module.seal_super

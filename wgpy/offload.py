@@ -86,7 +86,7 @@ def ipv4_header_checksum(header: bytes | bytearray) -> int:
 # ------------------------------------------------------------------------------------ read side
 
 
-def split(frame: bytes | memoryview) -> list[bytes]:
+def split(frame: bytes | bytearray | memoryview) -> list[bytes]:
     """The IP packets in one TUN read: a virtio-net header, then a packet or a super-packet.
 
     Partial checksums (``NEEDS_CSUM``) are completed; a TSO (TCP) or USO (UDP) super-packet is
