@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Iterator
+from typing import Any
 
 from wgpy import batch
 
@@ -24,13 +25,13 @@ def c_module() -> object:
 def on_path(path: str) -> Iterator[None]:
     """wgpy.batch's calls are ``path``'s while inside."""
     if path == "c":
-        module = c_module()
-        seal, opener = module.seal_run, module.open_batch  # type: ignore[attr-defined]
+        module: Any = c_module()
+        calls = module.seal_run, module.open_batch, module.seal_super
     else:
-        seal, opener = batch.pure_seal_run, batch.pure_open_batch
-    saved = batch.seal_run, batch.open_batch
-    batch.seal_run, batch.open_batch = seal, opener
+        calls = batch.pure_seal_run, batch.pure_open_batch, batch.pure_seal_super
+    saved = batch.seal_run, batch.open_batch, batch.seal_super
+    batch.seal_run, batch.open_batch, batch.seal_super = calls
     try:
         yield
     finally:
-        batch.seal_run, batch.open_batch = saved
+        batch.seal_run, batch.open_batch, batch.seal_super = saved
