@@ -319,6 +319,8 @@ static PyMethodDef methods[] = {
      open_batch_doc},
     {"open_run", (PyCFunction)(void (*)(void))wgpy_batch_open_run, METH_VARARGS | METH_KEYWORDS,
      wgpy_batch_open_run_doc},
+    {"seal_super", (PyCFunction)(void (*)(void))wgpy_batch_seal_super,
+     METH_VARARGS | METH_KEYWORDS, wgpy_batch_seal_super_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -156,7 +156,11 @@ static inline void release_all(Py_buffer *views, Py_ssize_t count)
 }
 
 /* The calls defined outside wgpy/_batch.c, each in its own wgpy/_batch_*.c file. */
+/* wgpy/_batch_receive.c */
 extern const char wgpy_batch_open_run_doc[];
 PyObject *wgpy_batch_open_run(PyObject *module, PyObject *args, PyObject *kwargs);
+/* wgpy/_batch_cut.c */
+PyObject *wgpy_batch_seal_super(PyObject *module, PyObject *args, PyObject *kwargs);
+extern const char wgpy_batch_seal_super_doc[];
 
 #endif /* WGPY_BATCH_H */

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from wgpy.batch import Buffer, OpenedBatch, OpenedRun, SealedRun
+from wgpy.batch import Buffer, OpenedBatch, OpenedRun, SealedRun, SealedSuper
 from wgpy.replay import ReplayWindow
 
 OK: int
@@ -33,3 +33,6 @@ def open_run(
     limit: int,
     window: ReplayWindow,
 ) -> OpenedRun: ...
+def seal_super(
+    key: Buffer, receiver: int, counter: int, frame: Buffer, mtu: int, limit: int
+) -> SealedSuper | None: ...

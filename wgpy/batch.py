@@ -1,6 +1,6 @@
 """The per-byte work of data messages over a whole batch: the C accelerator or its twin.
 
-Three calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
+Four calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
 the GIL released over the batch) and a pure-Python twin here (``cryptography``), held byte for
 byte equal by tests/unit/test_batch_twins.py:
 
@@ -9,7 +9,10 @@ byte equal by tests/unit/test_batch_twins.py:
 - :func:`open_batch`: data messages on one keypair opened, each with its counter and its
   plaintext or why not;
 - :func:`open_run`: the common case of a receive batch on one keypair: opened, accepted by the
-  replay window (its rules applied in place) and trimmed, up to the first unusual datagram.
+  replay window (its rules applied in place) and trimmed, up to the first unusual datagram;
+- :func:`seal_super`: a TCP super-packet from the TUN cut into its segments
+  (:func:`wgpy.offload.split`) and sealed as :func:`seal_run` would (C: straight into the run
+  buffers, no object per segment; twin tests in tests/unit/test_cutseal_twins.py).
 
 They decide nothing: the caller has chosen the peer, checked that the counters may be used,
 and does the replay check (but :func:`open_run`'s, which only records counters the kernel would
@@ -31,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from wgpy.messages import padded_length
+from wgpy.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, OffloadError, split
 from wgpy.replay import ReplayWindow
 
 #: What the calls take as bytes.
@@ -43,6 +47,8 @@ SealedRun = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int]
 #: being the plaintext or a status (:data:`SHORT`, :data:`BAD_TAG`, :data:`FOREIGN`).
 OpenedBatch = tuple[list[int], list[bytes | int]]
 
+#: :func:`seal_super`'s result: :data:`SealedRun` and the number of segments sealed.
+SealedSuper = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int, int]
 #: :func:`open_run`'s result: the index of the first datagram not taken, the IP packets of
 #: the ones taken (trimmed to their IP length), where their source address changes (the
 #: index in the packets and the source's 4 or 16 bytes), and the bytes of the datagrams taken.
@@ -191,6 +197,38 @@ def pure_open_batch(
     return counters, results
 
 
+def pure_seal_super(
+    key: Buffer, receiver: int, counter: int, frame: Buffer, mtu: int, limit: int
+) -> SealedSuper | None:
+    """A TCP TSO super-packet read from the TUN (``frame``: virtio-net header, one IP and TCP
+    header, the payload) cut and sealed: :func:`pure_seal_run` of its segments
+    (:func:`wgpy.offload.split`), counters from ``counter``, and how many there are.
+
+    None, with nothing done, when ``frame`` is not one this call takes: a gso_type other than
+    TCPV4 or TCPV6 (with or without the ECN bit), anything :func:`~wgpy.offload.split` refuses
+    (OffloadError), a payload of one segment or none, or counters past ``limit``
+    (``counter + segments > limit``). Bad arguments raise as :func:`pure_seal_run` does:
+    ValueError for the key or the receiver, OverflowError for a counter or limit that is not a
+    64-bit unsigned number."""
+    if len(key) != 32:
+        raise ValueError("the key must be 32 bytes")
+    if not 0 <= receiver < 2**32:
+        raise ValueError("the receiver index is a 32-bit number")
+    if not 0 <= counter <= _LAST or not 0 <= limit <= _LAST:
+        raise OverflowError("a counter is a 64-bit unsigned number")
+    if len(frame) < VNET_HDR_LEN or frame[1] & ~GSO_ECN not in (GSO_TCPV4, GSO_TCPV6):
+        return None
+    try:
+        segments = split(frame)
+    except OffloadError:
+        return None
+    count = len(segments)
+    if count < 2 or counter + count > limit:
+        return None
+    runs, singles, sent = pure_seal_run(key, receiver, counter, segments, mtu)
+    return runs, singles, sent, count
+
+
 def _ip_shape(packet: bytes) -> tuple[int, bytes] | None:
     """The IP length and source address of a plaintext that is a well-formed IPv4 or IPv6
     packet (what the device's delivery accepts before its source check), else None."""
@@ -279,3 +317,4 @@ ACCELERATED: Final = _module is not None
 seal_run = pure_seal_run if _module is None else _module.seal_run
 open_batch = pure_open_batch if _module is None else _module.open_batch
 open_run = pure_open_run if _module is None else _module.open_run
+seal_super = pure_seal_super if _module is None else _module.seal_super

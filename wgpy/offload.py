@@ -86,7 +86,7 @@ def ipv4_header_checksum(header: bytes | bytearray) -> int:
 # ------------------------------------------------------------------------------------ read side
 
 
-def split(frame: bytes | memoryview) -> list[bytes]:
+def split(frame: bytes | bytearray | memoryview) -> list[bytes]:
     """The IP packets in one TUN read: a virtio-net header, then a packet or a super-packet.
 
     Partial checksums (``NEEDS_CSUM``) are completed; a TSO (TCP) or USO (UDP) super-packet is
@@ -275,13 +275,14 @@ def _cut_full_vectorised(
     then each changing field and checksum written as a column. ``last_flags``: the TCP flags
     of the last of them (FIN and PSH only if it is the super-packet's last segment)."""
     ip_len, header_len = len(ip_header), len(ip_header) + len(l4_header)
+    is_v4 = ip_header[0] >> 4 == 4  # with options, an IPv4 header is longer than 20 bytes
     width = header_len + gso_size
     length = header_len - ip_len + gso_size
     # what every full segment shares goes into the templates: lengths, the middle flags
     template = bytearray(ip_header) + l4_header
     middle_flags = last_flags & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
     constant = base + length
-    if ip_len == 20:
+    if is_v4:
         struct.pack_into("!H", template, 2, ip_len + length)
     else:
         struct.pack_into("!H", template, 4, length)
@@ -298,7 +299,7 @@ def _cut_full_vectorised(
     rows[:, header_len:] = numpy.frombuffer(payload, dtype=uint8).reshape(full, gso_size)
     # the fields that change, as named columns of the rows (one write each, byte order and
     # all): IPv4 ID and header checksum, TCP sequence number, transport checksum
-    fields = _changing_fields(numpy, ip_len, protocol, width)
+    fields = _changing_fields(numpy, ip_len, is_v4, protocol, width)
     columns = rows.view(fields).reshape(full)
     total = _row_sums(numpy, payload, full, gso_size) + constant
     index = numpy.arange(full, dtype=uint64)
@@ -320,7 +321,7 @@ def _cut_full_vectorised(
         checksums = 0xFFFE - (total + 0xFFFE) % 0xFFFF
         checksums[checksums == 0] = 0xFFFF
         columns["check"] = checksums
-    if ip_len == 20:
+    if is_v4:
         ids = index + ident
         if ident + full > 0xFFFF:
             ids &= 0xFFFF
@@ -331,13 +332,13 @@ def _cut_full_vectorised(
     return [blob[start : start + width] for start in range(0, full * width, width)]
 
 
-_FIELDS: dict[tuple[int, int, int], Any] = {}
+_FIELDS: dict[tuple[int, bool, int, int], Any] = {}
 
 
-def _changing_fields(numpy: Any, ip_len: int, protocol: int, width: int) -> Any:
+def _changing_fields(numpy: Any, ip_len: int, is_v4: bool, protocol: int, width: int) -> Any:
     """A structured dtype over one segment's bytes naming the fields :func:`_cut` rewrites
     (cached per shape: one super-packet after another has the same)."""
-    key = (ip_len, protocol, width)
+    key = (ip_len, is_v4, protocol, width)
     fields = _FIELDS.get(key)
     if fields is None:
         names = ["check"]
@@ -347,7 +348,7 @@ def _changing_fields(numpy: Any, ip_len: int, protocol: int, width: int) -> Any:
             names.append("seq")
             formats.append(">u4")
             offsets.append(ip_len + 4)
-        if ip_len == 20:
+        if is_v4:
             names += ["id", "ip_check"]
             formats += [">u2", ">u2"]
             offsets += [4, 10]

@@ -279,3 +279,33 @@ def test_vectorised_cut_equals_the_scalar_one(
     assert len(vectorised) == 10
     for segment in vectorised:
         assert_valid(segment)
+
+
+def with_ip_options(packet: bytes, options: bytes) -> bytes:
+    """An IPv4 packet with ``options`` (a multiple of 4 bytes) after its 20-byte header."""
+    header = bytearray(packet[:20] + options)
+    header[0] = 0x40 | len(header) // 4
+    struct.pack_into("!HH", header, 2, len(packet) + len(options), 0)
+    struct.pack_into("!H", header, 10, internet_checksum(bytes(header)))
+    return bytes(header) + packet[20:]
+
+
+@pytest.mark.parametrize("gso_size", [1000, 1001])
+def test_ipv4_options_are_kept_and_counted_in_every_segment(
+    gso_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IPv4 header longer than 20 bytes: each segment's total length, ID and header
+    checksum are rewritten in it, on the numpy way (even sizes) as on the scalar one."""
+    payload = random.Random(3).randbytes(gso_size * 6 + 5)
+    whole = with_ip_options(tcp_packet(V4, 5, payload, flags=0x18), b"\x94\x04\x00\x00")
+    # the checksum field's partial sum does not matter: split recomputes it whole
+    frame = VNET_HDR.pack(1, offload.GSO_TCPV4, 24 + 32, gso_size, 24, 16) + whole
+    segments = split(frame)
+    assert len(segments) == 7
+    for index, segment in enumerate(segments):
+        assert_valid(segment)
+        assert segment[20:24] == b"\x94\x04\x00\x00"
+        assert struct.unpack_from("!H", segment, 4)[0] == index
+    monkeypatch.setattr(offload, "_numpy_module", None)
+    monkeypatch.setattr(offload, "_numpy_tried", True)
+    assert split(frame) == segments

@@ -25,6 +25,7 @@ from wgpy.events import (
     DropReason,
     Verdict,
 )
+from wgpy.offload import VNET_HDR_LEN
 from wgpy.packet import icmp_unreachable, may_answer_unreachable
 from wgpy.peer import MAX_STAGED_PACKETS, Endpoint, Keypair, Peer
 from wgpy.replay import REJECT_AFTER_MESSAGES
@@ -158,6 +159,57 @@ class Sending(DeviceState):
                 self._encrypt_run(peer, keypair, packets[start:end], peer.endpoint)
                 self._after_data_sent(peer, keypair, now)
             start = end
+
+    def send_super(self, frame: bytes | bytearray | memoryview, now: float) -> bool:
+        """A TCP super-packet read from the TUN (a virtio-net header first) cut and sent in one
+        batch call (:func:`wgpy.batch.seal_super`), with exactly the outcome of
+        ``send_packets(split(frame), now)``: True when it was sent.
+
+        Only the common case is taken: the run path of :meth:`send_packets` (the destination's
+        peer has a current keypair that may send every segment, nothing staged, an endpoint,
+        the device up) with no tap, no per-route MTUs and no worker threads, and a frame that
+        ``seal_super`` takes. Anything else is False with nothing done at all (not even a
+        keypair invalidated by :func:`_can_send`): the caller splits the frame and sends the
+        segments."""
+        if self.tap is not None or self.route_mtus or self.workers is not None or not self.is_up:
+            return False
+        size = len(frame)
+        version = frame[VNET_HDR_LEN] >> 4 if size > VNET_HDR_LEN else 0
+        if version == 4 and size >= VNET_HDR_LEN + 20:
+            at = VNET_HDR_LEN + 16
+            peer = self.allowed_ips.lookup_v4(int.from_bytes(frame[at : at + 4], "big"))
+        elif version == 6 and size >= VNET_HDR_LEN + 40:
+            at = VNET_HDR_LEN + 24
+            peer = self.allowed_ips.lookup_v6(int.from_bytes(frame[at : at + 16], "big"))
+        else:
+            return False
+        if peer is None or peer.staged or peer.endpoint is None:
+            return False
+        keypair = peer.current
+        if keypair is None or not keypair.can_send or now - keypair.birth >= REJECT_AFTER_TIME:
+            return False
+        # the counter check of _can_send, without its side effect: past the limit, None
+        sealed = batch.seal_super(
+            keypair.send_key,
+            keypair.remote_index,
+            keypair.send_counter,
+            frame,
+            self.mtu,
+            REJECT_AFTER_MESSAGES,
+        )
+        if sealed is None:
+            return False
+        runs, singles, sent, count = sealed
+        keypair.send_counter += count
+        peer.tx_bytes += sent
+        endpoint = peer.endpoint
+        queue = self._datagrams
+        for data, run_size in runs:
+            queue.append((data, endpoint, run_size))
+        for datagram in singles:
+            self._unfragmentable.append((datagram, endpoint))
+        self._after_data_sent(peer, keypair, now)
+        return True
 
     def _encrypt_run(
         self,

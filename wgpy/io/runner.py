@@ -41,6 +41,9 @@ from wgpy.events import (
 from wgpy.io import icmp_errors, netlink, rtnl, tun
 from wgpy.io.pump import READ_BATCH, DatagramPump
 from wgpy.offload import (
+    GSO_ECN,
+    GSO_TCPV4,
+    GSO_TCPV6,
     NO_OFFLOAD_HEADER,
     VALID_HEADER,
     VNET_HDR_LEN,
@@ -287,6 +290,9 @@ class DeviceRunner:
         # with worker threads, a super-packet's segments go to the Device at once: the worker
         # seals them while this thread reads and cuts the next one
         at_once = WORKER_MIN_PACKETS if device.workers is not None else _MAX_PACKET
+        # without them, a TCP super-packet is cut and sealed in one call when it can be
+        # (Device.send_super; it declines with workers)
+        whole = device.workers is None
         taken = 0
         while taken + len(batch) + refused < _READ_BATCH:
             try:
@@ -307,6 +313,15 @@ class DeviceRunner:
             try:
                 if size == _MAX_FRAME:
                     raise OffloadError(f"a read of more than {_MAX_FRAME - 1} bytes")
+                if whole and size > VNET_HDR_LEN and view[1] & ~GSO_ECN in (GSO_TCPV4, GSO_TCPV6):
+                    if batch:  # what was read before goes first: each peer's order is kept
+                        device.send_packets(batch, now)
+                        taken += len(batch)
+                        batch = []
+                    if device.send_super(view[:size], now):
+                        # about its number of segments (the headers are not counted)
+                        taken += max(1, (size - VNET_HDR_LEN) // ((view[4] | view[5] << 8) or 1))
+                        continue
                 segments = split(view[:size])
             except OffloadError as error:
                 device.report_bad_offload(bytes(view[VNET_HDR_LEN:size]), str(error))
