@@ -232,21 +232,48 @@ def _from_b(node: Node, now: float, op: Incoming, earlier: list[bytes]) -> list[
 
 @pytest.mark.parametrize("path", WORKER_PATHS)
 @settings(max_examples=150)
-@given(batches=st.lists(st.lists(incoming_ops, max_size=16), min_size=1, max_size=4))
+@given(
+    batches=st.lists(st.lists(incoming_ops, max_size=16), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(1, 16), max_size=3),
+)
 def test_receive_datagrams_is_receive_datagram_per_datagram(
-    path: str, batches: list[list[Incoming]]
+    path: str, batches: list[list[Incoming]], cuts: list[int]
 ) -> None:
+    """Each batch is given to receive_datagrams as several reads (cut where ``cuts`` say),
+    each after the first with ``follows``, as the pump gives the reads of one wake-up."""
     one, many = make_pair(seed=11), make_pair(seed=11)
     with workers_for(path, many.a.device):
-        _receive_both_ways(one, many, batches)
+        _receive_both_ways(one, many, batches, cuts)
 
 
-def _receive_both_ways(one: Pair, many: Pair, batches: list[list[Incoming]]) -> None:
+def _reads(datagrams: list[bytes], cuts: list[int]) -> list[list[bytes]]:
+    """``datagrams`` cut into consecutive reads after ``cuts[0]``, then ``cuts[1]``, ... of them."""
+    reads: list[list[bytes]] = []
+    start = 0
+    for cut in cuts:
+        if start >= len(datagrams):
+            break
+        reads.append(datagrams[start : start + cut])
+        start += cut
+    if start < len(datagrams) or not reads:
+        reads.append(datagrams[start:])
+    return reads
+
+
+def _receive_both_ways(
+    one: Pair, many: Pair, batches: list[list[Incoming]], cuts: list[int] | None = None
+) -> None:
     for pair in (one, many):
         _session(pair)
     earlier: list[bytes] = []
     for number, batch in enumerate(batches):
         now = one.now + number * 0.5
+        if number:
+            # A sends between the batches (arming its timer for a new handshake, which the
+            # next authenticated datagram must cancel: nothing may carry over a send)
+            for pair in (one, many):
+                pair.a.device.send_packet(ipv4_udp("10.0.0.1", "10.0.0.2", b"x"), now)
+                pair.a.device.datagrams_to_send()
         datagrams: list[bytes] = []
         for op in batch:
             sent = _from_b(one.b, now, op, earlier)
@@ -256,8 +283,9 @@ def _receive_both_ways(one: Pair, many: Pair, batches: list[list[Incoming]]) -> 
         earlier += datagrams
         for datagram in datagrams:
             one.a.device.receive_datagram(datagram, one.b.endpoint, now)
-        ahead = many.a.device.open_ahead(datagrams)
-        many.a.device.receive_datagrams(datagrams, many.b.endpoint, now, ahead)
+        for index, read in enumerate(_reads(datagrams, cuts or [])):
+            ahead = many.a.device.open_ahead(read)
+            many.a.device.receive_datagrams(read, many.b.endpoint, now, ahead, follows=index > 0)
         out_one, out_many = _drain(one.a.device), _drain(many.a.device)
         assert out_one == out_many
         assert _device_state(one.a.device) == _device_state(many.a.device)

@@ -99,6 +99,8 @@ class Receiving(DeviceState):
         endpoint: Endpoint,
         now: float,
         ahead: PendingOpen | None = None,
+        *,
+        follows: bool = False,
     ) -> None:
         """:meth:`receive_datagram` for each of ``datagrams`` (all from ``endpoint``), in
         order, with the same outcome. ``ahead``: what :meth:`open_ahead` started for them.
@@ -109,7 +111,14 @@ class Receiving(DeviceState):
         for them at the same ``now``. One :func:`wgpy.batch.open_run` opens them, checks them
         against the replay window and trims them, up to the first unusual one; the source
         check is made once per run of one source address, and the keepalive timer once per
-        run. The unusual datagram takes the full path, which says why."""
+        run. The unusual datagram takes the full path, which says why.
+
+        ``follows``: this call comes right after another one with the same ``now``, with no
+        other call to the Device in between (the next read of one batch of reads), so what
+        held at the end of that one still holds, and its short path goes on from the first
+        datagram here."""
+        carried = self._carried_receiver if follows else None
+        self._carried_receiver = None
         if ahead is not None or self.tap is not None:
             self._receive_datagrams_singly(datagrams, endpoint, now, ahead)
             return
@@ -118,13 +127,15 @@ class Receiving(DeviceState):
         keypair: Keypair | None = None
         receiver = 0
         peer: Peer | None = None
-        while position < count:
+        if carried is not None and carried[3] == endpoint:
+            keypair, receiver, peer, _ = carried
+        while True:
             if keypair is not None and peer is not None:
                 position = self._receive_run(
                     keypair, receiver, peer, datagrams, position, endpoint, now
                 )
-                if position == count:
-                    return
+            if position == count:
+                break
             datagram = datagrams[position]
             authenticated = self.authenticated_received
             self.receive_datagram(datagram, endpoint, now)
@@ -133,6 +144,8 @@ class Receiving(DeviceState):
             else:
                 keypair, receiver, peer = None, 0, None
             position += 1
+        if keypair is not None and peer is not None:
+            self._carried_receiver = (keypair, receiver, peer, endpoint)
 
     def _receive_run(
         self,

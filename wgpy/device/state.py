@@ -166,6 +166,8 @@ class DeviceState:
         )
         self._handshake_index: dict[int, Peer] = {}
         self._keypair_index: dict[int, Keypair] = {}
+        #: the short path's receiver at the end of the last receive_datagrams (see ``follows``)
+        self._carried_receiver: tuple[Keypair, int, Peer, Endpoint] | None = None
         #: Worker threads for the per-byte work of big batches (None: all on the caller's
         #: thread). Nonces, counters and every decision stay with the caller; the workers
         #: only run the GIL-free batch calls of wgpy.batch. Set by an adapter.

@@ -192,6 +192,7 @@ class DatagramPump:
         # a batch being opened in a worker, consumed after the next read
         waiting: tuple[list[bytes], tuple[str, int], udp.Cmsg | None, int, PendingOpen] | None
         waiting = None
+        follows = False
         for _ in range(READ_BATCH):
             try:
                 datagrams, endpoint, source = receive(sock, gro)
@@ -205,7 +206,9 @@ class DatagramPump:
                 consume(*waiting, now)
                 waiting = None
             if ahead is None:
-                consume(datagrams, endpoint, source, receiver.ifindex, None, now)
+                # reads after the first follow it with nothing in between (see Device)
+                consume(datagrams, endpoint, source, receiver.ifindex, None, now, follows)
+                follows = True
             else:
                 waiting = (datagrams, endpoint, source, receiver.ifindex, ahead)
         if waiting is not None:
@@ -222,11 +225,13 @@ class DatagramPump:
         ifindex: int,
         ahead: PendingOpen | None,
         now: float,
+        follows: bool = False,
     ) -> None:
-        """One read's datagrams to the Device, in order (``ahead``: opened in a worker)."""
+        """One read's datagrams to the Device, in order (``ahead``: opened in a worker;
+        ``follows``: see :meth:`Device.receive_datagrams`)."""
         device = self.device
         authenticated = device.authenticated_received
-        device.receive_datagrams(datagrams, endpoint, now, ahead)
+        device.receive_datagrams(datagrams, endpoint, now, ahead, follows=follows)
         if (
             source is not None
             and device.authenticated_received != authenticated
