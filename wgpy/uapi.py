@@ -184,28 +184,43 @@ def _parse_prefix(text: str) -> IPv4Network | IPv6Network:
     return IPv6Network((address, bits), strict=False)
 
 
-def _parse_prefix_fields(fields: list[tuple[str, str]], start: int) -> list[tuple[int, int, int]]:
-    """``(version, address, length)`` of ``fields[start:]`` (address and length texts of
-    ``_ALLOWED_IP_FIELDS``) up to the first that is not a well-formed prefix. inet_pton
-    accepts exactly go's forms of addresses in that alphabet."""
+def _parse_prefix_fields(
+    fields: list[tuple[str, str]], start: int
+) -> tuple[int, list[tuple[int, int, list[int]]]]:
+    """How many of ``fields[start:]`` (address and length texts of ``_ALLOWED_IP_FIELDS``)
+    are well-formed prefixes before the first that is not, and those as runs of one version
+    and length: ``(version, length, addresses)``, for :meth:`AllowedIPs.insert_run`.
+    inet_pton accepts exactly go's forms of addresses in that alphabet."""
     pton, from_bytes = socket.inet_pton, int.from_bytes
     af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
-    parsed: list[tuple[int, int, int]] = []
-    add = parsed.append
+    runs: list[tuple[int, int, list[int]]] = []
+    run: list[int] = []
+    add = run.append
+    run_version = run_length = -1
+    count = 0
     for address, bits in itertools.islice(fields, start, None):
         length = int(bits)
         try:
             if ":" in address:
                 if length > 128:
                     break
-                add((6, from_bytes(pton(af_inet6, address)), length))
+                value = from_bytes(pton(af_inet6, address))
+                version = 6
             else:
                 if length > 32:
                     break
-                add((4, from_bytes(pton(af_inet, address)), length))
+                value = from_bytes(pton(af_inet, address))
+                version = 4
         except OSError:
             break
-    return parsed
+        if version != run_version or length != run_length:
+            run = []
+            add = run.append
+            runs.append((version, length, run))
+            run_version, run_length = version, length
+        add(value)
+        count += 1
+    return count, runs
 
 
 def _parse_endpoint(text: str) -> Endpoint:
@@ -364,17 +379,18 @@ class _SetOperation:
         Returns (characters consumed, errno): all of ``run`` and 0, or up to and including
         the first line in error and its errno (the operation is then over). Well-formed lines
         are parsed by inet_pton straight into integers and inserted by
-        :meth:`AllowedIPs.insert_many`; a line the fast parse rejects is re-run through
+        :meth:`AllowedIPs.insert_run`; a line the fast parse rejects is re-run through
         :meth:`apply`, which either accepts it or reports go's error for it.
         """
         fields = _ALLOWED_IP_FIELDS.findall(run)
         start = 0
         while start < len(fields):
             # in the device section allowed_ip is an invalid key: the exact path says so
-            parsed = [] if self._device_section else _parse_prefix_fields(fields, start)
-            if self._peer is not None and parsed:
-                self._device.allowed_ips.insert_many(parsed, self._peer)
-            start += len(parsed)
+            parsed, runs = (0, []) if self._device_section else _parse_prefix_fields(fields, start)
+            if self._peer is not None:
+                for version, length, addresses in runs:
+                    self._device.allowed_ips.insert_run(version, length, addresses, self._peer)
+            start += parsed
             if start < len(fields):
                 address, bits = fields[start]
                 # the exact path decides, and reports

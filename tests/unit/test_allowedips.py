@@ -713,6 +713,29 @@ class AllowedIPsMachine(RuleBasedStateMachine):
         for prefix, _ in items:
             self.ref.insert(prefix, peer)
 
+    @rule(
+        prefix=prefixes(),
+        extras=st.lists(st.integers(0, 2**128 - 1), max_size=6),
+        repeat_existing=st.booleans(),
+        peer=st.sampled_from(PEERS),
+    )
+    def insert_run(
+        self, prefix: Prefix, extras: list[int], repeat_existing: bool, peer: Peer
+    ) -> None:
+        """The bulk path for one version and length: prefixes of ``prefix``'s length at
+        other addresses (host bits set), duplicates, and entries that exist (moves)."""
+        width = prefix.max_prefixlen
+        length = prefix.prefixlen
+        addresses = [int(prefix.network_address)] + [extra % 2**width for extra in extras]
+        if repeat_existing:
+            same = [p for p, _ in self.ref.entries if p.version == prefix.version]
+            addresses += [int(p.network_address) for p in same if p.prefixlen == length][:3]
+            addresses += addresses[:2]
+        self.table.insert_run(prefix.version, length, addresses, peer)
+        network = IPv4Network if prefix.version == 4 else IPv6Network
+        for address in addresses:
+            self.ref.insert(network((address, length), strict=False), peer)
+
     @precondition(lambda self: bool(self.ref.entries))
     @rule(data=st.data(), peer=st.sampled_from(PEERS))
     def move(self, data: st.DataObject, peer: Peer) -> None:
@@ -955,3 +978,20 @@ def test_fast_prefix_parse_agrees_with_ipaddress(text: str) -> None:
         expected = None
     if fast is not None:
         assert fast == expected and type(fast) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("version", "length", "addresses"),
+    [(5, 8, [1]), (4, 33, [1]), (4, 8, [1, 2**32]), (6, 64, [0, -1, 5]), (4, -1, [0])],
+)
+def test_insert_run_refuses_bad_items_as_insert_many_does(
+    version: int, length: int, addresses: list[int]
+) -> None:
+    """A run with a bad item inserts what comes before it and raises ValueError, as the
+    item-by-item path does."""
+    run, many = AllowedIPs[str](), AllowedIPs[str]()
+    with pytest.raises(ValueError):
+        run.insert_run(version, length, addresses, "a")
+    with pytest.raises(ValueError):
+        many.insert_many([(version, address, length) for address in addresses], "a")
+    assert run.entries("a") == many.entries("a")
