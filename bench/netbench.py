@@ -112,6 +112,8 @@ class Pair:
     server: subprocess.Popen[bytes] | None = None
     #: per iperf3 run: (bytes received, CPU seconds of daemon A, of daemon B)
     cpu: list[tuple[float, ...]] = field(default_factory=list)
+    #: the same for the runs with PARALLEL_STREAMS streams
+    cpu_parallel: list[tuple[float, ...]] = field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -181,9 +183,14 @@ def warm_up(pair: Pair) -> None:
 # 1 + 2: iperf3 throughput
 
 
-def iperf(pair: Pair, duration: float) -> float:
-    """TCP throughput A -> B in Mbit/s (receiver side), iperf3 client in A; the bytes received
-    and each daemon's CPU seconds during the run go to ``pair.cpu``."""
+#: iperf3 ``-P`` of the parallel throughput figure
+PARALLEL_STREAMS = 4
+
+
+def iperf(pair: Pair, duration: float, streams: int = 1) -> float:
+    """TCP throughput A -> B in Mbit/s (receiver side, all ``streams`` together: iperf3
+    ``-P``), iperf3 client in A; the bytes received and each daemon's CPU seconds during the
+    run go to ``pair.cpu`` (``pair.cpu_parallel`` with more than one stream)."""
     if pair.server is None:
         pair.server = pair.b.popen("iperf3", "-s", "-B", pair.target, "-p", "5201")
     last = ""
@@ -191,7 +198,7 @@ def iperf(pair: Pair, duration: float) -> float:
         before = [cpu_seconds(d.proc.pid) for d in pair.daemons]
         res = pair.a.run(
             "iperf3", "-c", pair.target, "-p", "5201", "-t", f"{duration:g}", "-J",
-            check=False, timeout=duration + 60,
+            "-P", str(streams), check=False, timeout=duration + 60,
         )  # fmt: skip
         try:
             data = json.loads(res.stdout)
@@ -199,7 +206,7 @@ def iperf(pair: Pair, duration: float) -> float:
             mbps = float(received["bits_per_second"]) / 1e6
             if pair.daemons:
                 after = [cpu_seconds(d.proc.pid) for d in pair.daemons]
-                pair.cpu.append(
+                (pair.cpu if streams == 1 else pair.cpu_parallel).append(
                     (float(received["bytes"]), *(b - a for a, b in zip(before, after, strict=True)))
                 )
             return mbps
@@ -225,6 +232,7 @@ def bench_throughput(
         specs.append(("plain-plain", WGPYD_PLAIN, WGPYD_PLAIN))
         for anchor in ANCHORS:
             specs.append((f"wgpyd-{anchor}", WGPYD, DAEMONS[anchor]))
+            specs.append((f"{anchor}-wgpyd", DAEMONS[anchor], WGPYD))
     if with_veth:
         specs.append(("veth", None, None))
     out: dict[str, list[float]] = {name: [] for name, _a, _b in specs}
@@ -232,15 +240,24 @@ def bench_throughput(
         for pair in made:
             if pair.daemons:
                 warm_up(pair)
+        # with PARALLEL_STREAMS streams too: wgpyd and the newest anchor, each with itself
+        newest = ANCHORS[-1]
+        parallel = [p for p in made if p.name in ("wgpyd-wgpyd", f"{newest}-{newest}")]
         for run in range(runs):
             for pair in made:  # interleaved, so background load hits every config alike
                 progress(f"iperf3 {pair.name} run {run + 1}/{runs} ({duration:g} s)")
                 out[pair.name].append(iperf(pair, duration))
+            for pair in parallel:
+                progress(f"iperf3 -P {PARALLEL_STREAMS} {pair.name} run {run + 1}/{runs}")
+                out.setdefault(f"{pair.name}-P{PARALLEL_STREAMS}", []).append(
+                    iperf(pair, duration, PARALLEL_STREAMS)
+                )
         for pair in made:
-            if pair.cpu:
-                out[f"{pair.name}-cpu"] = [
-                    cpu / (received / 1e9) for received, *cpus in pair.cpu for cpu in cpus
-                ]
+            for suffix, samples in (("", pair.cpu), (f"-P{PARALLEL_STREAMS}", pair.cpu_parallel)):
+                if samples:
+                    out[f"{pair.name}{suffix}-cpu"] = [
+                        cpu / (received / 1e9) for received, *cpus in samples for cpu in cpus
+                    ]
     return out
 
 
