@@ -317,6 +317,8 @@ static PyMethodDef methods[] = {
      seal_run_doc},
     {"open_batch", (PyCFunction)(void (*)(void))open_batch, METH_VARARGS | METH_KEYWORDS,
      open_batch_doc},
+    {"coalesce", (PyCFunction)(void (*)(void))wgpy_batch_coalesce, METH_VARARGS | METH_KEYWORDS,
+     wgpy_batch_coalesce_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -155,4 +155,8 @@ static inline void release_all(Py_buffer *views, Py_ssize_t count)
         PyBuffer_Release(&views[i]);
 }
 
+/* wgpy/_batch_coalesce.c: GRO of decrypted packets (wgpy.offload.coalesce's twin) */
+extern const char wgpy_batch_coalesce_doc[];
+PyObject *wgpy_batch_coalesce(PyObject *module, PyObject *args, PyObject *kwargs);
+
 #endif /* WGPY_BATCH_H */

@@ -1,8 +1,8 @@
 """Types of the C batch accelerator (wgpy/_batch.c); the contract is wgpy.batch's twins."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from wgpy.batch import Buffer, OpenedBatch, SealedRun
+from wgpy.batch import Buffer, Coalesced, OpenedBatch, SealedRun
 
 OK: int
 SHORT: int
@@ -24,3 +24,4 @@ def open_batch(
     receiver: int = -1,
     limit: int = 2**64 - 1,
 ) -> OpenedBatch: ...
+def coalesce(packets: Iterable[bytes], *, udp: bool = False) -> Coalesced: ...

@@ -1,13 +1,15 @@
 """The per-byte work of data messages over a whole batch: the C accelerator or its twin.
 
-Two calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
+Three calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
 the GIL released over the batch) and a pure-Python twin here (``cryptography``), held byte for
 byte equal by tests/unit/test_batch_twins.py:
 
 - :func:`seal_run`: a run of plaintext packets to one peer sealed into data messages (header,
   counter, padding, AEAD), laid out as UDP GSO runs;
 - :func:`open_batch`: data messages on one keypair opened, each with its counter and its
-  plaintext or why not.
+  plaintext or why not;
+- :func:`coalesce`: decrypted packets glued into GRO TUN writes (``wgpy/_batch_coalesce.c``;
+  the twin is :func:`wgpy.offload.coalesce`, held equal by tests/unit/test_coalesce_twins.py).
 
 They decide nothing: the caller has chosen the peer, checked that the counters may be used,
 and does the replay check, the timers and every drop after :func:`open_batch`.
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from wgpy import offload
 from wgpy.messages import padded_length
 
 #: What the calls take as bytes.
@@ -38,6 +41,9 @@ SealedRun = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int]
 #: :func:`open_batch`'s result: one counter and one result per datagram opened, a result
 #: being the plaintext or a status (:data:`SHORT`, :data:`BAD_TAG`, :data:`FOREIGN`).
 OpenedBatch = tuple[list[int], list[bytes | int]]
+#: :func:`coalesce`'s result: TUN writes (a virtio-net header and a packet or a GSO
+#: super-packet), each with the packets it holds.
+Coalesced = list[tuple[bytes, list[bytes]]]
 
 #: Statuses of :func:`open_batch` (OK is never in a result: the plaintext is).
 OK: Final = 0
@@ -182,6 +188,17 @@ def pure_open_batch(
     return counters, results
 
 
+def pure_coalesce(packets: Iterable[bytes], *, udp: bool = False) -> Coalesced:
+    """TUN writes gluing consecutive decrypted packets of one TCP (or, with ``udp``, UDP)
+    flow: :func:`wgpy.offload.coalesce`, which gives the rules, for packets that are all
+    ``bytes`` (anything else raises TypeError, as the C call does)."""
+    taken = list(packets)
+    for packet in taken:
+        if not isinstance(packet, bytes):
+            raise TypeError(f"packets must be bytes, not {type(packet).__name__}")
+    return offload.coalesce(taken, udp=udp)
+
+
 def _choose() -> tuple[str, ModuleType | None]:
     if os.environ.get("WGPY_PURE") == "1":
         return "pure-Python batch path: WGPY_PURE=1", None
@@ -200,3 +217,4 @@ ACCELERATED: Final = _module is not None
 
 seal_run = pure_seal_run if _module is None else _module.seal_run
 open_batch = pure_open_batch if _module is None else _module.open_batch
+coalesce = pure_coalesce if _module is None else _module.coalesce
