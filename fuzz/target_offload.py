@@ -7,8 +7,9 @@ packets then go through ``coalesce`` as if decrypted, with UDP gluing on.
 Invariants: no other exception; at most MAX_SEGMENTS packets, none longer than an IPv6 packet
 can be; a super-packet's segments carry its payload in order, with valid IP and transport
 checksums and length fields; every packet given to ``coalesce`` comes out exactly once, in
-order within its flow (all of them, here); and a glued write splits back into the very packets
-it holds (what the kernel's own segmentation of it gives).
+order within its flow (all of them, here); a glued write splits back into the very packets it
+holds (what the kernel's own segmentation of it gives); and the C GRO (wgpy.batch.coalesce)
+gives what its twin gives, on those packets and on the raw input taken as packets.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import struct
 
 from fuzz.world import ipv4, ipv6
-from wgpy import offload
+from wgpy import batch, offload
 from wgpy.offload import VNET_HDR, VNET_HDR_LEN, OffloadError, coalesce, split
 from wgpy.packet import internet_checksum
 
@@ -43,6 +44,9 @@ def _transport_ok(packet: bytes) -> bool:
 
 
 def test_one_input(data: bytes) -> None:
+    raw = [data, data[VNET_HDR_LEN:], data[VNET_HDR_LEN:], data[: len(data) // 2]]
+    for udp in (False, True):  # garbage as decrypted packets: C and twin agree
+        assert batch.coalesce(raw, udp=udp) == batch.pure_coalesce(raw, udp=udp)
     try:
         packets = split(data)
     except OffloadError:
@@ -62,6 +66,7 @@ def test_one_input(data: bytes) -> None:
             assert _transport_ok(packet), "a segment with a bad length or checksum"
     for udp in (False, True):
         frames = coalesce(packets, udp=udp)
+        assert batch.coalesce(packets, udp=udp) == frames  # the C twin's, when built
         assert [p for _, held in frames for p in held] == packets  # one flow here: in order
         for frame, held in frames:
             if len(held) == 1:

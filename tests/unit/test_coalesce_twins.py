@@ -136,7 +136,16 @@ def interleaved(draw: st.DrawFn, distinct: bool = True) -> tuple[Packets, list[P
     return out, flows
 
 
-MUTATIONS = ["byte", "seq", "flags", "truncate", "lengthen", "drop", "repeat", "garbage"]
+MUTATIONS = ["field", "field", "field", "byte", "seq", "flags", "truncate", "lengthen"]
+MUTATIONS += ["drop", "repeat", "garbage"]
+#: (offset, width) of the header fields a "field" mutation changes: IPv4's TOS, length, ID,
+#: flags and fragment offset, TTL, protocol, checksum; IPv6's version, traffic class and flow
+#: label, payload length, next header, hop limit; the transport header's ports, sequence
+#: number (UDP: length, checksum), acknowledgement, data offset, window, checksum, urgent
+#: pointer, options (relative to the IP header's end)
+IPV4_FIELDS = [(1, 1), (2, 2), (4, 2), (6, 2), (8, 1), (9, 1), (10, 2)]
+IPV6_FIELDS = [(0, 4), (4, 2), (6, 1), (7, 1)]
+L4_FIELDS = [(0, 4), (4, 4), (8, 4), (12, 1), (14, 2), (16, 2), (18, 2), (20, 12)]
 
 
 @st.composite
@@ -151,7 +160,12 @@ def mutated(draw: st.DrawFn) -> Packets:
         index = draw(st.integers(0, len(packets) - 1))
         packet = bytearray(packets[index])
         ip_len = 40 if packet[:1] and packet[0] >> 4 == 6 else 20
-        if kind == "byte" and packet:
+        if kind == "field" and len(packet) >= ip_len + 32:
+            ip_fields = IPV6_FIELDS if ip_len == 40 else IPV4_FIELDS
+            base, choices = draw(st.sampled_from([(0, ip_fields), (ip_len, L4_FIELDS)]))
+            offset, width = draw(st.sampled_from(choices))
+            packet[base + offset + draw(st.integers(0, width - 1))] ^= draw(st.integers(1, 255))
+        elif kind == "byte" and packet:
             at = draw(st.integers(0, min(len(packet), ip_len + 40) - 1))
             packet[at] ^= draw(st.integers(1, 255))
         elif kind == "seq" and len(packet) >= ip_len + 8:
@@ -284,3 +298,119 @@ def test_threads_share_nothing() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def _segments(addrs: tuple[str, str], payloads: list[int], protocol: int) -> list[bytes]:
+    """Consecutive segments of one flow with these payload lengths."""
+    seq, out = 1000, []
+    for index, size in enumerate(payloads):
+        data = bytes([index]) * size
+        if protocol == offload.TCP:
+            out.append(tcp_packet(addrs, seq, data, ident=index))
+        else:
+            out.append(udp_packet(addrs, data, ident=index))
+        seq += size
+    return out
+
+
+@pytest.mark.parametrize("addrs", [ADDRESSES[0], ADDRESSES[2]], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("protocol", [offload.TCP, offload.UDP], ids=["tcp", "udp"])
+@pytest.mark.parametrize("over", [0, 1], ids=["65535", "65536"])
+def test_a_write_ends_at_65535_bytes(addrs: tuple[str, str], protocol: int, over: int) -> None:
+    """The glued IP packet may be 65535 bytes long, not one more: the last segment, short,
+    makes it exactly that or one more."""
+    header_len = (20 if addrs is ADDRESSES[0] else 40) + (32 if protocol == offload.TCP else 8)
+    full = (65535 - header_len) // 1400
+    last = 65535 - header_len - full * 1400 + over
+    assert 0 < last < 1400
+    packets = _segments(addrs, [1400] * full + [last], protocol)
+    frames = both(packets, udp=True)
+    assert [len(held) for _, held in frames] == ([full + 1] if not over else [full, 1])
+
+
+@pytest.mark.parametrize("protocol", [offload.TCP, offload.UDP], ids=["tcp", "udp"])
+@pytest.mark.parametrize("count", [64, 65, 129])
+def test_a_write_glues_64_segments_at_most(protocol: int, count: int) -> None:
+    packets = _segments(ADDRESSES[2], [500] * count, protocol)
+    frames = both(packets, udp=True)
+    assert [len(held) for _, held in frames] == [64] * (count // 64) + [1] * (count % 64)
+
+
+@pytest.mark.parametrize("addrs", [ADDRESSES[0], ADDRESSES[2]], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("protocol", [offload.TCP, offload.UDP], ids=["tcp", "udp"])
+def test_a_zero_partial_checksum_is_written_as_ffff(addrs: tuple[str, str], protocol: int) -> None:
+    """A pseudo-header summing to 0 (mod 0xFFFF) gives the field 0xFFFF (ones' complement's
+    other zero), as the twin writes it: the source address is chosen to make it so."""
+    packets = _segments(addrs, [1000, 1000, 10], protocol)
+    ip_len = 20 if addrs is ADDRESSES[0] else 40
+    header_len = ip_len + (32 if protocol == offload.TCP else 8)
+    l4_length = sum(len(p) - header_len for p in packets) + header_len - ip_len
+    source, destination = (12, 16) if ip_len == 20 else (8, 24)
+    width = destination - source
+    rest = offload.checksum_sum(packets[0][destination : destination + width])
+    # every word of the source but the last is zero; the last makes the sum 0 mod 0xFFFF
+    last_word = (-(rest + protocol + l4_length)) % 0xFFFF
+    address = last_word.to_bytes(width, "big")
+    forged = []
+    for packet in packets:
+        changed = bytearray(packet)
+        changed[source:destination] = address
+        forged.append(bytes(changed))
+    [(frame, _held)] = both(forged, udp=True)
+    where = 10 + ip_len + (16 if protocol == offload.TCP else 6)
+    assert frame[where : where + 2] == b"\xff\xff"
+
+
+def _expected_runs(ip_len: int, protocol: int, offset: int) -> list[int]:
+    """The writes' sizes for four segments of one flow whose third has header byte
+    ``offset`` changed (XOR 1): the rules of which bytes must match, written out."""
+    l4 = offset - ip_len
+    if ip_len == 20:
+        free = {4, 5, 10, 11}  # IPv4 ID, header checksum
+        flow_key = {0, 9} | set(range(12, 20))  # header length, protocol, addresses
+    else:
+        free = set()
+        flow_key = {6} | set(range(8, 40))  # next header, addresses
+    if protocol == offload.TCP:
+        free |= {2, 3} if ip_len == 20 else {4, 5}  # lengths: checked on a flow's first only
+        free |= {ip_len + 16, ip_len + 17}  # checksum
+        return [4] if offset in free else [2, 1, 1]
+    free |= {ip_len + 6, ip_len + 7}  # checksum
+    if offset in flow_key or 0 <= l4 < 4:  # another flow's: the first one goes on
+        return [3, 1]
+    return [4] if offset in free else [2, 1, 1]
+
+
+@pytest.mark.parametrize("addrs", [ADDRESSES[0], ADDRESSES[2]], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("protocol", [offload.TCP, offload.UDP], ids=["tcp", "udp"])
+def test_which_header_bytes_must_match(addrs: tuple[str, str], protocol: int) -> None:
+    ip_len = 20 if addrs is ADDRESSES[0] else 40
+    header_len = ip_len + (32 if protocol == offload.TCP else 8)
+    for offset in range(header_len):
+        packets = _segments(addrs, [1000] * 4, protocol)
+        changed = bytearray(packets[2])
+        changed[offset] ^= 1
+        packets[2] = bytes(changed)
+        frames = both(packets, udp=True)
+        runs = [len(held) for _, held in frames]
+        assert runs == _expected_runs(ip_len, protocol, offset), f"byte {offset}"
+
+
+@pytest.mark.parametrize("protocol", [offload.TCP, offload.UDP], ids=["tcp", "udp"])
+def test_an_ipv4_header_summing_to_zero_gets_checksum_zero(protocol: int) -> None:
+    """The glued IPv4 header's checksum is fold(sum): 0, not 0xFFFF, when the rest of the
+    header sums to 0 (mod 0xFFFF); the source address is chosen to make it so."""
+    packets = _segments(ADDRESSES[0], [1000, 1000, 10], protocol)
+    header = bytearray(packets[0][:20])
+    header[2:4] = (len(packets[0]) + 1000 + 10).to_bytes(2, "big")  # the glued length
+    header[10:12] = bytes(2)
+    header[12:16] = bytes(4)
+    last_word = (-offload.checksum_sum(header)) % 0xFFFF
+    forged = []
+    for packet in packets:
+        changed = bytearray(packet)
+        changed[12:16] = last_word.to_bytes(4, "big")
+        forged.append(bytes(changed))
+    [(frame, _held)] = both(forged, udp=True)
+    assert frame[10 + 10 : 10 + 12] == b"\0\0"
+    assert offload.checksum_sum(frame[10:30]) == 0
