@@ -1,8 +1,8 @@
 """The per-byte work of data messages over a whole batch: the C accelerator or its twin.
 
-Three calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
-the GIL released over the batch) and a pure-Python twin here (``cryptography``), held byte for
-byte equal by tests/unit/test_batch_twins.py:
+Three calls, each with a C implementation (``wgpy/_batch*.c``, the GIL released over the
+batch; the AEAD is OpenSSL's ChaCha20-Poly1305) and a pure-Python twin (``cryptography``),
+held byte for byte equal by tests/unit/test_batch_twins.py and test_coalesce_twins.py:
 
 - :func:`seal_run`: a run of plaintext packets to one peer sealed into data messages (header,
   counter, padding, AEAD), laid out as UDP GSO runs;
