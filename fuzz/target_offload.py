@@ -7,10 +7,11 @@ packets then go through ``coalesce`` as if decrypted, with UDP gluing on.
 Invariants: no other exception; at most MAX_SEGMENTS packets, none longer than an IPv6 packet
 can be; a super-packet's segments carry its payload in order, with valid IP and transport
 checksums and length fields; every packet given to ``coalesce`` comes out exactly once, in
-order within its flow (all of them, here); and a glued write splits back into the very packets
-it holds (what the kernel's own segmentation of it gives). With the C batch extension built,
+order within its flow (all of them, here); a glued write splits back into the very packets it
+holds (what the kernel's own segmentation of it gives). With the C batch extension built,
 ``seal_super`` (cut and seal in one call) gives byte for byte what its pure twin gives, None
-included, whatever the input.
+included, whatever the input; and the C GRO (wgpy.batch.coalesce) gives what its twin gives,
+on those packets and on the raw input taken as packets.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def _check_seal_super(data: bytes) -> None:
 
 def test_one_input(data: bytes) -> None:
     _check_seal_super(data)
+    raw = [data, data[VNET_HDR_LEN:], data[VNET_HDR_LEN:], data[: len(data) // 2]]
+    for udp in (False, True):  # garbage as decrypted packets: C and twin agree
+        assert batch.coalesce(raw, udp=udp) == batch.pure_coalesce(raw, udp=udp)
     try:
         packets = split(data)
     except OffloadError:
@@ -87,6 +91,7 @@ def test_one_input(data: bytes) -> None:
             assert _transport_ok(packet), "a segment with a bad length or checksum"
     for udp in (False, True):
         frames = coalesce(packets, udp=udp)
+        assert batch.coalesce(packets, udp=udp) == frames  # the C twin's, when built
         assert [p for _, held in frames for p in held] == packets  # one flow here: in order
         for frame, held in frames:
             if len(held) == 1:

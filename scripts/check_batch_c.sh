@@ -55,7 +55,8 @@ sanitizers)
     "$PYTHON" -c 'import wgpy._batch as c, wgpy.batch as b, sys; print(b.ACTIVE, c.__file__); sys.exit(not b.ACCELERATED or not c.__file__.startswith(sys.argv[1]))' "$work"
     "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys \
         tests/unit/test_batch_twins.py tests/unit/test_batch_equivalence.py \
-        tests/unit/test_open_run_twins.py tests/unit/test_cutseal_twins.py
+        tests/unit/test_open_run_twins.py tests/unit/test_cutseal_twins.py \
+        tests/unit/test_coalesce_twins.py
     for target in device offload; do
         "$PYTHON" -m fuzz "$target" --no-atheris -t 12
     done

@@ -321,6 +321,8 @@ static PyMethodDef methods[] = {
      wgpy_batch_open_run_doc},
     {"seal_super", (PyCFunction)(void (*)(void))wgpy_batch_seal_super,
      METH_VARARGS | METH_KEYWORDS, wgpy_batch_seal_super_doc},
+    {"coalesce", (PyCFunction)(void (*)(void))wgpy_batch_coalesce, METH_VARARGS | METH_KEYWORDS,
+     wgpy_batch_coalesce_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -162,5 +162,8 @@ PyObject *wgpy_batch_open_run(PyObject *module, PyObject *args, PyObject *kwargs
 /* wgpy/_batch_cut.c */
 PyObject *wgpy_batch_seal_super(PyObject *module, PyObject *args, PyObject *kwargs);
 extern const char wgpy_batch_seal_super_doc[];
+/* wgpy/_batch_coalesce.c: GRO of decrypted packets (wgpy.offload.coalesce's twin) */
+extern const char wgpy_batch_coalesce_doc[];
+PyObject *wgpy_batch_coalesce(PyObject *module, PyObject *args, PyObject *kwargs);
 
 #endif /* WGPY_BATCH_H */

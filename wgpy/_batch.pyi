@@ -1,8 +1,8 @@
 """Types of the C batch accelerator (wgpy/_batch.c); the contract is wgpy.batch's twins."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from wgpy.batch import Buffer, OpenedBatch, OpenedRun, SealedRun, SealedSuper
+from wgpy.batch import Buffer, Coalesced, OpenedBatch, OpenedRun, SealedRun, SealedSuper
 from wgpy.replay import ReplayWindow
 
 OK: int
@@ -36,3 +36,4 @@ def open_run(
 def seal_super(
     key: Buffer, receiver: int, counter: int, frame: Buffer, mtu: int, limit: int
 ) -> SealedSuper | None: ...
+def coalesce(packets: Iterable[bytes], *, udp: bool = False) -> Coalesced: ...

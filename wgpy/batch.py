@@ -1,8 +1,9 @@
 """The per-byte work of data messages over a whole batch: the C accelerator or its twin.
 
-Four calls, each with a C implementation (``wgpy/_batch.c``: OpenSSL's ChaCha20-Poly1305 with
-the GIL released over the batch) and a pure-Python twin here (``cryptography``), held byte for
-byte equal by tests/unit/test_batch_twins.py:
+Five calls, each with a C implementation (``wgpy/_batch*.c``, the GIL released over the byte
+work; the AEAD is OpenSSL's ChaCha20-Poly1305) and a pure-Python twin here (``cryptography``,
+:mod:`wgpy.offload`), held byte for byte equal by tests/unit/test_batch_twins.py,
+test_open_run_twins.py, test_cutseal_twins.py and test_coalesce_twins.py:
 
 - :func:`seal_run`: a run of plaintext packets to one peer sealed into data messages (header,
   counter, padding, AEAD), laid out as UDP GSO runs;
@@ -12,7 +13,9 @@ byte equal by tests/unit/test_batch_twins.py:
   replay window (its rules applied in place) and trimmed, up to the first unusual datagram;
 - :func:`seal_super`: a TCP super-packet from the TUN cut into its segments
   (:func:`wgpy.offload.split`) and sealed as :func:`seal_run` would (C: straight into the run
-  buffers, no object per segment; twin tests in tests/unit/test_cutseal_twins.py).
+  buffers, no object per segment; twin tests in tests/unit/test_cutseal_twins.py);
+- :func:`coalesce`: decrypted packets glued into GRO TUN writes (``wgpy/_batch_coalesce.c``;
+  the twin is :func:`wgpy.offload.coalesce`, held equal by tests/unit/test_coalesce_twins.py).
 
 They decide nothing: the caller has chosen the peer, checked that the counters may be used,
 and does the replay check (but :func:`open_run`'s, which only records counters the kernel would
@@ -26,13 +29,14 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from wgpy import offload
 from wgpy.messages import padded_length
 from wgpy.offload import GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, OffloadError, split
 from wgpy.replay import ReplayWindow
@@ -49,6 +53,9 @@ OpenedBatch = tuple[list[int], list[bytes | int]]
 
 #: :func:`seal_super`'s result: :data:`SealedRun` and the number of segments sealed.
 SealedSuper = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int, int]
+#: :func:`coalesce`'s result: TUN writes (a virtio-net header and a packet or a GSO
+#: super-packet), each with the packets it holds.
+Coalesced = list[tuple[bytes, list[bytes]]]
 #: :func:`open_run`'s result: the index of the first datagram not taken, the IP packets of
 #: the ones taken (trimmed to their IP length), where their source address changes (the
 #: index in the packets and the source's 4 or 16 bytes), and the bytes of the datagrams taken.
@@ -298,6 +305,17 @@ def pure_open_run(
     return index, packets, sources, received
 
 
+def pure_coalesce(packets: Iterable[bytes], *, udp: bool = False) -> Coalesced:
+    """TUN writes gluing consecutive decrypted packets of one TCP (or, with ``udp``, UDP)
+    flow: :func:`wgpy.offload.coalesce`, which gives the rules, for packets that are all
+    ``bytes`` (anything else raises TypeError, as the C call does)."""
+    taken = list(packets)
+    for packet in taken:
+        if not isinstance(packet, bytes):
+            raise TypeError(f"packets must be bytes, not {type(packet).__name__}")
+    return offload.coalesce(taken, udp=udp)
+
+
 def _choose() -> tuple[str, ModuleType | None]:
     if os.environ.get("WGPY_PURE") == "1":
         return "pure-Python batch path: WGPY_PURE=1", None
@@ -318,3 +336,4 @@ seal_run = pure_seal_run if _module is None else _module.seal_run
 open_batch = pure_open_batch if _module is None else _module.open_batch
 open_run = pure_open_run if _module is None else _module.open_run
 seal_super = pure_seal_super if _module is None else _module.seal_super
+coalesce = pure_coalesce if _module is None else _module.coalesce

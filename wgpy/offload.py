@@ -499,6 +499,8 @@ def _tcp_shape(packet: bytes) -> int | None:
         ip_len = 40
     else:
         return None
+    if size < ip_len + 20:
+        return None  # ends inside the TCP header
     header_len = ip_len + (packet[ip_len + 12] >> 4) * 4
     if packet[ip_len + 13] & ~_TCP_PSH != _TCP_ACK or header_len < ip_len + 20:
         return None

@@ -309,3 +309,13 @@ def test_ipv4_options_are_kept_and_counted_in_every_segment(
     monkeypatch.setattr(offload, "_numpy_module", None)
     monkeypatch.setattr(offload, "_numpy_tried", True)
     assert split(frame) == segments
+
+
+@pytest.mark.parametrize("size", [28, 30, 32, 33, 39])
+def test_gro_writes_a_truncated_tcp_header_alone(size: int) -> None:
+    """An IPv4 TCP packet whose length field is right but which ends inside the TCP header
+    (a peer may send one) is written as it is, not raised over (IndexError)."""
+    packet = bytearray(tcp_packet(V4, 0, b"")[:size])
+    struct.pack_into("!H", packet, 2, size)
+    alone = bytes(packet)
+    assert coalesce([alone, alone]) == [(offload.VALID_HEADER + alone, [alone])] * 2

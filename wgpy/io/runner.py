@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TextIO
 
+from wgpy.batch import coalesce
 from wgpy.device import Device
 from wgpy.device.state import WORKER_MIN_PACKETS
 from wgpy.events import (
@@ -48,7 +49,6 @@ from wgpy.offload import (
     VALID_HEADER,
     VNET_HDR_LEN,
     OffloadError,
-    coalesce,
     split,
     vectorised_sums_available,
 )
@@ -368,7 +368,8 @@ class DeviceRunner:
                 self.device.report_tun_write_failure(packet, error.strerror or str(error))
 
     def _write_coalesced(self, packets: list[bytes]) -> None:
-        """GRO: segments of one flow glued into one write (wgpy.offload.coalesce)."""
+        """GRO: segments of one flow glued into one write (wgpy.batch.coalesce: C, or its twin
+        wgpy.offload.coalesce)."""
         fd = self.tun_fd
         for frame, held in coalesce(packets, udp=self._udp_gro):
             try:
