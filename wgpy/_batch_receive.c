@@ -75,6 +75,47 @@ static Py_ssize_t ip_shape(const unsigned char *packet, Py_ssize_t size, Py_ssiz
     return 0;
 }
 
+/* A wgpy.batch.Segments (one GRO read: ``data`` cut every ``size`` bytes): its buffer and
+ * segment size, read without making an object per datagram. 0 and *segment = 0 for anything
+ * else (taken as a sequence of buffers); -1 with an exception set on a bad Segments. */
+static int get_segments(PyObject *object, Py_buffer *whole, Py_ssize_t *segment)
+{
+    *segment = 0;
+    if (PyList_CheckExact(object) || PyTuple_CheckExact(object))
+        return 0;
+    PyObject *type_name = PyType_GetName(Py_TYPE(object));
+    PyObject *module = type_name == NULL
+                           ? NULL
+                           : PyObject_GetAttrString((PyObject *)Py_TYPE(object), "__module__");
+    if (module == NULL) {
+        Py_XDECREF(type_name);
+        return -1;
+    }
+    int is_segments = PyUnicode_Check(module) &&
+                      PyUnicode_CompareWithASCIIString(type_name, "Segments") == 0 &&
+                      PyUnicode_CompareWithASCIIString(module, "wgpy.batch") == 0;
+    Py_DECREF(type_name);
+    Py_DECREF(module);
+    if (!is_segments)
+        return 0;
+    PyObject *data = PyObject_GetAttrString(object, "data");
+    PyObject *size = data == NULL ? NULL : PyObject_GetAttrString(object, "size");
+    Py_ssize_t value = size == NULL ? -1 : PyLong_AsSsize_t(size);
+    int failed = size == NULL || (value == -1 && PyErr_Occurred());
+    if (!failed && value <= 0) {
+        PyErr_SetString(PyExc_ValueError, "the segment size must be positive");
+        failed = 1;
+    }
+    if (!failed && PyObject_GetBuffer(data, whole, PyBUF_SIMPLE) < 0)
+        failed = 1;
+    Py_XDECREF(data);
+    Py_XDECREF(size);
+    if (failed)
+        return -1;
+    *segment = value;
+    return 0;
+}
+
 const char wgpy_batch_open_run_doc[] =
     "open_run(key, datagrams, start, receiver, limit, window)\n"
     "--\n\n"
@@ -98,17 +139,25 @@ PyObject *wgpy_batch_open_run(PyObject *Py_UNUSED(module), PyObject *args, PyObj
     Py_buffer key;
     if (get_key(key_object, &key) < 0)
         return NULL;
-    PyObject *datagrams = PySequence_Fast(datagrams_object, "datagrams must be a sequence");
-    PyObject *bits_object = NULL, *top_object = NULL, *packets = NULL, *sources = NULL;
-    PyObject *answer = NULL;
-    Py_buffer bits = {0};
+    PyObject *datagrams = NULL, *bits_object = NULL, *top_object = NULL, *packets = NULL;
+    PyObject *sources = NULL, *answer = NULL;
+    Py_buffer bits = {0}, whole = {0};
     Py_buffer *views = NULL;
+    const unsigned char **data = NULL;
+    Py_ssize_t *sizes = NULL;
     PyObject **plaintexts = NULL;
     int *authentic = NULL;
-    Py_ssize_t held = 0, taken = 0;
-    if (datagrams == NULL)
+    Py_ssize_t held = 0, taken = 0, count = 0, segment = 0;
+    if (get_segments(datagrams_object, &whole, &segment) < 0)
         goto done;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(datagrams);
+    if (segment > 0) {
+        count = whole.len ? (whole.len - 1) / segment + 1 : 0;
+    } else {
+        datagrams = PySequence_Fast(datagrams_object, "datagrams must be a sequence");
+        if (datagrams == NULL)
+            goto done;
+        count = PySequence_Fast_GET_SIZE(datagrams);
+    }
     if (start < 0 || start > count) {
         PyErr_SetString(PyExc_IndexError, "start is outside the datagrams");
         goto done;
@@ -132,12 +181,14 @@ PyObject *wgpy_batch_open_run(PyObject *Py_UNUSED(module), PyObject *args, PyObj
 
     Py_ssize_t room = count - start;
     views = PyMem_Calloc((size_t)room + 1, sizeof(Py_buffer));
+    data = PyMem_Calloc((size_t)room + 1, sizeof(const unsigned char *));
+    sizes = PyMem_Calloc((size_t)room + 1, sizeof(Py_ssize_t));
     plaintexts = PyMem_Calloc((size_t)room + 1, sizeof(PyObject *));
     authentic = PyMem_Calloc((size_t)room + 1, sizeof(int));
     packets = PyList_New(0);
     sources = PyList_New(0);
-    if (views == NULL || plaintexts == NULL || authentic == NULL || packets == NULL ||
-        sources == NULL) {
+    if (views == NULL || data == NULL || sizes == NULL || plaintexts == NULL ||
+        authentic == NULL || packets == NULL || sources == NULL) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         goto done;
@@ -148,14 +199,22 @@ PyObject *wgpy_batch_open_run(PyObject *Py_UNUSED(module), PyObject *args, PyObj
      * ``receiver`` with a counter below ``limit``. */
     while (taken < room) {
         Py_ssize_t i = taken;
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(datagrams, start + i), &views[i],
-                               PyBUF_SIMPLE) < 0)
-            goto done;
-        held = i + 1;
-        const unsigned char *data = (const unsigned char *)views[i].buf;
-        Py_ssize_t size = views[i].len;
-        if (size <= OVERHEAD || size - OVERHEAD > MAX_PLAINTEXT || get_le32(data) != 4 ||
-            get_le32(data + 4) != receiver || get_le64(data + 8) >= limit)
+        if (segment > 0) {
+            Py_ssize_t offset = (start + i) * segment;
+            data[i] = (const unsigned char *)whole.buf + offset;
+            sizes[i] = whole.len - offset < segment ? whole.len - offset : segment;
+        } else {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(datagrams, start + i), &views[i],
+                                   PyBUF_SIMPLE) < 0)
+                goto done;
+            held = i + 1;
+            data[i] = (const unsigned char *)views[i].buf;
+            sizes[i] = views[i].len;
+        }
+        const unsigned char *datagram = data[i];
+        Py_ssize_t size = sizes[i];
+        if (size <= OVERHEAD || size - OVERHEAD > MAX_PLAINTEXT || get_le32(datagram) != 4 ||
+            get_le32(datagram + 4) != receiver || get_le64(datagram + 8) >= limit)
             break;
         plaintexts[i] = PyBytes_FromStringAndSize(NULL, size - OVERHEAD);
         if (plaintexts[i] == NULL)
@@ -170,9 +229,9 @@ PyObject *wgpy_batch_open_run(PyObject *Py_UNUSED(module), PyObject *args, PyObj
     EVP_CIPHER_CTX *ctx = taken ? new_context((const unsigned char *)key.buf, 0) : NULL;
     ok = !taken || ctx != NULL;
     for (; ok && opened < taken; opened++) {
-        const unsigned char *data = (const unsigned char *)views[opened].buf;
-        if (!open_one(ctx, get_le64(data + 8), data + HEADER_LEN,
-                      (int)(views[opened].len - OVERHEAD),
+        const unsigned char *datagram = data[opened];
+        if (!open_one(ctx, get_le64(datagram + 8), datagram + HEADER_LEN,
+                      (int)(sizes[opened] - OVERHEAD),
                       (unsigned char *)PyBytes_AS_STRING(plaintexts[opened])))
             break;
         authentic[opened] = 1;
@@ -198,10 +257,9 @@ PyObject *wgpy_batch_open_run(PyObject *Py_UNUSED(module), PyObject *args, PyObj
         Py_ssize_t length = ip_shape(plain, size, &source, &source_len);
         if (!length)
             break;
-        if (!replay_accept((unsigned char *)bits.buf, &top,
-                           get_le64((const unsigned char *)views[end].buf + 8)))
+        if (!replay_accept((unsigned char *)bits.buf, &top, get_le64(data[end] + 8)))
             break;
-        received += (unsigned long long)views[end].len;
+        received += (unsigned long long)sizes[end];
         if (last_source == NULL || source_len != last_source_len ||
             memcmp(plain + source, last_source, (size_t)source_len) != 0) {
             PyObject *change = Py_BuildValue("(ny#)", PyList_GET_SIZE(packets), plain + source,
@@ -251,7 +309,11 @@ done:
     release_all(views, held);
     if (bits.obj != NULL)
         PyBuffer_Release(&bits);
+    if (whole.obj != NULL)
+        PyBuffer_Release(&whole);
     PyMem_Free(views);
+    PyMem_Free(data);
+    PyMem_Free(sizes);
     PyMem_Free(plaintexts);
     PyMem_Free(authentic);
     Py_XDECREF(bits_object);

@@ -31,7 +31,7 @@ import os
 import struct
 from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Final
+from typing import Final, overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -76,6 +76,43 @@ _MAX_PLAINTEXT: Final = 1 << 30
 _LAST: Final = 2**64 - 1
 _HEADER: Final = struct.Struct("<IIQ")
 _NONCE: Final = struct.Struct("<4xQ")
+
+
+class Segments(Sequence[bytes]):
+    """The datagrams of one UDP GRO read: ``data`` cut every ``size`` bytes (the last may be
+    shorter). A datagram becomes a ``bytes`` object only when asked for by index; the C batch
+    calls (:func:`open_run`, :func:`open_batch`) read them straight from ``data``."""
+
+    __slots__ = ("_count", "data", "size")
+
+    def __init__(self, data: bytes, size: int) -> None:
+        if size <= 0:
+            raise ValueError("the segment size must be positive")
+        self.data = data
+        self.size = size
+        self._count = -(-len(data) // size)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("segment index out of range")
+        start = index * self.size
+        return self.data[start : start + self.size]
+
+    def __repr__(self) -> str:
+        return f"Segments({len(self.data)} bytes, every {self.size})"
 
 
 def _carries_wireguard(packet: Buffer) -> bool:

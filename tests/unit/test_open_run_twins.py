@@ -210,3 +210,63 @@ def test_open_run_refuses_bad_arguments_alike(opener: str) -> None:
     with pytest.raises(IndexError):
         open_run(KEY, [b""], 2, RECEIVER, LIMIT, window)
     assert open_run(KEY, [], 0, RECEIVER, LIMIT, window) == (0, [], [], 0)
+
+
+@st.composite
+def gro_reads(draw: st.DrawFn) -> tuple[bytes, int]:
+    """One UDP GRO read: data messages of one size back to back (some damaged, replayed or
+    for another receiver), the last possibly shorter, as the kernel glues them."""
+    payload = draw(st.integers(0, 1400))
+    counter = draw(st.integers(0, 10_000))
+    datagrams: list[bytes] = []
+    for _ in range(draw(st.integers(1, 20))):
+        kind = draw(st.sampled_from(["data"] * 8 + ["tag", "replay", "receiver", "source"]))
+        if kind == "replay" and datagrams:
+            datagrams.append(draw(st.sampled_from(datagrams)))
+            continue
+        source = "10.0.0.7" if kind == "source" else "10.0.0.1"
+        receiver = RECEIVER + 1 if kind == "receiver" else RECEIVER
+        datagram = _seal(counter, ipv4_udp(source, "10.9.9.9", bytes(payload)), receiver=receiver)
+        if kind == "tag":
+            damaged = bytearray(datagram)
+            damaged[-1] ^= 0x80
+            datagram = bytes(damaged)
+        datagrams.append(datagram)
+        counter += 1
+    if draw(st.booleans()):  # a shorter last one
+        datagrams.append(_seal(counter, ipv4_udp("10.0.0.1", "10.9.9.9", b"")))
+    size = len(datagrams[0])
+    if len(datagrams[-1]) > size:
+        datagrams.pop()
+    return b"".join(datagrams), size
+
+
+@settings(max_examples=300, deadline=None)
+@given(gro_reads(), st.data())
+def test_open_run_reads_a_gro_read_in_place_as_its_datagrams(
+    read: tuple[bytes, int], data: st.DataObject
+) -> None:
+    """Given a Segments (one GRO read, not cut into objects), the C call takes exactly what
+    it and its twin take from the same datagrams as a list."""
+    whole, size = read
+    segments = batch.Segments(whole, size)
+    as_list = [whole[i : i + size] for i in range(0, len(whole), size)]
+    assert list(segments) == as_list and segments[-1] == as_list[-1]
+    start = data.draw(st.integers(0, len(as_list)))
+    windows = [ReplayWindow() for _ in range(3)]
+    from_segments = C.open_run(KEY, segments, start, RECEIVER, LIMIT, windows[0])
+    from_list = C.open_run(KEY, as_list, start, RECEIVER, LIMIT, windows[1])
+    pure = batch.pure_open_run(KEY, segments, start, RECEIVER, LIMIT, windows[2])
+    assert from_segments == from_list == pure
+    assert _state(windows[0]) == _state(windows[1]) == _state(windows[2])
+
+
+def test_segments_is_a_sequence_of_its_datagrams() -> None:
+    segments = batch.Segments(b"abcdefg", 3)
+    assert len(segments) == 3
+    assert list(segments) == [b"abc", b"def", b"g"]
+    assert segments[-1] == b"g" and segments[1:] == [b"def", b"g"]
+    with pytest.raises(IndexError):
+        segments[3]
+    with pytest.raises(ValueError):
+        batch.Segments(b"abc", 0)

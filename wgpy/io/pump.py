@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -190,7 +190,7 @@ class DatagramPump:
         consume = self._consume
         open_ahead = device.open_ahead if device.workers is not None else None
         # a batch being opened in a worker, consumed after the next read
-        waiting: tuple[list[bytes], tuple[str, int], udp.Cmsg | None, int, PendingOpen] | None
+        waiting: tuple[Sequence[bytes], tuple[str, int], udp.Cmsg | None, int, PendingOpen] | None
         waiting = None
         follows = False
         for _ in range(READ_BATCH):
@@ -219,7 +219,7 @@ class DatagramPump:
 
     def _consume(
         self,
-        datagrams: list[bytes],
+        datagrams: Sequence[bytes],
         endpoint: tuple[str, int],
         source: udp.Cmsg | None,
         ifindex: int,

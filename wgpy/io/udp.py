@@ -6,8 +6,10 @@ import contextlib
 import errno
 import socket
 import struct
+from collections.abc import Sequence
 from typing import Final
 
+from wgpy.batch import Segments
 from wgpy.device.state import RUN_MAX_BYTES, RUN_MAX_DATAGRAMS, QueuedDatagrams, datagrams_of
 
 SO_MARK: Final = 36
@@ -170,7 +172,7 @@ class Receiver:
 
     def receive(
         self, sock: socket.socket, gro: bool
-    ) -> tuple[list[bytes], tuple[str, int], Cmsg | None]:
+    ) -> tuple[Sequence[bytes], tuple[str, int], Cmsg | None]:
         """Read one datagram, or with GRO a glued run of them, with the control message that
         sends replies from the address it arrived at (None without packet info); raises
         BlockingIOError when empty."""
@@ -187,9 +189,8 @@ class Receiver:
                 if source is not None:
                     self.ifindex = _arrival_ifindex(level, value)
         if gro and 0 < segment < size:
-            view = view[:size]  # a slice past the end stops at it
-            datagrams = [bytes(view[i : i + segment]) for i in range(0, size, segment)]
-            return datagrams, endpoint, source
+            # one copy of the read; each datagram is cut from it only if the Device asks
+            return Segments(bytes(view[:size]), segment), endpoint, source
         return [bytes(view[:size])], endpoint, source
 
 
