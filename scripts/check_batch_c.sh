@@ -56,7 +56,7 @@ sanitizers)
     "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys \
         tests/unit/test_batch_twins.py tests/unit/test_batch_equivalence.py \
         tests/unit/test_open_run_twins.py tests/unit/test_cutseal_twins.py \
-        tests/unit/test_coalesce_twins.py
+        tests/unit/test_coalesce_twins.py tests/unit/test_parse_prefixes_twins.py
     for target in device offload; do
         "$PYTHON" -m fuzz "$target" --no-atheris -t 12
     done

@@ -323,6 +323,8 @@ static PyMethodDef methods[] = {
      METH_VARARGS | METH_KEYWORDS, wgpy_batch_seal_super_doc},
     {"coalesce", (PyCFunction)(void (*)(void))wgpy_batch_coalesce, METH_VARARGS | METH_KEYWORDS,
      wgpy_batch_coalesce_doc},
+    {"parse_prefixes", (PyCFunction)(void (*)(void))wgpy_batch_parse_prefixes,
+     METH_VARARGS | METH_KEYWORDS, wgpy_batch_parse_prefixes_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -165,5 +165,8 @@ extern const char wgpy_batch_seal_super_doc[];
 /* wgpy/_batch_coalesce.c: GRO of decrypted packets (wgpy.offload.coalesce's twin) */
 extern const char wgpy_batch_coalesce_doc[];
 PyObject *wgpy_batch_coalesce(PyObject *module, PyObject *args, PyObject *kwargs);
+/* wgpy/_batch_prefixes.c: UAPI allowed_ip lines read into runs of integers */
+extern const char wgpy_batch_parse_prefixes_doc[];
+PyObject *wgpy_batch_parse_prefixes(PyObject *module, PyObject *args, PyObject *kwargs);
 
 #endif /* WGPY_BATCH_H */

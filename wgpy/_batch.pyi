@@ -2,7 +2,15 @@
 
 from collections.abc import Iterable, Sequence
 
-from wgpy.batch import Buffer, Coalesced, OpenedBatch, OpenedRun, SealedRun, SealedSuper
+from wgpy.batch import (
+    Buffer,
+    Coalesced,
+    OpenedBatch,
+    OpenedRun,
+    ParsedPrefixes,
+    SealedRun,
+    SealedSuper,
+)
 from wgpy.replay import ReplayWindow
 
 OK: int
@@ -37,3 +45,4 @@ def seal_super(
     key: Buffer, receiver: int, counter: int, frame: Buffer, mtu: int, limit: int
 ) -> SealedSuper | None: ...
 def coalesce(packets: Iterable[bytes], *, udp: bool = False) -> Coalesced: ...
+def parse_prefixes(run: Buffer, start: int) -> ParsedPrefixes: ...

@@ -1,9 +1,10 @@
 """The per-byte work of data messages over a whole batch: the C accelerator or its twin.
 
-Five calls, each with a C implementation (``wgpy/_batch*.c``, the GIL released over the byte
+Six calls, each with a C implementation (``wgpy/_batch*.c``, the GIL released over the byte
 work; the AEAD is OpenSSL's ChaCha20-Poly1305) and a pure-Python twin here (``cryptography``,
 :mod:`wgpy.offload`), held byte for byte equal by tests/unit/test_batch_twins.py,
-test_open_run_twins.py, test_cutseal_twins.py and test_coalesce_twins.py:
+test_open_run_twins.py, test_cutseal_twins.py, test_coalesce_twins.py and
+test_parse_prefixes_twins.py:
 
 - :func:`seal_run`: a run of plaintext packets to one peer sealed into data messages (header,
   counter, padding, AEAD), laid out as UDP GSO runs;
@@ -14,6 +15,8 @@ test_open_run_twins.py, test_cutseal_twins.py and test_coalesce_twins.py:
 - :func:`seal_super`: a TCP super-packet from the TUN cut into its segments
   (:func:`wgpy.offload.split`) and sealed as :func:`seal_run` would (C: straight into the run
   buffers, no object per segment; twin tests in tests/unit/test_cutseal_twins.py);
+- :func:`parse_prefixes`: the ``allowed_ip`` lines of a UAPI set (``wg setconf`` sends them in
+  hundreds of thousands) read into runs of integers (``wgpy/_batch_prefixes.c``, inet_pton);
 - :func:`coalesce`: decrypted packets glued into GRO TUN writes (``wgpy/_batch_coalesce.c``;
   the twin is :func:`wgpy.offload.coalesce`, held equal by tests/unit/test_coalesce_twins.py).
 
@@ -28,6 +31,8 @@ which (``wgpy --version`` and wgpyd's start line print it).
 from __future__ import annotations
 
 import os
+import re
+import socket
 import struct
 from collections.abc import Iterable, Sequence
 from types import ModuleType
@@ -53,6 +58,10 @@ OpenedBatch = tuple[list[int], list[bytes | int]]
 
 #: :func:`seal_super`'s result: :data:`SealedRun` and the number of segments sealed.
 SealedSuper = tuple[list[tuple[bytes | bytearray, int]], list[bytes], int, int]
+#: :func:`parse_prefixes`'s result: the byte offset of the first line not taken, how many
+#: lines were taken, and the prefixes as runs of one version and length: ``(version, length,
+#: addresses)``, addresses as integers.
+ParsedPrefixes = tuple[int, int, list[tuple[int, int, list[int]]]]
 #: :func:`coalesce`'s result: TUN writes (a virtio-net header and a packet or a GSO
 #: super-packet), each with the packets it holds.
 Coalesced = list[tuple[bytes, list[bytes]]]
@@ -353,6 +362,47 @@ def pure_coalesce(packets: Iterable[bytes], *, udp: bool = False) -> Coalesced:
     return offload.coalesce(taken, udp=udp)
 
 
+_PREFIX_LINE: Final = re.compile(rb"allowed_ip=([0-9A-Fa-f.:]{1,64})/([0-9]{1,3})\n")
+
+
+def pure_parse_prefixes(run: Buffer, start: int) -> ParsedPrefixes:
+    """The UAPI lines ``allowed_ip=ADDRESS/LENGTH`` of ``run`` from byte ``start`` on, read
+    into runs of integers for :meth:`wgpy.allowedips.AllowedIPs.insert_run`, up to the first
+    line that is not one with a well-formed prefix: an address of at most 64 characters of
+    ``[0-9A-Fa-f.:]`` that inet_pton reads (IPv6 if it has a colon), a length of 1-3 digits no
+    longer than the address's. That line is left to the caller's exact path (wgpy.uapi), which
+    accepts it or reports go's error for it."""
+    data = bytes(run)
+    if not 0 <= start <= len(data):
+        raise IndexError("start is outside the run")
+    pton, from_bytes = socket.inet_pton, int.from_bytes
+    runs: list[tuple[int, int, list[int]]] = []
+    current: list[int] = []
+    run_version = run_length = -1
+    count = 0
+    at = start
+    while at < len(data):
+        line = _PREFIX_LINE.match(data, at)
+        if line is None:
+            break
+        address, length = line.group(1).decode("ascii"), int(line.group(2))
+        version = 6 if ":" in address else 4
+        if length > (128 if version == 6 else 32):
+            break
+        try:
+            value = from_bytes(pton(socket.AF_INET6 if version == 6 else socket.AF_INET, address))
+        except OSError:
+            break
+        if version != run_version or length != run_length:
+            current = []
+            runs.append((version, length, current))
+            run_version, run_length = version, length
+        current.append(value)
+        count += 1
+        at = line.end()
+    return at, count, runs
+
+
 def _choose() -> tuple[str, ModuleType | None]:
     if os.environ.get("WGPY_PURE") == "1":
         return "pure-Python batch path: WGPY_PURE=1", None
@@ -374,3 +424,4 @@ open_batch = pure_open_batch if _module is None else _module.open_batch
 open_run = pure_open_run if _module is None else _module.open_run
 seal_super = pure_seal_super if _module is None else _module.seal_super
 coalesce = pure_coalesce if _module is None else _module.coalesce
+parse_prefixes = pure_parse_prefixes if _module is None else _module.parse_prefixes

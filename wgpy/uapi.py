@@ -18,7 +18,6 @@ go does when the whole request arrives in one piece, and never drop a following 
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final, Protocol
 
+from wgpy import batch
 from wgpy.device import Device
 from wgpy.peer import Endpoint, Peer
 
@@ -79,8 +79,6 @@ _NO_KEY = bytes(32)
 #: run is applied by :meth:`_SetOperation.apply_allowed_ip_run` without the per-line machinery;
 #: anything unusual (``\r``, ``-``, a zone, non-ASCII) does not match and goes line by line.
 _ALLOWED_IP_RUN = re.compile(rb"(?:allowed_ip=[0-9A-Fa-f.:]{1,64}/(?:0|[1-9][0-9]{0,2})\n)+")
-#: The fields of each line of such a run: exactly one match per line, in order.
-_ALLOWED_IP_FIELDS = re.compile(r"allowed_ip=([0-9A-Fa-f.:]{1,64})/([0-9]{1,3})\n")
 _ALLOWED_IP = b"allowed_ip="
 
 
@@ -182,45 +180,6 @@ def _parse_prefix(text: str) -> IPv4Network | IPv6Network:
     if isinstance(address, IPv4Address):
         return IPv4Network((address, bits), strict=False)
     return IPv6Network((address, bits), strict=False)
-
-
-def _parse_prefix_fields(
-    fields: list[tuple[str, str]], start: int
-) -> tuple[int, list[tuple[int, int, list[int]]]]:
-    """How many of ``fields[start:]`` (address and length texts of ``_ALLOWED_IP_FIELDS``)
-    are well-formed prefixes before the first that is not, and those as runs of one version
-    and length: ``(version, length, addresses)``, for :meth:`AllowedIPs.insert_run`.
-    inet_pton accepts exactly go's forms of addresses in that alphabet."""
-    pton, from_bytes = socket.inet_pton, int.from_bytes
-    af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
-    runs: list[tuple[int, int, list[int]]] = []
-    run: list[int] = []
-    add = run.append
-    run_version = run_length = -1
-    count = 0
-    for address, bits in itertools.islice(fields, start, None):
-        length = int(bits)
-        try:
-            if ":" in address:
-                if length > 128:
-                    break
-                value = from_bytes(pton(af_inet6, address))
-                version = 6
-            else:
-                if length > 32:
-                    break
-                value = from_bytes(pton(af_inet, address))
-                version = 4
-        except OSError:
-            break
-        if version != run_version or length != run_length:
-            run = []
-            add = run.append
-            runs.append((version, length, run))
-            run_version, run_length = version, length
-        add(value)
-        count += 1
-    return count, runs
 
 
 def _parse_endpoint(text: str) -> Endpoint:
@@ -373,32 +332,30 @@ class _SetOperation:
             return ERRNO_UNKNOWN
         return 0
 
-    def apply_allowed_ip_run(self, run: str, now: float) -> tuple[int, int]:
+    def apply_allowed_ip_run(self, run: bytes, now: float) -> tuple[int, int]:
         """Apply a run of lines matched by ``_ALLOWED_IP_RUN`` (each ends with ``\\n``).
 
-        Returns (characters consumed, errno): all of ``run`` and 0, or up to and including
-        the first line in error and its errno (the operation is then over). Well-formed lines
-        are parsed by inet_pton straight into integers and inserted by
-        :meth:`AllowedIPs.insert_run`; a line the fast parse rejects is re-run through
+        Returns (bytes consumed, errno): all of ``run`` and 0, or up to and including the
+        first line in error and its errno (the operation is then over). Well-formed lines
+        are read straight into integers by :func:`wgpy.batch.parse_prefixes` (inet_pton) and
+        inserted by :meth:`AllowedIPs.insert_run`; a line it does not take is re-run through
         :meth:`apply`, which either accepts it or reports go's error for it.
         """
-        fields = _ALLOWED_IP_FIELDS.findall(run)
-        start = 0
-        while start < len(fields):
+        at = 0
+        while at < len(run):
             # in the device section allowed_ip is an invalid key: the exact path says so
-            parsed, runs = (0, []) if self._device_section else _parse_prefix_fields(fields, start)
-            if self._peer is not None:
-                for version, length, addresses in runs:
-                    self._device.allowed_ips.insert_run(version, length, addresses, self._peer)
-            start += parsed
-            if start < len(fields):
-                address, bits = fields[start]
+            if not self._device_section:
+                at, _, runs = batch.parse_prefixes(run, at)
+                if self._peer is not None:
+                    for version, length, addresses in runs:
+                        self._device.allowed_ips.insert_run(version, length, addresses, self._peer)
+            if at < len(run):
+                end = run.index(b"\n", at)
                 # the exact path decides, and reports
-                errno = self.apply(f"allowed_ip={address}/{bits}", now)
-                start += 1
+                errno = self.apply(run[at:end].decode("ascii"), now)
+                at = end + 1
                 if errno:
-                    # each line: "allowed_ip=" (11), address, "/", bits, "\n"
-                    return sum(13 + len(a) + len(b) for a, b in fields[:start]), errno
+                    return at, errno
         return len(run), 0
 
     def _apply(self, line: str, now: float) -> None:
@@ -706,8 +663,7 @@ class UapiConnection:
         """Apply ``buffer[start:end]``, a run of allowed_ip lines; returns where to go on."""
         operation = self._operation
         assert operation is not None
-        run = buffer[start:end].decode("ascii")
-        consumed, errno = operation.apply_allowed_ip_run(run, self._clock())
+        consumed, errno = operation.apply_allowed_ip_run(bytes(buffer[start:end]), self._clock())
         if errno:
             self._fail(errno, out)
         return start + consumed
