@@ -30,7 +30,7 @@ from typing import Final, TextIO
 
 from wgpy import __version__, batch
 from wgpy.device import Device
-from wgpy.io import startup_errors, tun
+from wgpy.io import allocator, startup_errors, tun
 from wgpy.io.pump import worker_count
 from wgpy.uapi import SOCKET_DIRECTORY, socket_path
 
@@ -264,6 +264,7 @@ def serve(ifname: str, tun_fd: int, uapi: socket.socket, readiness: Readiness | 
             _failed(startup_errors.metrics_error(metrics_address, error), readiness)
             _release(path, inode, tun_fd, uapi)
             return 1
+    allocator.keep_freed_memory()
     runner = DeviceRunner(
         device,
         ifname,
