@@ -10,12 +10,6 @@
  */
 #include "_batch.h"
 
-/* One packet of a run being sealed: where its datagram goes. */
-typedef struct {
-    Py_ssize_t padded;   /* plaintext length after padding */
-    unsigned char *dest; /* the datagram's first byte, in its run's buffer or its own */
-} Slot;
-
 PyDoc_STRVAR(seal_run_doc,
              "seal_run(key, receiver, counter, packets, mtu, limits=None)\n"
              "--\n\n"
@@ -45,7 +39,8 @@ static PyObject *seal_run(PyObject *Py_UNUSED(module), PyObject *args, PyObject 
     PyObject *limits = NULL;
     PyObject *runs = NULL, *singles = NULL, *result = NULL;
     Py_buffer *views = NULL;
-    Slot *slots = NULL;
+    Py_ssize_t *lengths = NULL;
+    unsigned char **dests = NULL;
     Py_ssize_t held = 0, sent = 0;
     if (packets == NULL)
         goto done;
@@ -64,93 +59,49 @@ static PyObject *seal_run(PyObject *Py_UNUSED(module), PyObject *args, PyObject 
         goto done;
     }
     views = PyMem_Calloc((size_t)count + 1, sizeof(Py_buffer));
-    slots = PyMem_Calloc((size_t)count + 1, sizeof(Slot));
+    lengths = PyMem_Calloc((size_t)count + 1, sizeof(Py_ssize_t));
+    dests = PyMem_Calloc((size_t)count + 1, sizeof(unsigned char *));
     runs = PyList_New(0);
     singles = PyList_New(0);
-    if (views == NULL || slots == NULL || runs == NULL || singles == NULL) {
+    if (views == NULL || lengths == NULL || dests == NULL || runs == NULL || singles == NULL) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         goto done;
     }
 
-    /* With the GIL: take every packet, lay the runs out and allocate their buffers. A run is
-     * datagrams of one size back to back (the last may be shorter), at most RUN_MAX_DATAGRAMS
-     * and RUN_MAX_BYTES; a datagram carrying a WireGuard message goes alone to ``singles``. */
-    Py_ssize_t run_first = 0, run_count = 0, run_size = 0, run_used = 0, capacity = 0;
-    for (Py_ssize_t i = 0; i <= count; i++) {
-        Py_ssize_t length = 0;
-        int nested = 0;
-        if (i < count) {
-            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(packets, i), &views[i],
-                                   PyBUF_SIMPLE) < 0)
+    /* With the GIL: take every packet, then lay the runs out and allocate their buffers
+     * (lay_out_runs); a datagram carrying a WireGuard message goes alone to ``singles``. */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(packets, i), &views[i], PyBUF_SIMPLE) < 0)
+            goto done;
+        held = i + 1;
+        Py_ssize_t size = views[i].len;
+        Py_ssize_t limit = mtu;
+        if (limits != NULL) {
+            limit = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(limits, i));
+            if (limit == -1 && PyErr_Occurred())
                 goto done;
-            held = i + 1;
-            Py_ssize_t size = views[i].len;
-            Py_ssize_t limit = mtu;
-            if (limits != NULL) {
-                limit = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(limits, i));
-                if (limit == -1 && PyErr_Occurred())
-                    goto done;
-            }
-            if (size > MAX_PLAINTEXT) {
-                PyErr_SetString(PyExc_ValueError, "a packet is too large");
-                goto done;
-            }
-            slots[i].padded = padded_length(size, limit);
-            length = slots[i].padded + OVERHEAD;
-            nested = size >= NESTED_CHECK_MIN &&
-                     carries_wireguard((const unsigned char *)views[i].buf, size);
         }
-        if (nested) {
-            PyObject *single = PyBytes_FromStringAndSize(NULL, length);
+        if (size > MAX_PLAINTEXT) {
+            PyErr_SetString(PyExc_ValueError, "a packet is too large");
+            goto done;
+        }
+        lengths[i] = padded_length(size, limit) + OVERHEAD;
+        if (size >= NESTED_CHECK_MIN &&
+            carries_wireguard((const unsigned char *)views[i].buf, size)) {
+            PyObject *single = PyBytes_FromStringAndSize(NULL, lengths[i]);
             if (single == NULL)
                 goto done;
             int failed = PyList_Append(singles, single);
-            slots[i].dest = (unsigned char *)PyBytes_AS_STRING(single);
+            dests[i] = (unsigned char *)PyBytes_AS_STRING(single);
             Py_DECREF(single);
             if (failed < 0)
                 goto done;
-            sent += length;
-            continue;
+            sent += lengths[i];
         }
-        if (i == count || length > run_size || run_count == capacity) {
-            if (run_used) { /* the run so far gets its buffer */
-                PyObject *buffer = PyBytes_FromStringAndSize(NULL, run_used);
-                if (buffer == NULL)
-                    goto done;
-                PyObject *entry = Py_BuildValue("(Nn)", buffer,
-                                                run_used > run_size ? run_size : (Py_ssize_t)0);
-                if (entry == NULL)
-                    goto done;
-                int failed = PyList_Append(runs, entry);
-                Py_DECREF(entry);
-                if (failed < 0)
-                    goto done;
-                unsigned char *at = (unsigned char *)PyBytes_AS_STRING(buffer);
-                for (Py_ssize_t j = run_first; j < i; j++) {
-                    if (slots[j].dest != NULL)
-                        continue; /* a nested one, placed already */
-                    slots[j].dest = at;
-                    at += slots[j].padded + OVERHEAD;
-                }
-                sent += run_used;
-            }
-            if (i == count)
-                break;
-            run_first = i;
-            run_size = length;
-            capacity = RUN_MAX_BYTES / length;
-            if (capacity > RUN_MAX_DATAGRAMS)
-                capacity = RUN_MAX_DATAGRAMS;
-            if (capacity < 1)
-                capacity = 1;
-            run_used = run_count = 0;
-        }
-        run_used += length;
-        run_count++;
-        if (length < run_size)
-            run_count = capacity; /* a shorter datagram ends a run */
     }
+    if (lay_out_runs(lengths, dests, count, runs, &sent) < 0)
+        goto done;
 
     /* Without the GIL: headers, plaintexts, padding, encryption, tags. */
     int ok = 1;
@@ -158,15 +109,15 @@ static PyObject *seal_run(PyObject *Py_UNUSED(module), PyObject *args, PyObject 
     EVP_CIPHER_CTX *ctx = new_context((const unsigned char *)key.buf, 1);
     ok = ctx != NULL;
     for (Py_ssize_t i = 0; ok && i < count; i++) {
-        unsigned char *dest = slots[i].dest;
-        Py_ssize_t size = views[i].len;
+        unsigned char *dest = dests[i];
+        Py_ssize_t size = views[i].len, padded = lengths[i] - OVERHEAD;
         put_le32(dest, 4);
         put_le32(dest + 4, receiver);
         put_le64(dest + 8, counter + (uint64_t)i);
         if (size)
             memcpy(dest + HEADER_LEN, views[i].buf, (size_t)size);
-        memset(dest + HEADER_LEN + size, 0, (size_t)(slots[i].padded - size));
-        ok = seal(ctx, counter + (uint64_t)i, dest + HEADER_LEN, (int)slots[i].padded);
+        memset(dest + HEADER_LEN + size, 0, (size_t)(padded - size));
+        ok = seal(ctx, counter + (uint64_t)i, dest + HEADER_LEN, (int)padded);
     }
     EVP_CIPHER_CTX_free(ctx);
     Py_END_ALLOW_THREADS
@@ -179,7 +130,8 @@ static PyObject *seal_run(PyObject *Py_UNUSED(module), PyObject *args, PyObject 
 done:
     release_all(views, held);
     PyMem_Free(views);
-    PyMem_Free(slots);
+    PyMem_Free(lengths);
+    PyMem_Free(dests);
     Py_XDECREF(runs);
     Py_XDECREF(singles);
     Py_XDECREF(limits);

@@ -155,6 +155,61 @@ static inline void release_all(Py_buffer *views, Py_ssize_t count)
         PyBuffer_Release(&views[i]);
 }
 
+/* The datagrams whose ``dests`` entry is still NULL (the others were placed alone) laid out
+ * as UDP GSO runs, in order, by wgpy.batch.pure_seal_run's rules: datagrams of one size back
+ * to back, a shorter one ends a run, at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES. Each run
+ * gets one bytes buffer, appended to ``runs`` as (buffer, each datagram's size, or 0 for a run
+ * of one); each datagram's place in it goes to ``dests``; the bytes are added to ``*sent``.
+ * -1 with an exception set if Python runs out of memory. */
+static inline int lay_out_runs(const Py_ssize_t *lengths, unsigned char **dests,
+                               Py_ssize_t count, PyObject *runs, Py_ssize_t *sent)
+{
+    Py_ssize_t run_first = 0, run_count = 0, run_size = 0, run_used = 0, capacity = 0;
+    for (Py_ssize_t i = 0; i <= count; i++) {
+        if (i < count && dests[i] != NULL)
+            continue;
+        Py_ssize_t length = i < count ? lengths[i] : 0;
+        if (i == count || length > run_size || run_count == capacity) {
+            if (run_used) { /* the run so far gets its buffer */
+                PyObject *buffer = PyBytes_FromStringAndSize(NULL, run_used);
+                if (buffer == NULL)
+                    return -1;
+                PyObject *entry = Py_BuildValue("(Nn)", buffer,
+                                                run_used > run_size ? run_size : (Py_ssize_t)0);
+                if (entry == NULL)
+                    return -1;
+                int failed = PyList_Append(runs, entry);
+                Py_DECREF(entry);
+                if (failed < 0)
+                    return -1;
+                unsigned char *at = (unsigned char *)PyBytes_AS_STRING(buffer);
+                for (Py_ssize_t j = run_first; j < i; j++) {
+                    if (dests[j] != NULL)
+                        continue; /* placed alone */
+                    dests[j] = at;
+                    at += lengths[j];
+                }
+                *sent += run_used;
+            }
+            if (i == count)
+                break;
+            run_first = i;
+            run_size = length;
+            capacity = RUN_MAX_BYTES / length;
+            if (capacity > RUN_MAX_DATAGRAMS)
+                capacity = RUN_MAX_DATAGRAMS;
+            if (capacity < 1)
+                capacity = 1;
+            run_used = run_count = 0;
+        }
+        run_used += length;
+        run_count++;
+        if (length < run_size)
+            run_count = capacity; /* a shorter datagram ends a run */
+    }
+    return 0;
+}
+
 /* The calls defined outside wgpy/_batch.c, each in its own wgpy/_batch_*.c file. */
 /* wgpy/_batch_receive.c */
 extern const char wgpy_batch_open_run_doc[];

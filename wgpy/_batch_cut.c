@@ -221,55 +221,17 @@ PyObject *wgpy_batch_seal_super(PyObject *Py_UNUSED(module), PyObject *args, PyO
         goto done;
     }
 
-    /* With the GIL: the runs laid out as seal_run lays them (datagrams of one size back to
-     * back, a shorter one ends a run, at most RUN_MAX_DATAGRAMS and RUN_MAX_BYTES; a TCP
-     * segment never carries a WireGuard message) and their buffers allocated. */
-    Py_ssize_t sent = 0, run_first = 0, run_count = 0, run_size = 0, run_used = 0, capacity = 0;
-    for (Py_ssize_t i = 0; i <= count; i++) {
-        Py_ssize_t length = 0;
-        if (i < count) {
-            Py_ssize_t data_len = shape.payload - i * shape.gso_size;
-            if (data_len > shape.gso_size)
-                data_len = shape.gso_size;
-            length = padded_length(shape.header_len + data_len, mtu) + OVERHEAD;
-            lengths[i] = length;
-        }
-        if (i == count || length > run_size || run_count == capacity) {
-            if (run_used) {
-                PyObject *buffer = PyBytes_FromStringAndSize(NULL, run_used);
-                if (buffer == NULL)
-                    goto done;
-                PyObject *entry = Py_BuildValue("(Nn)", buffer,
-                                                run_used > run_size ? run_size : (Py_ssize_t)0);
-                if (entry == NULL)
-                    goto done;
-                int failed = PyList_Append(runs, entry);
-                Py_DECREF(entry);
-                if (failed < 0)
-                    goto done;
-                unsigned char *at = (unsigned char *)PyBytes_AS_STRING(buffer);
-                for (Py_ssize_t j = run_first; j < i; j++) {
-                    dests[j] = at;
-                    at += lengths[j];
-                }
-                sent += run_used;
-            }
-            if (i == count)
-                break;
-            run_first = i;
-            run_size = length;
-            capacity = RUN_MAX_BYTES / length;
-            if (capacity > RUN_MAX_DATAGRAMS)
-                capacity = RUN_MAX_DATAGRAMS;
-            if (capacity < 1)
-                capacity = 1;
-            run_used = run_count = 0;
-        }
-        run_used += length;
-        run_count++;
-        if (length < run_size)
-            run_count = capacity; /* a shorter datagram ends a run */
+    /* With the GIL: the runs laid out as seal_run lays them (a TCP segment never carries a
+     * WireGuard message, so none goes alone) and their buffers allocated. */
+    Py_ssize_t sent = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t data_len = shape.payload - i * shape.gso_size;
+        if (data_len > shape.gso_size)
+            data_len = shape.gso_size;
+        lengths[i] = padded_length(shape.header_len + data_len, mtu) + OVERHEAD;
     }
+    if (lay_out_runs(lengths, dests, count, runs, &sent) < 0)
+        goto done;
 
     /* Without the GIL (the frame and the run buffers are held): each segment cut into its
      * datagram, padded and sealed in place. */
