@@ -69,7 +69,7 @@ static inline Py_ssize_t padded_length(Py_ssize_t length, Py_ssize_t mtu)
     return length - last_unit + padded;
 }
 
-/* wgpy.device.send._carries_wireguard: a UDP datagram (first fragment) holding a WireGuard
+/* wgpy.batch.carries_wireguard: a UDP datagram (first fragment) holding a WireGuard
  * message header (type 1-4, three zero bytes) */
 static inline int carries_wireguard(const unsigned char *packet, Py_ssize_t size)
 {

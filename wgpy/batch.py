@@ -80,7 +80,9 @@ _TYPE_DATA: Final = 4
 _OVERHEAD: Final = 32
 _RUN_MAX_DATAGRAMS: Final = 64
 _RUN_MAX_BYTES: Final = 65000
-_NESTED_CHECK_MIN: Final = 576 - 60
+#: Below this size a datagram is never fragmented (576 is IPv4's minimum MTU), so whether a
+#: packet carries WireGuard (:func:`carries_wireguard`) only matters above it.
+NESTED_CHECK_MIN: Final = 576 - 60
 _MAX_PLAINTEXT: Final = 1 << 30
 _LAST: Final = 2**64 - 1
 _HEADER: Final = struct.Struct("<IIQ")
@@ -124,7 +126,7 @@ class Segments(Sequence[bytes]):
         return f"Segments({len(self.data)} bytes, every {self.size})"
 
 
-def _carries_wireguard(packet: Buffer) -> bool:
+def carries_wireguard(packet: Buffer) -> bool:
     """Whether an inner packet is a UDP datagram (a first fragment) holding a WireGuard
     message: type 1-4 and three zero bytes."""
     version = packet[0] >> 4
@@ -182,7 +184,7 @@ def pure_seal_run(
         if padded != size:
             packet = bytes(packet) + bytes(padded - size)
         length = padded + _OVERHEAD
-        if size >= _NESTED_CHECK_MIN and _carries_wireguard(packet):
+        if size >= NESTED_CHECK_MIN and carries_wireguard(packet):
             single = _HEADER.pack(_TYPE_DATA, receiver, counter)
             singles.append(single + encrypt(pack_nonce(counter), bytes(packet), None))
             counter += 1

@@ -121,17 +121,17 @@ def _udp4(payload: bytes, frag_offset: int = 0) -> bytes:
 
 
 def test_a_tunnel_inside_the_tunnel_is_recognised() -> None:
-    from wgpy.device.send import _carries_wireguard
+    from wgpy.batch import carries_wireguard
 
     data_message = b"\x04\0\0\0" + bytes(12) + bytes(600)
-    assert _carries_wireguard(_udp4(data_message))
-    assert _carries_wireguard(_udp4(b"\x01\0\0\0" + bytes(144)))  # an initiation
+    assert carries_wireguard(_udp4(data_message))
+    assert carries_wireguard(_udp4(b"\x01\0\0\0" + bytes(144)))  # an initiation
     ipv6 = _ipv6_udp("fd00::1", "fd00::2")
-    assert not _carries_wireguard(ipv6)  # a DNS-looking payload
-    assert _carries_wireguard(ipv6[:48] + data_message)
-    assert not _carries_wireguard(_udp4(b"\x04\0\0\x01" + bytes(12)))  # reserved bytes set
-    assert not _carries_wireguard(_udp4(b"\x05\0\0\0" + bytes(12)))  # no such message type
-    assert not _carries_wireguard(_udp4(data_message, frag_offset=100))  # a later fragment
+    assert not carries_wireguard(ipv6)  # a DNS-looking payload
+    assert carries_wireguard(ipv6[:48] + data_message)
+    assert not carries_wireguard(_udp4(b"\x04\0\0\x01" + bytes(12)))  # reserved bytes set
+    assert not carries_wireguard(_udp4(b"\x05\0\0\0" + bytes(12)))  # no such message type
+    assert not carries_wireguard(_udp4(data_message, frag_offset=100))  # a later fragment
     tcp = bytearray(_udp4(data_message))
     tcp[9] = 6
-    assert not _carries_wireguard(bytes(tcp))
+    assert not carries_wireguard(bytes(tcp))

@@ -6,7 +6,6 @@ in the peer's queue until there is a session, then it is padded, encrypted and s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
 
 from wgpy import batch, messages
 from wgpy.device.state import (
@@ -49,29 +48,6 @@ def _can_send(keypair: Keypair, now: float, packets: int) -> bool:
         keypair.can_send = False
         return False
     return True
-
-
-#: Below this size a datagram is never fragmented (576 is IPv4's minimum MTU), so whether a
-#: packet carries WireGuard only matters above it.
-_NESTED_CHECK_MIN: Final = 576 - 60
-
-
-def _carries_wireguard(packet: bytes) -> bool:
-    """Whether an inner packet is a UDP datagram holding a WireGuard message (its 4-byte
-    header: type 1-4 and three zero bytes) — another tunnel's traffic going through this one."""
-    version = packet[0] >> 4
-    if version == 4:
-        if packet[9] != 17 or packet[6] & 0x1F or packet[7]:  # not UDP, or not a first fragment
-            return False
-        offset = (packet[0] & 0x0F) * 4 + 8
-    elif version == 6:
-        if packet[6] != 17:
-            return False
-        offset = 48
-    else:
-        return False
-    header = packet[offset : offset + 4]
-    return len(header) == 4 and 1 <= header[0] <= 4 and header[1:] == b"\0\0\0"
 
 
 class Sending(DeviceState):
@@ -281,7 +257,7 @@ class Sending(DeviceState):
         datagram = DATA_HEADER.pack(TYPE_DATA, keypair.remote_index, counter) + (
             keypair.send.encrypt(NONCE.pack(counter), packet, None)
         )
-        if size >= _NESTED_CHECK_MIN and _carries_wireguard(packet):
+        if size >= batch.NESTED_CHECK_MIN and batch.carries_wireguard(packet):
             self._unfragmentable.append((datagram, endpoint))
         else:
             self._datagrams.append((datagram, endpoint, 0))
